@@ -1,0 +1,56 @@
+"""Native (uncompressed) frames: bytes to array, the way pydicom lays them out."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DecodeError
+from ..index.pixel_spec import PixelSpec
+from .base import Decoded
+
+__all__ = ["decode_native"]
+
+
+def _expand_ybr422(flat: np.ndarray) -> np.ndarray:
+    # PS3.3 C.7.6.3.1.2: Y1 Y2 Cb Cr -> Y1 Cb Cr Y2 Cb Cr
+    out = np.empty(flat.shape[0] // 2 * 3, dtype=flat.dtype)
+    out[::6] = flat[::4]
+    out[3::6] = flat[1::4]
+    out[1::6] = out[4::6] = flat[2::4]
+    out[2::6] = out[5::6] = flat[3::4]
+    return out
+
+
+def decode_native(data: bytes | bytearray, spec: PixelSpec, little_endian: bool, bit_offset: int = 0) -> Decoded:
+    """Turn one frame's native bytes into an array of shape ``spec.shape``.
+
+    ``data`` must be writeable-copyable bytes of exactly this frame (plus the
+    partial bytes around a 1-bit frame, located by ``bit_offset``).
+    """
+    pixels = spec.pixels_per_frame
+    if spec.bits_allocated == 1:
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+        flat = bits[bit_offset : bit_offset + pixels]
+        if flat.shape[0] != pixels:
+            raise DecodeError(f"1-bit frame holds {flat.shape[0]} pixels, expected {pixels}")
+        return Decoded(flat.reshape(spec.shape))
+    dtype = spec.dtype.newbyteorder("<" if little_endian else ">")
+    flat = np.frombuffer(data, dtype=dtype)
+    photometric = None
+    if spec.photometric_interpretation == "YBR_FULL_422":
+        flat = _expand_ybr422(flat)
+        photometric = "YBR_FULL"
+    if flat.shape[0] != pixels:
+        raise DecodeError(f"native frame holds {flat.shape[0]} samples, expected {pixels}")
+    if not dtype.isnative:
+        flat = flat.byteswap().view(dtype.newbyteorder("="))
+    elif not flat.flags.writeable:
+        flat = flat.copy()
+    rows, cols, spp = spec.rows, spec.columns, spec.samples_per_pixel
+    if spp == 1:
+        arr = flat.reshape(rows, cols)
+    elif spec.planar_configuration == 0 or photometric == "YBR_FULL":
+        arr = flat.reshape(rows, cols, spp)
+    else:
+        arr = np.ascontiguousarray(flat.reshape(spp, rows, cols).transpose(1, 2, 0))
+    return Decoded(arr, photometric=photometric)

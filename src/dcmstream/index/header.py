@@ -1,0 +1,202 @@
+"""Parse a DICOM header up to (not into) the pixel data and locate that element.
+
+pydicom parses every element before the pixel data; we then read the pixel data
+element's own header (tag, VR, length) ourselves, so opening a 2 GB file reads a
+few kilobytes. Deflated files are inflated by streaming into a temporary file, so
+memory stays bounded whatever the inflated size.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from ..errors import DicomFormatError, SourceError
+from ..io.reader import SourceReader
+from ..io.source import ByteSource, FileObjectSource
+from .pixel_spec import PIXEL_KEYWORDS
+
+__all__ = ["Header", "PixelElement", "parse_header", "MAX_INFLATED_BYTES"]
+
+#: Upper bound on the inflated size of a Deflated Explicit VR file (a deflate bomb
+#: guard); the temporary file never grows beyond it.
+MAX_INFLATED_BYTES = 8 << 30
+
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+@dataclass(frozen=True)
+class PixelElement:
+    """Where the top-level pixel data element sits in the source."""
+
+    tag: int
+    keyword: str
+    vr: str | None
+    element_offset: int
+    value_offset: int
+    length: int | None  # None: undefined length (encapsulated)
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length is None
+
+
+@dataclass
+class Header:
+    """The parsed header: dataset without pixel data, encoding, pixel element."""
+
+    dataset: FileDataset
+    transfer_syntax: UID
+    is_little_endian: bool
+    is_implicit_vr: bool
+    pixel: PixelElement | None
+    source: ByteSource  # where pixel bytes are read (an inflated copy for deflate)
+    owned_sources: list[ByteSource] = field(default_factory=list)
+
+
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return int(tag) in PIXEL_KEYWORDS
+
+
+def _read_pixel_element(source: ByteSource, offset: int, little: bool, implicit: bool) -> PixelElement | None:
+    """Decode the element header at ``offset`` if it is a pixel data element."""
+    head = source.read_at(offset, 12)
+    if len(head) < 8:
+        return None
+    endian = "<" if little else ">"
+    group, elem = struct.unpack(endian + "HH", head[:4])
+    tag = group << 16 | elem
+    if tag not in PIXEL_KEYWORDS:
+        return None
+    vr: str | None = None
+    vr_bytes = head[4:6]
+    if implicit or not (b"AA" <= vr_bytes <= b"ZZ"):
+        (length,) = struct.unpack(endian + "L", head[4:8])
+        value_offset = offset + 8
+    elif vr_bytes in _LONG_VRS:
+        if len(head) < 12:
+            raise DicomFormatError(f"{source.name}: pixel data element header at {offset} is truncated")
+        (length,) = struct.unpack(endian + "L", head[8:12])
+        vr = vr_bytes.decode("ascii")
+        value_offset = offset + 12
+    else:
+        (length,) = struct.unpack(endian + "H", head[6:8])
+        vr = vr_bytes.decode("ascii")
+        value_offset = offset + 8
+    return PixelElement(
+        tag=tag,
+        keyword=PIXEL_KEYWORDS[tag],
+        vr=vr,
+        element_offset=offset,
+        value_offset=value_offset,
+        length=None if length == _UNDEFINED else length,
+    )
+
+
+def _inflate_to_tempfile(source: ByteSource, start: int, limit: int) -> ByteSource:
+    """Stream-inflate ``source[start:]`` (raw deflate) into a temporary file."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    tmp = tempfile.TemporaryFile(prefix="dcmstream-inflate-")
+    written = 0
+    chunk = 1 << 20
+    pos = start
+    try:
+        while pos < source.size and not inflater.eof:
+            block = source.read_at(pos, chunk)
+            pos += len(block)
+            data = inflater.decompress(block, chunk * 4)
+            while True:
+                written += len(data)
+                if written > limit:
+                    raise DicomFormatError(
+                        f"{source.name}: deflated data inflates beyond {limit} bytes (refused)"
+                    )
+                tmp.write(data)
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, chunk * 4)
+        tail = inflater.flush()
+        tmp.write(tail)
+    except zlib.error as exc:
+        tmp.close()
+        raise DicomFormatError(f"{source.name}: deflated dataset is corrupt ({exc})") from exc
+    except BaseException:
+        tmp.close()
+        raise
+    tmp.flush()
+    return FileObjectSource(tmp, name=f"{source.name} (inflated)")
+
+
+def _guard(name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a pydicom parse step and turn whatever it raises into DicomFormatError."""
+    try:
+        return func(*args, **kwargs)
+    except (DicomFormatError, SourceError):
+        raise
+    except RecursionError as exc:
+        raise DicomFormatError(f"{name}: sequences are nested too deeply") from exc
+    except InvalidDicomError as exc:
+        raise DicomFormatError(f"{name}: not a DICOM file ({exc})") from exc
+    except MemoryError as exc:
+        raise DicomFormatError(f"{name}: an element claims more memory than is available") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad input
+        raise DicomFormatError(f"{name}: cannot parse header ({type(exc).__name__}: {exc})") from exc
+
+
+def parse_header(source: ByteSource) -> Header:
+    """Parse ``source`` up to its top-level pixel data element.
+
+    Raises :class:`DicomFormatError` when the bytes are not a DICOM dataset.
+    A dataset without pixel data parses fine and has ``pixel=None``.
+    """
+    name = source.name
+    reader = SourceReader(source)
+    # Peek at the file meta first: a deflated dataset must not be handed to
+    # pydicom, which would inflate all of it in memory.
+    preamble = _guard(name, read_preamble, reader, True)
+    meta = _guard(name, _read_file_meta_info, reader)
+    body_start = reader.tell()
+    ts = meta.get("TransferSyntaxUID")
+    owned: list[ByteSource] = []
+    if ts == DeflatedExplicitVRLittleEndian:
+        pixel_source = _inflate_to_tempfile(source, body_start, MAX_INFLATED_BYTES)
+        owned.append(pixel_source)
+        inflated = SourceReader(pixel_source)
+        dataset = _guard(name, read_dataset, inflated, False, True, stop_when=_at_pixel_data)
+        ds = FileDataset(name, dataset, preamble, meta, False, True)
+        ds.set_original_encoding(False, True, dataset._character_set)
+        stop = inflated.tell()
+    else:
+        pixel_source = source
+        reader.seek(0)
+        ds = _guard(name, read_partial, reader, stop_when=_at_pixel_data, force=True)
+        stop = reader.tell()
+        if len(ds) == 0 and not ds.file_meta:
+            raise DicomFormatError(f"{name}: no DICOM elements found (not a DICOM file?)")
+
+    little = bool(ds.original_encoding[1]) if ds.original_encoding[1] is not None else True
+    implicit = bool(ds.original_encoding[0]) if ds.original_encoding[0] is not None else True
+    if ts is None:
+        # No file meta: pydicom guessed the encoding; name the matching syntax.
+        ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ts = UID(str(ts))
+    pixel = _read_pixel_element(pixel_source, stop, little, implicit) if stop < pixel_source.size else None
+    return Header(
+        dataset=ds,
+        transfer_syntax=ts,
+        is_little_endian=little,
+        is_implicit_vr=implicit,
+        pixel=pixel,
+        source=pixel_source,
+        owned_sources=owned,
+    )

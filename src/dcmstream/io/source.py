@@ -1,0 +1,187 @@
+"""Byte sources: "read n bytes at offset" over files, memory and file objects.
+
+Everything dcmstream reads goes through a :class:`ByteSource`, so the engine never
+needs a whole file in memory and a test can count exactly which bytes a call read.
+Sources are thread-safe: a decode pool may read different frames concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import SourceError
+
+__all__ = ["ByteSource", "FileSource", "BytesSource", "FileObjectSource", "as_source"]
+
+
+class ByteSource(ABC):
+    """Random access to an immutable sequence of bytes.
+
+    Subclasses implement :meth:`_read_at`; the base class keeps the counters
+    ``bytes_read`` and ``read_calls`` that the memory tests and metrics use.
+    """
+
+    name: str = "<source>"
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.read_calls = 0
+        self._closed = False
+        self._count_lock = threading.Lock()
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Total number of bytes in the source."""
+
+    @abstractmethod
+    def _read_at(self, offset: int, length: int) -> bytes:
+        """Return up to ``length`` bytes at ``offset`` (fewer only at the end)."""
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes at ``offset``, fewer only where the source ends.
+
+        The length is clamped to the source size before anything is allocated,
+        so a corrupt length field can never cause a huge allocation.
+        """
+        if self._closed:
+            raise SourceError(f"{self.name}: source is closed")
+        if offset < 0 or length < 0:
+            raise SourceError(f"{self.name}: negative offset or length ({offset}, {length})")
+        length = max(0, min(length, self.size - offset))
+        if length == 0:
+            return b""
+        data = self._read_at(offset, length)
+        with self._count_lock:
+            self.bytes_read += len(data)
+            self.read_calls += 1
+        return data
+
+    def read_exact(self, offset: int, length: int, what: str = "data") -> bytes:
+        """Like :meth:`read_at` but a short read is a truncation error."""
+        data = self.read_at(offset, length)
+        if len(data) != length:
+            from ..errors import DicomFormatError
+
+            raise DicomFormatError(
+                f"{self.name}: {what} at offset {offset} needs {length} bytes but the "
+                f"source ends after {len(data)} (truncated file?)"
+            )
+        return data
+
+    def reset_counters(self) -> None:
+        """Set ``bytes_read`` and ``read_calls`` back to zero."""
+        with self._count_lock:
+            self.bytes_read = 0
+            self.read_calls = 0
+
+    def close(self) -> None:
+        """Release the underlying resource; further reads raise SourceError."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "ByteSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, size={self.size})"
+
+
+class FileSource(ByteSource):
+    """A local file read with ``os.pread``: no shared file position, thread-safe."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.name = str(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            raise SourceError(f"{self.name}: cannot open ({exc.strerror})") from exc
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        try:
+            data = os.pread(self._fd, length, offset)
+            # pread may return short reads on some file systems; finish them.
+            while len(data) < length:
+                more = os.pread(self._fd, length - len(data), offset + len(data))
+                if not more:
+                    break
+                data += more
+            return data
+        except OSError as exc:
+            raise SourceError(f"{self.name}: read failed at {offset} ({exc.strerror})") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            os.close(self._fd)
+        super().close()
+
+
+class BytesSource(ByteSource):
+    """Bytes already in memory (tests, small uploads)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, name: str = "<bytes>") -> None:
+        super().__init__()
+        self._data = memoryview(data).cast("B")
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        return bytes(self._data[offset : offset + length])
+
+
+class FileObjectSource(ByteSource):
+    """A seekable binary file object; seek+read are serialised by a lock."""
+
+    def __init__(self, fileobj: BinaryIO, name: str | None = None) -> None:
+        super().__init__()
+        if not (hasattr(fileobj, "read") and hasattr(fileobj, "seek")):
+            raise TypeError("file object must have read() and seek()")
+        self._fp = fileobj
+        self._lock = threading.Lock()
+        self.name = name or str(getattr(fileobj, "name", "<file object>"))
+        with self._lock:
+            here = fileobj.tell()
+            self._size = fileobj.seek(0, os.SEEK_END)
+            fileobj.seek(here)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._fp.seek(offset)
+            return self._fp.read(length)
+
+
+def as_source(obj: "str | os.PathLike[str] | BinaryIO | ByteSource | bytes") -> ByteSource:
+    """Wrap a path, bytes, a binary file object or a ByteSource as a ByteSource."""
+    if isinstance(obj, ByteSource):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        return FileSource(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return BytesSource(obj)
+    if hasattr(obj, "read") and hasattr(obj, "seek"):
+        return FileObjectSource(obj)
+    raise TypeError(f"cannot read DICOM from {type(obj).__name__}")
