@@ -1,0 +1,1 @@
+"""The ``dcmstream`` command line: one module per command, assembled in main.py."""

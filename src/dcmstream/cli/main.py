@@ -1,0 +1,25 @@
+"""Entry point of the ``dcmstream`` command (typer)."""
+
+from __future__ import annotations
+
+import typer
+
+from . import demo, frame, info
+
+app = typer.Typer(
+    name="dcmstream",
+    help="Huge DICOM images with bounded memory: read, serve and process frame by frame.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("info")(info.info)
+app.command("frame")(frame.frame)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
