@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -11,6 +12,7 @@ import numpy as np
 from pydicom.dataset import FileDataset
 from pydicom.uid import UID
 
+from ..cache import FrameCache, default_cache
 from ..codecs import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES, Decoded, decode_native, decoder_for
 from ..errors import DecodeError, DicomFormatError, FrameIndexError, SourceError, UnsupportedTransferSyntaxError
 from ..index import (
@@ -28,6 +30,8 @@ from .postprocess import finish_frame
 __all__ = ["Instance", "open"]
 
 Source = str | os.PathLike[str] | BinaryIO | ByteSource | bytes
+#: ``cache=`` argument: a FrameCache, None for the process-wide default, False for none.
+CacheArg = FrameCache | None | bool
 
 
 class Instance:
@@ -37,12 +41,19 @@ class Instance:
     :class:`~dcmstream.index.FrameIndex`; :meth:`encoded_frame` then reads exactly
     one frame's bytes and :meth:`frame` decodes them. Use as a context manager, or
     call :meth:`close`.
+
+    Decoded frames go through a :class:`~dcmstream.cache.FrameCache` (the
+    process-wide default unless ``cache=`` says otherwise; ``cache=False`` turns
+    caching off). Arrays that come from a cache are read-only, because they are
+    shared; copy one before changing it.
     """
 
-    def __init__(self, source: Source, *, strict: bool = True) -> None:
+    def __init__(self, source: Source, *, strict: bool = True, cache: CacheArg = None) -> None:
         self._owns_source = not isinstance(source, ByteSource)
         self.source: ByteSource = as_source(source)
         self.name = self.source.name
+        self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
+        self.cache_key = self._make_cache_key()
         try:
             self._header = parse_header(self.source)
             self._init_pixels(strict)
@@ -51,6 +62,17 @@ class Instance:
             raise
 
     # -- opening -----------------------------------------------------------------
+    def _make_cache_key(self) -> tuple[str, ...]:
+        """Identity of the bytes, so reopening the same unchanged file hits the cache."""
+        path = getattr(self.source, "path", None)
+        if path is not None:
+            try:
+                st = os.stat(path)
+                return ("file", os.path.realpath(path), str(st.st_size), str(st.st_mtime_ns))
+            except OSError:
+                pass
+        return ("source", uuid.uuid4().hex)
+
     def _init_pixels(self, strict: bool) -> None:
         header = self._header
         pixel = header.pixel
@@ -128,6 +150,8 @@ class Instance:
 
     # -- frames ------------------------------------------------------------------
     def _check_index(self, i: int) -> int:
+        if self.source.closed:
+            raise SourceError(f"{self.name}: the instance is closed")
         n = len(self)
         if n == 0:
             raise DicomFormatError(f"{self.name}: the dataset has no pixel data")
@@ -203,7 +227,19 @@ class Instance:
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` (0-based) as an array, identical to pydicom's ``pixel_array(ds)[i]``."""
         j = self._check_index(i)
-        return self.decode(self.encoded_frame(j), j)
+        if self.cache is None:
+            return self.decode(self.encoded_frame(j), j)
+        return self.cache.get_or_load((self.cache_key, j, "full"), lambda: self._load_frame(j))
+
+    def _load_frame(self, j: int, level: int = 0) -> np.ndarray:
+        return self.decode(self._cached_encoded_frame(j), j, level)
+
+    def _cached_encoded_frame(self, j: int) -> bytes:
+        # Native frames are as large decoded as encoded: keeping both would spend
+        # the budget twice, so only compressed frames use the encoded tier.
+        if self.cache is None or self.frame_index.kind == "native":
+            return self.encoded_frame(j)
+        return self.cache.get_or_load((self.cache_key, j, "encoded"), lambda: self.encoded_frame(j), "encoded")
 
     def frames(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
         """Yield frames lazily, one read and one decode at a time."""
@@ -219,6 +255,10 @@ class Instance:
                 owned.close()
         if self._owns_source:
             self.source.close()
+
+    def purge(self) -> int:
+        """Drop this instance's frames from its cache; returns how many entries went."""
+        return 0 if self.cache is None else self.cache.purge(self.cache_key)
 
     def __enter__(self) -> "Instance":
         return self
@@ -237,11 +277,13 @@ class Instance:
         )
 
 
-def open(source: Source, *, strict: bool = True) -> Instance:  # noqa: A001 - mirrors builtins.open on purpose
+def open(source: Source, *, strict: bool = True, cache: CacheArg = None) -> Instance:  # noqa: A001 - mirrors builtins.open on purpose
     """Open a DICOM file lazily: read its header and build its frame index.
 
     ``source`` is a path, bytes, a seekable binary file object or a
     :class:`~dcmstream.io.ByteSource`. With ``strict=False`` a file with fewer
-    frames than it declares opens with the frames that are present.
+    frames than it declares opens with the frames that are present. ``cache``
+    is a :class:`~dcmstream.cache.FrameCache`, None for the process-wide default
+    (``dcmstream.cache.default_cache()``) or False for no caching.
     """
-    return Instance(source, strict=strict)
+    return Instance(source, strict=strict, cache=cache)
