@@ -231,6 +231,20 @@ class Instance:
             return self.decode(self.encoded_frame(j), j)
         return self.cache.get_or_load((self.cache_key, j, "full"), lambda: self._load_frame(j))
 
+    def prefetch(self, i: int) -> None:
+        """Decode frame ``i`` into the cache, marked as a prefetch (no-op without cache).
+
+        Prefetch policies and decode pools call this; an entry that is evicted
+        before anyone asks for it counts as ``prefetch_wasted`` in the stats.
+        """
+        j = self._check_index(i)
+        if self.cache is not None:
+            self.cache.get_or_load((self.cache_key, j, "full"), lambda: self._load_frame(j), prefetch=True)
+
+    def is_cached(self, i: int) -> bool:
+        """Whether frame ``i`` is decoded in the cache now (no side effects)."""
+        return self.cache is not None and self.cache.peek((self.cache_key, int(i) % max(len(self), 1), "full"))
+
     def _load_frame(self, j: int, level: int = 0) -> np.ndarray:
         return self.decode(self._cached_encoded_frame(j), j, level)
 
