@@ -7,6 +7,11 @@ frame::
     with dcmstream.open("ct.dcm") as inst:
         print(len(inst), inst.transfer_syntax, inst.frame_index.kind)
         arr = inst.frame(500)
+        small = inst.frame(500, level=2)        # 1/4 per side; J2K decodes fewer levels
+        png_ready = inst.render(500, window=(40, 400), size=256)   # uint8
+
+    with dcmstream.open_series("study/series-dir") as series:   # single-frame files, sorted
+        thumb = series.thumbnail(len(series) // 2)
 """
 
 from .errors import (
@@ -17,7 +22,7 @@ from .errors import (
     SourceError,
     UnsupportedTransferSyntaxError,
 )
-from .image import Instance, open
+from .image import Instance, Series, open, open_series
 from .index import FrameIndex, OffsetTableKind, PixelSpec
 from .io import ByteSource, BytesSource, FileObjectSource, FileSource
 
@@ -25,7 +30,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open",
+    "open_series",
     "Instance",
+    "Series",
     "FrameIndex",
     "OffsetTableKind",
     "PixelSpec",

@@ -36,6 +36,8 @@ class FrameDecoder:
     reduced resolution (1/2**level per side) and is only passed when
     ``reduces`` is True. ``available()`` tells whether the backing package is
     importable; ``package`` names what to install when it is not.
+    ``max_level(data)``, when set, tells from one encoded frame how many
+    resolution levels the codestream holds (JPEG 2000: its decomposition levels).
     """
 
     name: str
@@ -44,3 +46,4 @@ class FrameDecoder:
     package: str
     available: Callable[[], bool] = field(default=lambda: True)
     reduces: bool = False
+    max_level: Callable[[bytes], int] | None = None

@@ -8,9 +8,10 @@ and they release the GIL, so a thread pool decodes in parallel.
 from __future__ import annotations
 
 import importlib.util
+import struct
 
 import numpy as np
-from pydicom.pixels.utils import _get_jpg_parameters, get_j2k_parameters
+from pydicom.pixels.utils import _get_jpg_parameters
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -29,6 +30,7 @@ from pydicom.uid import (
 from ..errors import DecodeError
 from ..index.pixel_spec import PixelSpec
 from .base import Decoded, FrameDecoder
+from .j2k_levels import decode_reduced, decomposition_levels, openjpeg_available
 
 __all__ = ["IMAGECODECS_DECODERS"]
 
@@ -41,11 +43,33 @@ def _available() -> bool:
     return _HAVE
 
 
+def _check_geometry(codec: str, rows: int | None, columns: int | None, samples: int | None, spec: PixelSpec) -> None:
+    """Refuse a codestream whose own header disagrees with Rows/Columns/Samples.
+
+    The codecs size their output from the codestream header, not the dataset: a
+    300-byte frame claiming 65535 x 65535 would make them allocate gigabytes
+    before failing. Such a frame could never pass the shape check after decoding
+    anyway, so it is refused before the codec sees it.
+    """
+    found = (rows, columns, samples)
+    expected = (spec.rows, spec.columns, spec.samples_per_pixel)
+    if found != expected:
+        raise DecodeError(
+            f"{codec} codestream header gives rows x columns x samples {found}, the dataset says {expected}"
+        )
+
+
+def _jpg_info(codec: str, data: bytes, spec: PixelSpec) -> dict:
+    info = _get_jpg_parameters(data)
+    _check_geometry(codec, info.get("height"), info.get("width"), info.get("components"), spec)
+    return info
+
+
 def _jpeg(data: bytes, spec: PixelSpec, level: int) -> Decoded:
     """JPEG baseline/extended/lossless through libjpeg-turbo 3 (8, 12 and 16 bit)."""
+    info = _jpg_info("JPEG", data, spec)
     if spec.samples_per_pixel == 1:
         return Decoded(imagecodecs.jpeg8_decode(data))
-    info = _get_jpg_parameters(data)
     photometric = spec.photometric_interpretation
     # Same colour-space decisions as pydicom (_conform_jpg_colorspace): component
     # ids "RGB"/"rgb" mean no transform; a JFIF marker means YCbCr.
@@ -65,13 +89,46 @@ def _jpeg(data: bytes, spec: PixelSpec, level: int) -> Decoded:
 
 
 def _jpegls(data: bytes, spec: PixelSpec, level: int) -> Decoded:
-    info = _get_jpg_parameters(data)
+    info = _jpg_info("JPEG-LS", data, spec)
     return Decoded(imagecodecs.jpegls_decode(data), precision=info.get("precision"))
 
 
-def _j2k_params(data: bytes) -> tuple[int | None, bool | None]:
-    params = get_j2k_parameters(data)
-    return params.get("precision"), params.get("is_signed")
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
+def _j2k_codestream_start(data: bytes) -> int:
+    """Offset of the J2K codestream: 0, or the contents of a JP2 file's jp2c box.
+
+    Our own bounded box walk: pydicom's ``get_j2k_parameters`` loops forever on
+    a box whose length field is 0, which a corrupt frame can contain.
+    """
+    if not data.startswith(_JP2_SIGNATURE):
+        return 0
+    offset = len(_JP2_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack_from(">L4s", data, offset)
+        header = 8
+        if length == 1 and offset + 16 <= len(data):  # XLBox: 64-bit length follows
+            (length,) = struct.unpack_from(">Q", data, offset + 8)
+            header = 16
+        if kind == b"jp2c":
+            return offset + header
+        if length < header:  # 0 ("to the end") or invalid: no codestream after it
+            break
+        offset += length
+    raise DecodeError("JP2 file holds no contiguous codestream (jp2c) box")
+
+
+def _j2k_params(data: bytes, spec: PixelSpec) -> tuple[int | None, bool | None]:
+    """Check the SIZ geometry (15444-1 A.5.1) and return the first component's precision and sign."""
+    start = _j2k_codestream_start(data)
+    if data[start : start + 4] != b"\xff\x4f\xff\x51" or len(data) < start + 43:
+        raise DecodeError("JPEG 2000 codestream does not start with SOC and SIZ markers")
+    xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">4L", data, start + 8)
+    (csiz,) = struct.unpack_from(">H", data, start + 40)
+    _check_geometry("JPEG 2000", ysiz - yosiz, xsiz - xosiz, csiz, spec)
+    ssiz = data[start + 42]
+    return (ssiz & 0x7F) + 1, bool(ssiz & 0x80)
 
 
 def _j2k_photometric(spec: PixelSpec) -> str | None:
@@ -81,31 +138,102 @@ def _j2k_photometric(spec: PixelSpec) -> str | None:
     return None
 
 
+def _split_level(data: bytes, level: int) -> tuple[int, int]:
+    """(levels the codestream can reduce natively, levels left to decimate)."""
+    if not level:
+        return 0, 0
+    native = min(level, decomposition_levels(data))
+    return native, level - native
+
+
+def _decimate(arr: np.ndarray, levels: int) -> np.ndarray:
+    # ceil(ceil(n / 2**a) / 2**b) == ceil(n / 2**(a + b)): shapes agree with a native reduce.
+    if not levels:
+        return arr
+    step = 1 << levels
+    return np.ascontiguousarray(arr[::step, ::step])
+
+
 def _jpeg2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
-    precision, signed = _j2k_params(data)
-    arr = imagecodecs.jpeg2k_decode(data)
-    if level:
-        # OpenJPEG through imagecodecs exposes no reduce option: decimate.
-        step = 1 << level
-        arr = np.ascontiguousarray(arr[::step, ::step])
+    precision, signed = _j2k_params(data, spec)
+    native, rest = _split_level(data, level)
+    if native and openjpeg_available():
+        # imagecodecs' jpeg2k_decode has no reduce option: OpenJPEG's own
+        # resolution factor, through ctypes, decodes only the coarser levels.
+        arr, _, _ = decode_reduced(data, native)
+    else:
+        arr = imagecodecs.jpeg2k_decode(data)
+        rest = level
+    arr = _decimate(arr, rest)
     return Decoded(arr, photometric=_j2k_photometric(spec), precision=precision, signed=signed)
 
 
 def _htj2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
-    precision, signed = _j2k_params(data)
+    precision, signed = _j2k_params(data, spec)
+    native, rest = _split_level(data, level)
     try:
-        arr = imagecodecs.htj2k_decode(data, skipres=level or None)
+        arr = imagecodecs.htj2k_decode(data, skipres=native or None)
     except imagecodecs.Htj2kError:
         # OpenJPH decodes only HT code-blocks; .203 (HTJ2K) may hold classic
         # JPEG 2000 blocks too, which OpenJPEG handles.
         return _jpeg2k(data, spec, level)
+    if native:
+        arr = _htj2k_reduced_range(arr, data, native, spec, precision)
+    arr = _decimate(arr, rest)
     return Decoded(arr, photometric=_j2k_photometric(spec), precision=precision, signed=signed)
 
 
+def _htj2k_reduced_range(arr: np.ndarray, data: bytes, level: int, spec: PixelSpec, precision: int | None) -> np.ndarray:
+    """Bring a reduced OpenJPH decode into the sample range, as OpenJPEG does.
+
+    A reduced frame is the wavelet's low band, which over- and undershoots at
+    sharp edges (e.g. -261 next to air in CT). OpenJPEG clips it to the
+    codestream's range; OpenJPH wraps it around in its unsigned output
+    (-261 -> 65275, a white speck). Below the container's width the wrap is
+    undone exactly by reading the samples as signed and clipping to Bits
+    Stored; at full width (8 bits in uint8, 16 in uint16) it cannot be told
+    apart, so OpenJPEG decodes that frame instead.
+    """
+    bits = min(precision or spec.bits_stored, spec.bits_stored)
+    container = 8 * arr.dtype.itemsize
+    if arr.dtype.kind == "i":
+        return np.clip(arr, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, out=arr)
+    if bits < container:
+        signed = arr.view(f"i{arr.dtype.itemsize}")
+        np.clip(signed, 0, (1 << bits) - 1, out=signed)
+        return arr
+    if openjpeg_available():
+        return decode_reduced(data, level)[0]
+    return arr
+
+
+_RLE_HEADER = struct.Struct("<16L")
+
+
+def _check_rle_header(data: bytes, segments: int) -> None:
+    """Validate the RLE header (PS3.5 G.5) before imagecodecs reads it.
+
+    imagecodecs trusts the segment offsets: one at or beyond 2**31 crashes the
+    process (segmentation fault), so every offset must lie within the frame.
+    """
+    if len(data) < _RLE_HEADER.size:
+        raise DecodeError(f"RLE frame of {len(data)} bytes is shorter than its 64-byte header")
+    header = _RLE_HEADER.unpack_from(data)
+    if header[0] != segments:
+        raise DecodeError(f"RLE header declares {header[0]} segments, the dataset implies {segments}")
+    offsets = header[1 : 1 + segments]
+    bounds = (_RLE_HEADER.size, *offsets, len(data))
+    if any(a > b for a, b in zip(bounds, bounds[1:])):
+        raise DecodeError(f"RLE segment offsets {list(offsets)} are not increasing within the {len(data)}-byte frame")
+
+
 def _rle(data: bytes, spec: PixelSpec, level: int) -> Decoded:
-    raw = imagecodecs.dicomrle_decode(data, "u1")
     nbytes = spec.bits_allocated // 8 if spec.bits_allocated > 1 else 1
     expected = spec.pixels_per_frame * nbytes
+    _check_rle_header(data, spec.samples_per_pixel * nbytes)
+    # Decode into a buffer of the frame's size, so the output never grows with
+    # what the run lengths expand to (a longer frame fails instead).
+    raw = imagecodecs.dicomrle_decode(data, "u1", out=np.empty(expected, np.uint8))
     if len(raw) != expected:
         raise DecodeError(f"RLE frame decodes to {len(raw)} bytes, expected {expected}")
     spp, rows, cols = spec.samples_per_pixel, spec.rows, spec.columns
@@ -127,7 +255,15 @@ IMAGECODECS_DECODERS = [
         available=_available,
     ),
     FrameDecoder("imagecodecs.jpegls", frozenset({JPEGLSLossless, JPEGLSNearLossless}), _jpegls, "imagecodecs", _available),
-    FrameDecoder("imagecodecs.jpeg2k", frozenset({JPEG2000Lossless, JPEG2000}), _jpeg2k, "imagecodecs", _available),
+    FrameDecoder(
+        "imagecodecs.jpeg2k",
+        frozenset({JPEG2000Lossless, JPEG2000}),
+        _jpeg2k,
+        "imagecodecs",
+        _available,
+        reduces=True,
+        max_level=decomposition_levels,
+    ),
     FrameDecoder(
         "imagecodecs.htj2k",
         frozenset({HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K}),
@@ -135,6 +271,7 @@ IMAGECODECS_DECODERS = [
         "imagecodecs",
         _available,
         reduces=True,
+        max_level=decomposition_levels,
     ),
     FrameDecoder("imagecodecs.dicomrle", frozenset({RLELossless}), _rle, "imagecodecs", _available),
 ]

@@ -14,7 +14,7 @@ from pydicom.uid import UID
 
 from ..cache import FrameCache, default_cache
 from ..codecs import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES, Decoded, decode_native, decoder_for
-from ..errors import DecodeError, DicomFormatError, FrameIndexError, SourceError, UnsupportedTransferSyntaxError
+from ..errors import DcmstreamError, DecodeError, DicomFormatError, FrameIndexError, SourceError, UnsupportedTransferSyntaxError
 from ..index import (
     FrameIndex,
     PixelSpec,
@@ -24,14 +24,22 @@ from ..index import (
     pixel_spec_from_dataset,
     unwrap_items,
 )
+from ..index.pixel_spec import dataset_value
 from ..io.source import ByteSource, as_source
+from .levels import check_level, decimate, geometric_max_level, level_for_size, level_shape, representation
 from .postprocess import finish_frame
+from .render import Renderer, check_size, resize_area, target_shape
 
 __all__ = ["Instance", "open"]
 
 Source = str | os.PathLike[str] | BinaryIO | ByteSource | bytes
 #: ``cache=`` argument: a FrameCache, None for the process-wide default, False for none.
 CacheArg = FrameCache | None | bool
+
+
+def file_cache_key(path: str | os.PathLike[str], st: os.stat_result) -> tuple[str, ...]:
+    """The cache identity of a local file: its real path, size and modification time."""
+    return ("file", os.path.realpath(path), str(st.st_size), str(st.st_mtime_ns))
 
 
 class Instance:
@@ -54,6 +62,9 @@ class Instance:
         self.name = self.source.name
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
         self.cache_key = self._make_cache_key()
+        self._max_level: int | None = None
+        self._renderer: Renderer | None = None
+        self._view: np.ndarray | None = None
         try:
             self._header = parse_header(self.source)
             self._init_pixels(strict)
@@ -67,8 +78,7 @@ class Instance:
         path = getattr(self.source, "path", None)
         if path is not None:
             try:
-                st = os.stat(path)
-                return ("file", os.path.realpath(path), str(st.st_size), str(st.st_mtime_ns))
+                return file_cache_key(path, os.stat(path))
             except OSError:
                 pass
         return ("source", uuid.uuid4().hex)
@@ -95,13 +105,24 @@ class Instance:
                 self._decoder = decoder_for(ts)
             eot = None
             if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-                eot = (bytes(ds.ExtendedOffsetTable or b""), bytes(ds.ExtendedOffsetTableLengths or b""))
+                table = dataset_value(ds, "ExtendedOffsetTable", self.name)
+                lengths = dataset_value(ds, "ExtendedOffsetTableLengths", self.name)
+                # OV values are bytes; anything else is corrupt (and bytes() of a
+                # corrupt integer value would allocate that many bytes).
+                if isinstance(table, (bytes, bytearray)) and isinstance(lengths, (bytes, bytearray)):
+                    eot = (bytes(table), bytes(lengths))
+                elif table is not None or lengths is not None:
+                    warnings.warn(f"{self.name}: Extended Offset Table is not OV data; ignored", stacklevel=3)
             index = encapsulated_frame_index(
                 header.source, pixel.value_offset, spec.number_of_frames, self.name, extended_offsets=eot, strict=strict
             )
         else:
             if ts not in NATIVE_SYNTAXES:
-                if not UID(ts).is_valid or UID(ts).is_encapsulated or UID(ts).is_compressed:
+                uid = UID(ts)
+                if not uid.is_valid or not uid.is_transfer_syntax:
+                    # is_compressed raises ValueError for a UID that is not a transfer syntax.
+                    raise DicomFormatError(f"{self.name}: {ts!r} is not a transfer syntax UID")
+                if uid.is_compressed:
                     raise DicomFormatError(
                         f"{self.name}: transfer syntax {ts} needs encapsulated pixel data but (7FE0,0010) has a defined length"
                     )
@@ -193,9 +214,17 @@ class Instance:
         return unwrap_items(data, self.name, j) if index.wrapped else data
 
     def decode(self, data: bytes, i: int = 0, level: int = 0) -> np.ndarray:
-        """Decode ``data`` (the encoded bytes of frame ``i``) into the final array."""
+        """Decode ``data`` (the encoded bytes of frame ``i``) into the final array.
+
+        ``level`` k > 0 gives the frame at ``ceil(rows / 2**k) x ceil(columns / 2**k)``:
+        JPEG 2000 and HTJ2K decode only those resolution levels, everything
+        else is decoded in full and decimated (see :mod:`dcmstream.image.levels`).
+        """
+        if level < 0:
+            raise ValueError(f"level must be >= 0, got {level}")
         spec = self.pixel_spec
         ts = self.transfer_syntax
+        reduced = bool(level) and self._decoder is not None and self._decoder.reduces
         try:
             if self.frame_index.kind == "native":
                 bit_offsets = self.frame_index.bit_offsets
@@ -205,48 +234,181 @@ class Instance:
             elif self._decoder is None:  # encapsulated uncompressed
                 decoded = decode_native(data, spec, True)
             else:
-                decoded = self._decoder.decode(data, spec, level if self._decoder.reduces else 0)
+                decoded = self._decoder.decode(data, spec, level if reduced else 0)
         except (DicomFormatError, UnsupportedTransferSyntaxError, SourceError):
             raise
         except Exception as exc:  # noqa: BLE001 - codecs raise their own error types
             raise DecodeError(f"{self.name}: frame {i} could not be decoded ({type(exc).__name__}: {exc})") from exc
-        self._check_shape(decoded, i, level)
-        return finish_frame(decoded, spec, ts)
+        self._check_shape(decoded, i, level if reduced else 0)
+        arr = finish_frame(decoded, spec, ts)
+        return arr if reduced else decimate(arr, level)
 
     def _check_shape(self, decoded: Decoded, i: int, level: int) -> None:
         spec = self.pixel_spec
         arr = decoded.array
-        expected = spec.shape
-        if level and self._decoder is not None and self._decoder.reduces:
-            return
+        expected = level_shape(spec.shape, level)
         if arr.shape != expected:
             # A codestream whose size disagrees with Rows/Columns is a format error,
             # not something to reshape silently.
             raise DecodeError(f"{self.name}: frame {i} decodes to shape {arr.shape}, the header says {expected}")
 
-    def frame(self, i: int) -> np.ndarray:
-        """Frame ``i`` (0-based) as an array, identical to pydicom's ``pixel_array(ds)[i]``."""
-        j = self._check_index(i)
-        if self.cache is None:
-            return self.decode(self.encoded_frame(j), j)
-        return self.cache.get_or_load((self.cache_key, j, "full"), lambda: self._load_frame(j))
+    def frame(self, i: int, level: int = 0) -> np.ndarray:
+        """Frame ``i`` (0-based) as an array, identical to pydicom's ``pixel_array(ds)[i]``.
 
-    def prefetch(self, i: int) -> None:
+        ``level`` k > 0 gives a reduced resolution, ``ceil(rows / 2**k) x
+        ceil(columns / 2**k)``: JPEG 2000 and HTJ2K decode only the coarser
+        wavelet levels; other syntaxes are decimated (every 2**k-th pixel). A
+        level beyond :attr:`max_level` gives level :attr:`max_level`; a negative
+        one raises ValueError. Each level is cached on its own (``"level{k}"``).
+        """
+        j = self._check_index(i)
+        k = self._level(level)
+        if self.cache is None:
+            return self._load_level(j, k)
+        return self.cache.get_or_load((self.cache_key, j, representation(k)), lambda: self._load_level(j, k))
+
+    def prefetch(self, i: int, level: int = 0) -> None:
         """Decode frame ``i`` into the cache, marked as a prefetch (no-op without cache).
 
         Prefetch policies and decode pools call this; an entry that is evicted
         before anyone asks for it counts as ``prefetch_wasted`` in the stats.
         """
         j = self._check_index(i)
+        k = self._level(level)
         if self.cache is not None:
-            self.cache.get_or_load((self.cache_key, j, "full"), lambda: self._load_frame(j), prefetch=True)
+            self.cache.get_or_load((self.cache_key, j, representation(k)), lambda: self._load_level(j, k), prefetch=True)
 
-    def is_cached(self, i: int) -> bool:
-        """Whether frame ``i`` is decoded in the cache now (no side effects)."""
-        return self.cache is not None and self.cache.peek((self.cache_key, int(i) % max(len(self), 1), "full"))
+    def is_cached(self, i: int, level: int = 0) -> bool:
+        """Whether frame ``i`` (at ``level``) is decoded in the cache now (no side effects)."""
+        if self.cache is None:
+            return False
+        k = self._level(level)
+        return self.cache.peek((self.cache_key, int(i) % max(len(self), 1), representation(k)))
 
     def _load_frame(self, j: int, level: int = 0) -> np.ndarray:
         return self.decode(self._cached_encoded_frame(j), j, level)
+
+    def _load_level(self, j: int, k: int) -> np.ndarray:
+        if k and not (self._decoder is not None and self._decoder.reduces) and self.cache is not None:
+            # Decimation: reuse the full frame when it is cached anyway. When it is
+            # not, decode without caching it, so thumbnails do not flush the cache.
+            full = self.cache.get((self.cache_key, j, "full")) if self.cache.peek((self.cache_key, j, "full")) else None
+            if full is not None:
+                return decimate(full, k)
+        return self._load_frame(j, k)
+
+    # -- resolution levels -------------------------------------------------------
+    @property
+    def max_level(self) -> int:
+        """The coarsest ``level`` :meth:`frame` offers.
+
+        JPEG 2000 / HTJ2K: the decomposition levels of the first frame's
+        codestream (typically 5: 512 px down to 16 px); other syntaxes: the level
+        at which the longest side is one pixel.
+        """
+        if self._max_level is None:
+            spec = self.pixel_spec
+            top = geometric_max_level(spec.rows, spec.columns)
+            dec = self._decoder
+            if dec is not None and dec.reduces and dec.max_level is not None and len(self):
+                try:
+                    top = min(top, dec.max_level(self._cached_encoded_frame(0)))
+                except DcmstreamError:
+                    pass  # an unreadable first frame: its decode error surfaces per frame
+            self._max_level = top
+        return self._max_level
+
+    def _level(self, level: int | None) -> int:
+        """Validate and clamp a requested level (level 0 never touches the codestream)."""
+        if level is None:
+            return 0
+        if isinstance(level, (int, np.integer)) and not isinstance(level, bool) and level == 0:
+            return 0
+        check_level(level, 0)  # type and sign first
+        return check_level(level, self.max_level)
+
+    # -- display -----------------------------------------------------------------
+    @property
+    def renderer(self) -> Renderer:
+        """The :class:`~dcmstream.image.render.Renderer` of this instance's dataset."""
+        if self._renderer is None:
+            self._renderer = Renderer(self.dataset)
+        return self._renderer
+
+    def render(
+        self, i: int, window: tuple[float, float] | None = None, size: int | None = None, level: int | None = None
+    ) -> np.ndarray:
+        """Frame ``i`` as uint8 for display: modality LUT, VOI (window or LUT), MONOCHROME1 inverted.
+
+        ``window`` (center, width) overrides the file's window. ``size`` is the
+        longest side of the result in pixels (aspect kept): the frame is decoded
+        at the coarsest level that still has at least ``size`` pixels, then
+        area-averaged to ``size``. ``level`` forces a resolution level. Grey
+        frames give (rows, columns), colour (rows, columns, 3). See
+        :mod:`dcmstream.image.render` for the rules.
+        """
+        j = self._check_index(i)
+        spec = self.pixel_spec
+        if size is not None:
+            size = check_size(size)
+        if level is None:
+            level = 0 if size is None else level_for_size(spec.rows, spec.columns, size, self.max_level)
+        out = self.renderer.render(self.frame(j, level=level), j, window)
+        if size is not None:
+            out = resize_area(out, *target_shape(spec.rows, spec.columns, size))
+        return out
+
+    def thumbnail(self, i: int, size: int = 128) -> np.ndarray:
+        """:meth:`render` with the file's window at ``size`` pixels on the longest side.
+
+        Cached (``"thumb{size}"``) when the instance has a cache; cached arrays
+        are read-only.
+        """
+        j = self._check_index(i)
+        size = check_size(size)
+        if self.cache is None:
+            return self.render(j, size=size)
+        return self.cache.get_or_load((self.cache_key, j, f"thumb{size}"), lambda: self.render(j, size=size), timed=False)
+
+    # -- arrays ------------------------------------------------------------------
+    def to_dask(self, level: int = 0):  # noqa: ANN201 - dask.array.Array, an optional dependency
+        """A lazy dask array of all frames, one chunk per frame: (frames, rows, columns[, samples]).
+
+        Nothing is read until it is computed. In this process the chunks read
+        through this instance (and its cache); pickled to another process (dask
+        distributed, the processes scheduler) they reopen the file by path,
+        keeping a few instances open per process. Needs ``pip install dcmstream[dask]``.
+        """
+        from .arrays import instance_to_dask
+
+        return instance_to_dask(self, self._level(level))
+
+    def frame_view(self, i: int) -> np.ndarray:
+        """Frame ``i`` as a read-only view of the file (``numpy.memmap``), without copying.
+
+        Only where the stored bytes already are the array :meth:`frame` returns:
+        a local file, native little-endian pixel data (not deflated), 8/16/32/64
+        bits with Bits Stored == Bits Allocated (no bits to mask), MONOCHROME1/2,
+        RGB or PALETTE COLOR with Planar Configuration 0, float pixel data, and a
+        frame offset aligned to the sample size. Anything else falls back to
+        :meth:`frame` (a decoded, possibly cached, array); :attr:`can_view` tells
+        which one you get.
+        """
+        j = self._check_index(i)
+        if not self.can_view:
+            return self.frame(j)
+        from .views import frame_view
+
+        if self._view is None:
+            self._view = frame_view(self)
+        return self._view[j]
+
+    @property
+    def can_view(self) -> bool:
+        """Whether :meth:`frame_view` maps the file instead of copying."""
+        from .views import can_view
+
+        return self.has_pixels and can_view(self)
 
     def _cached_encoded_frame(self, j: int) -> bytes:
         # Native frames are as large decoded as encoded: keeping both would spend
@@ -255,14 +417,15 @@ class Instance:
             return self.encoded_frame(j)
         return self.cache.get_or_load((self.cache_key, j, "encoded"), lambda: self.encoded_frame(j), "encoded")
 
-    def frames(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
+    def frames(self, indices: Iterable[int] | None = None, level: int = 0) -> Iterator[np.ndarray]:
         """Yield frames lazily, one read and one decode at a time."""
         for i in range(len(self)) if indices is None else indices:
-            yield self.frame(i)
+            yield self.frame(i, level=level)
 
     # -- lifetime ----------------------------------------------------------------
     def close(self) -> None:
         """Close the source (when this Instance opened it) and any temporary copy."""
+        self._view = None  # views already handed out keep their own mapping
         header = getattr(self, "_header", None)
         if header is not None:
             for owned in header.owned_sources:

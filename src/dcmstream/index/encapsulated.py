@@ -90,6 +90,10 @@ def unwrap_items(data: bytes, name: str, frame: int) -> bytes:
             )
         parts.append(bytes(view[pos + 8 : pos + 8 + length]))
         pos += 8 + length
+    if 0 < len(data) - pos < 8:
+        # Ranges end at an item boundary; a partial header means the offset table
+        # put the next frame's start a few bytes off.
+        raise FrameIndexError(f"{name}: frame {frame} ends {len(data) - pos} bytes into an item header")
     if not parts:
         raise FrameIndexError(f"{name}: frame {frame} has no fragment")
     return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -108,8 +112,11 @@ def _from_eot(eot: bytes, eot_lengths: bytes, first_item: int, n: int, source: B
     if len(rel) != n:
         warnings.warn(f"{name}: Extended Offset Table has {len(rel)} entries for {n} frames; ignored", stacklevel=3)
         return None
+    # Bound the entries by the source size first: near 2**63, first_item + rel
+    # would wrap around to a negative offset and pass the checks below.
+    in_range = (rel >= 0).all() and (lengths >= 0).all() and (rel <= source.size).all() and (lengths <= source.size).all()
     offsets = first_item + rel + 8
-    if (rel < 0).any() or (lengths < 0).any() or (offsets + lengths > source.size).any() or (np.diff(rel) <= 0).any():
+    if not in_range or (offsets + lengths > source.size).any() or (np.diff(rel) <= 0).any():
         warnings.warn(f"{name}: Extended Offset Table points outside the pixel data; ignored", stacklevel=3)
         return None
     # Check one item header so a table pointing at the wrong bytes is caught now.

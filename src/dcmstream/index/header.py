@@ -14,7 +14,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataset import FileDataset
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 from pydicom.tag import BaseTag
@@ -80,7 +81,7 @@ def _read_pixel_element(source: ByteSource, offset: int, little: bool, implicit:
         return None
     vr: str | None = None
     vr_bytes = head[4:6]
-    if implicit or not (b"AA" <= vr_bytes <= b"ZZ"):
+    if implicit or not (vr_bytes.isalpha() and vr_bytes.isupper()):  # a VR is two ASCII capitals
         (length,) = struct.unpack(endian + "L", head[4:8])
         value_offset = offset + 8
     elif vr_bytes in _LONG_VRS:
@@ -153,6 +154,23 @@ def _guard(name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         raise DicomFormatError(f"{name}: cannot parse header ({type(exc).__name__}: {exc})") from exc
 
 
+def _check_complete(ds: Dataset, name: str) -> None:
+    """Refuse a header pydicom only parsed by reading past the end of the file.
+
+    With ``force=True`` pydicom accepts an element whose value the file ends
+    inside, and that is also what text, images or random bytes parse into: one
+    element whose "length" is a few hundred megabytes. A file that ends inside
+    an element's value is truncated, whatever else it is.
+    """
+    for tag in ds.keys():
+        raw = ds.get_item(tag, keep_deferred=True)  # no value conversion
+        if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED and raw.value is not None and len(raw.value) < raw.length:
+            raise DicomFormatError(
+                f"{name}: the file ends inside element {BaseTag(tag)} "
+                f"({len(raw.value)} of {raw.length} bytes present; truncated, or not DICOM)"
+            )
+
+
 def parse_header(source: ByteSource) -> Header:
     """Parse ``source`` up to its top-level pixel data element.
 
@@ -166,7 +184,7 @@ def parse_header(source: ByteSource) -> Header:
     preamble = _guard(name, read_preamble, reader, True)
     meta = _guard(name, _read_file_meta_info, reader)
     body_start = reader.tell()
-    ts = meta.get("TransferSyntaxUID")
+    ts = _guard(name, meta.get, "TransferSyntaxUID")  # converted on access: may raise
     owned: list[ByteSource] = []
     if ts == DeflatedExplicitVRLittleEndian:
         pixel_source = _inflate_to_tempfile(source, body_start, MAX_INFLATED_BYTES)
@@ -174,7 +192,8 @@ def parse_header(source: ByteSource) -> Header:
         inflated = SourceReader(pixel_source)
         dataset = _guard(name, read_dataset, inflated, False, True, stop_when=_at_pixel_data)
         ds = FileDataset(name, dataset, preamble, meta, False, True)
-        ds.set_original_encoding(False, True, dataset._character_set)
+        charset = _guard(name, lambda: dataset._character_set)  # converts (0008,0005)
+        ds.set_original_encoding(False, True, charset)
         stop = inflated.tell()
     else:
         pixel_source = source
@@ -183,6 +202,12 @@ def parse_header(source: ByteSource) -> Header:
         stop = reader.tell()
         if len(ds) == 0 and not ds.file_meta:
             raise DicomFormatError(f"{name}: no DICOM elements found (not a DICOM file?)")
+        if not ds.file_meta and any(tag >> 16 == 0 for tag in ds.keys()):
+            # Group 0000 is the DIMSE command set, never part of a stored dataset;
+            # zero-filled or random bytes read as (0000,xxxx) elements.
+            raise DicomFormatError(f"{name}: no file meta and a command group (0000,xxxx) element: not a DICOM dataset")
+    _check_complete(ds.file_meta, name)
+    _check_complete(ds, name)
 
     little = bool(ds.original_encoding[1]) if ds.original_encoding[1] is not None else True
     implicit = bool(ds.original_encoding[0]) if ds.original_encoding[0] is not None else True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -17,7 +18,7 @@ from pydicom.multival import MultiValue
 
 from ..errors import DicomFormatError
 
-__all__ = ["PixelSpec", "pixel_spec_from_dataset", "PIXEL_KEYWORDS"]
+__all__ = ["PixelSpec", "pixel_spec_from_dataset", "dataset_value", "PIXEL_KEYWORDS"]
 
 #: Top-level pixel data elements, by tag.
 PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
@@ -86,8 +87,20 @@ class PixelSpec:
         return ceil(self.native_frame_length() * self.number_of_frames)
 
 
+def dataset_value(ds: Dataset, keyword: str, where: str) -> Any:
+    """``ds.get(keyword)``, with a value pydicom cannot convert as DicomFormatError.
+
+    pydicom converts an element's raw bytes on first access, and a corrupt element
+    (unknown VR, bad length) raises there: NotImplementedError, ValueError, ...
+    """
+    try:
+        return ds.get(keyword, None)
+    except Exception as exc:  # noqa: BLE001 - pydicom's converters raise many types
+        raise DicomFormatError(f"{where}: {keyword} cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
 def _require_int(ds: Dataset, keyword: str, where: str, default: int | None = None) -> int:
-    value = ds.get(keyword, None)
+    value = dataset_value(ds, keyword, where)
     if value is None or value == "":
         if default is not None:
             return default
@@ -97,10 +110,18 @@ def _require_int(ds: Dataset, keyword: str, where: str, default: int | None = No
         if not value:
             raise DicomFormatError(f"{where}: {keyword} is empty")
         value = value[0]
+    return _to_int(value, keyword, where)
+
+
+def _to_int(value: Any, keyword: str, where: str) -> int:
     try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an FL/FD infinity
         raise DicomFormatError(f"{where}: {keyword} is not an integer ({value!r})") from exc
+    if isinstance(value, float) and value != number:
+        # pydicom reads IS "1.5" as a float (ISfloat); int() would truncate it silently.
+        raise DicomFormatError(f"{where}: {keyword} is not an integer ({value!r})")
+    return number
 
 
 def pixel_spec_from_dataset(ds: Dataset, pixel_keyword: str, where: str) -> PixelSpec:
@@ -117,18 +138,15 @@ def pixel_spec_from_dataset(ds: Dataset, pixel_keyword: str, where: str) -> Pixe
     bits_allocated = _require_int(ds, "BitsAllocated", where, default=32 if pixel_keyword == "FloatPixelData" else 64 if float_data else None)
     bits_stored = _require_int(ds, "BitsStored", where, default=bits_allocated if float_data else None)
     representation = _require_int(ds, "PixelRepresentation", where, default=0 if float_data else None)
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    photometric = str(dataset_value(ds, "PhotometricInterpretation", where) or "").strip().upper()
     if not photometric:
         if samples == 1:
             photometric = "MONOCHROME2"
         else:
             raise DicomFormatError(f"{where}: PhotometricInterpretation is missing")
     planar = _require_int(ds, "PlanarConfiguration", where, default=0) if samples > 1 else 0
-    frames_value = ds.get("NumberOfFrames", None)
-    try:
-        frames = int(frames_value) if frames_value not in (None, "") else 1
-    except (TypeError, ValueError) as exc:
-        raise DicomFormatError(f"{where}: NumberOfFrames is not an integer ({frames_value!r})") from exc
+    frames_value = dataset_value(ds, "NumberOfFrames", where)
+    frames = _to_int(frames_value, "NumberOfFrames", where) if frames_value not in (None, "") else 1
     if frames == 0:
         # pydicom treats an explicit 0 as "one frame" with a warning; so do we.
         frames = 1

@@ -7,6 +7,7 @@ Sources are thread-safe: a decode pool may read different frames concurrently.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -156,13 +157,18 @@ class FileObjectSource(ByteSource):
         super().__init__()
         if not (hasattr(fileobj, "read") and hasattr(fileobj, "seek")):
             raise TypeError("file object must have read() and seek()")
+        if isinstance(fileobj, io.TextIOBase):
+            raise TypeError("file object must be opened in binary mode ('rb'), not text mode")
         self._fp = fileobj
         self._lock = threading.Lock()
         self.name = name or str(getattr(fileobj, "name", "<file object>"))
         with self._lock:
-            here = fileobj.tell()
-            self._size = fileobj.seek(0, os.SEEK_END)
-            fileobj.seek(here)
+            try:
+                here = fileobj.tell()
+                self._size = fileobj.seek(0, os.SEEK_END)
+                fileobj.seek(here)
+            except (OSError, ValueError) as exc:  # a pipe or socket; a closed file
+                raise SourceError(f"{self.name}: file object is not seekable ({exc})") from exc
 
     @property
     def size(self) -> int:
@@ -170,8 +176,11 @@ class FileObjectSource(ByteSource):
 
     def _read_at(self, offset: int, length: int) -> bytes:
         with self._lock:
-            self._fp.seek(offset)
-            return self._fp.read(length)
+            try:
+                self._fp.seek(offset)
+                return self._fp.read(length)
+            except (OSError, ValueError) as exc:  # ValueError: the caller closed the file
+                raise SourceError(f"{self.name}: read failed at {offset} ({exc})") from exc
 
 
 def as_source(obj: "str | os.PathLike[str] | BinaryIO | ByteSource | bytes") -> ByteSource:
