@@ -30,7 +30,7 @@ from pydicom.uid import (
 from ..errors import DecodeError
 from ..index.pixel_spec import PixelSpec
 from .base import Decoded, FrameDecoder
-from .j2k_levels import decode_reduced, decomposition_levels, openjpeg_available
+from .j2k_levels import decode_reduced, decomposition_levels, is_reversible, openjpeg_available
 
 __all__ = ["IMAGECODECS_DECODERS"]
 
@@ -177,22 +177,22 @@ def _htj2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
         # OpenJPH decodes only HT code-blocks; .203 (HTJ2K) may hold classic
         # JPEG 2000 blocks too, which OpenJPEG handles.
         return _jpeg2k(data, spec, level)
-    if native:
-        arr = _htj2k_reduced_range(arr, data, native, spec, precision)
+    if native or not is_reversible(data):
+        arr = _htj2k_clip_range(arr, data, native, spec, precision)
     arr = _decimate(arr, rest)
     return Decoded(arr, photometric=_j2k_photometric(spec), precision=precision, signed=signed)
 
 
-def _htj2k_reduced_range(arr: np.ndarray, data: bytes, level: int, spec: PixelSpec, precision: int | None) -> np.ndarray:
-    """Bring a reduced OpenJPH decode into the sample range, as OpenJPEG does.
+def _htj2k_clip_range(arr: np.ndarray, data: bytes, level: int, spec: PixelSpec, precision: int | None) -> np.ndarray:
+    """Bring an OpenJPH decode into the sample range, as OpenJPEG does.
 
-    A reduced frame is the wavelet's low band, which over- and undershoots at
-    sharp edges (e.g. -261 next to air in CT). OpenJPEG clips it to the
-    codestream's range; OpenJPH wraps it around in its unsigned output
-    (-261 -> 65275, a white speck). Below the container's width the wrap is
-    undone exactly by reading the samples as signed and clipping to Bits
-    Stored; at full width (8 bits in uint8, 16 in uint16) it cannot be told
-    apart, so OpenJPEG decodes that frame instead.
+    A reduced frame (the wavelet's low band) and any irreversible (9-7, lossy)
+    decode over- and undershoot at sharp edges (e.g. -261 next to air in CT,
+    256 in bright 8-bit ultrasound). OpenJPEG clips to the codestream's range;
+    OpenJPH wraps around in its unsigned output (-261 -> 65275, 256 -> 0).
+    Below the container's width the wrap is undone exactly by reading the
+    samples as signed and clipping to Bits Stored; at full width (8 bits in
+    uint8, 16 in uint16) it cannot be told apart, so OpenJPEG decodes instead.
     """
     bits = min(precision or spec.bits_stored, spec.bits_stored)
     container = 8 * arr.dtype.itemsize
@@ -202,6 +202,8 @@ def _htj2k_reduced_range(arr: np.ndarray, data: bytes, level: int, spec: PixelSp
         signed = arr.view(f"i{arr.dtype.itemsize}")
         np.clip(signed, 0, (1 << bits) - 1, out=signed)
         return arr
+    if level == 0:
+        return imagecodecs.jpeg2k_decode(data)
     if openjpeg_available():
         return decode_reduced(data, level)[0]
     return arr

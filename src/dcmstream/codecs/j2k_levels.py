@@ -63,6 +63,20 @@ def decomposition_levels(data: bytes) -> int:
     A.6.2) and returns the smallest NL, i.e. the largest usable reduce factor.
     Raises :class:`DecodeError` when the main header cannot be walked.
     """
+    return _main_header(data)[0]
+
+
+def is_reversible(data: bytes) -> bool:
+    """Whether every component uses the reversible 5-3 wavelet (lossless-capable).
+
+    An irreversible (9-7) codestream can over- and undershoot the sample range
+    when decoded, which decoders must clip.
+    """
+    return _main_header(data)[1]
+
+
+def _main_header(data: bytes) -> tuple[int, bool]:
+    """(smallest NL, all transforms reversible) from the COD/COC segments."""
     start = _codestream_start(data)
     if data[start : start + 2] != b"\xff\x4f":
         raise DecodeError("JPEG 2000 codestream does not start with an SOC marker")
@@ -70,6 +84,7 @@ def decomposition_levels(data: bytes) -> int:
     end = len(data)
     csiz = None
     levels: list[int] = []
+    reversible = True
     while pos + 4 <= end:
         marker, length = struct.unpack_from(">HH", data, pos)
         if marker in (0xFF90, 0xFF93, 0xFFD9):  # SOT, SOD, EOC: end of the main header
@@ -81,14 +96,19 @@ def decomposition_levels(data: bytes) -> int:
             (csiz,) = struct.unpack_from(">H", data, body + 34)
         elif marker == 0xFF52 and body + 6 <= end:  # COD: Scod, SGcod (4), SPcod: NL first
             levels.append(data[body + 5])
+            # SPcod: NL, code-block width, height, style, then the transform (1 = 5-3).
+            if body + 10 <= end:
+                reversible &= data[body + 9] == 1
         elif marker == 0xFF53 and csiz is not None:  # COC: Ccoc (1 or 2), Scoc, SPcoc: NL first
             nl_at = body + (2 if csiz >= 257 else 1) + 1
             if nl_at < end:
                 levels.append(data[nl_at])
+            if nl_at + 5 <= end:
+                reversible &= data[nl_at + 4] == 1
         pos += 2 + length
     if not levels:
         raise DecodeError("JPEG 2000 main header has no COD marker segment")
-    return min(levels)
+    return min(levels), reversible
 
 
 # -- OpenJPEG through ctypes -----------------------------------------------------------
