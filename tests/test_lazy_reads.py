@@ -12,7 +12,7 @@ from pydicom.encaps import generate_frames
 import dcmstream
 from dcmstream.io import FileSource, SourceReader
 
-READ_AHEAD = 16384  # SourceReader's block: the most opening may read past the header
+READ_AHEAD = 65536  # SourceReader's largest read-ahead block: the most opening may read past the header
 
 ENCAPSULATED = [
     "emri_small_jpeg_2k_lossless.dcm",  # no BOT, one fragment per frame

@@ -135,8 +135,13 @@ class Instance:
     # -- properties --------------------------------------------------------------
     @property
     def dataset(self) -> FileDataset:
-        """The pydicom dataset of everything except the pixel data."""
-        return self._header.dataset
+        """The pydicom dataset of everything except the pixel data.
+
+        Opening steps over the Per-Frame Functional Groups Sequence (one item
+        per frame, the bulk of an enhanced multiframe header); the first access
+        to this property parses it, once.
+        """
+        return self._header.complete_dataset()
 
     @property
     def transfer_syntax(self) -> UID:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from ..errors import DicomFormatError, SourceError
 from ..io.reader import SourceReader
 from ..io.source import ByteSource, FileObjectSource
 from .pixel_spec import PIXEL_KEYWORDS
+from .skip import skip_element
 
 __all__ = ["Header", "PixelElement", "parse_header", "MAX_INFLATED_BYTES"]
 
@@ -52,9 +54,18 @@ class PixelElement:
         return self.length is None
 
 
+#: Per-Frame Functional Groups Sequence: one item per frame, parsed on demand.
+PER_FRAME_GROUPS = 0x52009230
+
+
 @dataclass
 class Header:
-    """The parsed header: dataset without pixel data, encoding, pixel element."""
+    """The parsed header: dataset without pixel data, encoding, pixel element.
+
+    ``dataset`` lacks the Per-Frame Functional Groups Sequence when opening
+    stepped over it (``deferred_offset`` says where it is);
+    :meth:`complete_dataset` parses and inserts it on first use.
+    """
 
     dataset: FileDataset
     transfer_syntax: UID
@@ -63,10 +74,57 @@ class Header:
     pixel: PixelElement | None
     source: ByteSource  # where pixel bytes are read (an inflated copy for deflate)
     owned_sources: list[ByteSource] = field(default_factory=list)
+    deferred_offset: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def complete_dataset(self) -> FileDataset:
+        """The dataset with every element before the pixel data, deferred ones parsed."""
+        if self.deferred_offset is None:
+            return self.dataset
+        with self._lock:
+            if self.deferred_offset is not None:
+                reader = SourceReader(self.source, start=self.deferred_offset, block_size=1 << 20)
+                only_this = lambda tag, vr, length: int(tag) != PER_FRAME_GROUPS  # noqa: E731
+                part = _guard(
+                    self.source.name, read_dataset, reader, self.is_implicit_vr, self.is_little_endian, stop_when=only_this
+                )
+                if PER_FRAME_GROUPS in part:
+                    self.dataset[PER_FRAME_GROUPS] = part[PER_FRAME_GROUPS]
+                self.deferred_offset = None
+        return self.dataset
 
 
 def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
     return int(tag) in PIXEL_KEYWORDS
+
+
+def _at_pixel_data_or_frame_groups(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return int(tag) in PIXEL_KEYWORDS or int(tag) == PER_FRAME_GROUPS
+
+
+def _step_over_frame_groups(
+    ds: Dataset, reader: SourceReader, stop: int, implicit: bool, little: bool
+) -> tuple[int, int | None]:
+    """If parsing stopped at the per-frame groups, skip them and parse the rest.
+
+    Returns the new stop offset (at the pixel data or the end) and where the
+    deferred sequence starts (None if there was none).
+    """
+    source = reader.source
+    if stop + 4 > source.size:
+        return stop, None
+    endian = "<" if little else ">"
+    reader.seek(stop)
+    group, elem = struct.unpack(endian + "HH", reader.read(4))
+    if (group << 16 | elem) != PER_FRAME_GROUPS:
+        return stop, None
+    end = skip_element(reader, stop, implicit=implicit, little=little)
+    reader.seek(end)
+    rest = _guard(source.name, read_dataset, reader, implicit, little, stop_when=_at_pixel_data)
+    _check_complete(rest, source.name)
+    for tag in rest.keys():
+        ds[tag] = rest.get_item(tag)
+    return reader.tell(), stop
 
 
 def _read_pixel_element(source: ByteSource, offset: int, little: bool, implicit: bool) -> PixelElement | None:
@@ -190,16 +248,18 @@ def parse_header(source: ByteSource) -> Header:
         pixel_source = _inflate_to_tempfile(source, body_start, MAX_INFLATED_BYTES)
         owned.append(pixel_source)
         inflated = SourceReader(pixel_source)
-        dataset = _guard(name, read_dataset, inflated, False, True, stop_when=_at_pixel_data)
+        dataset = _guard(name, read_dataset, inflated, False, True, stop_when=_at_pixel_data_or_frame_groups)
         ds = FileDataset(name, dataset, preamble, meta, False, True)
         charset = _guard(name, lambda: dataset._character_set)  # converts (0008,0005)
         ds.set_original_encoding(False, True, charset)
         stop = inflated.tell()
+        body_reader = inflated
     else:
         pixel_source = source
         reader.seek(0)
-        ds = _guard(name, read_partial, reader, stop_when=_at_pixel_data, force=True)
+        ds = _guard(name, read_partial, reader, stop_when=_at_pixel_data_or_frame_groups, force=True)
         stop = reader.tell()
+        body_reader = reader
         if len(ds) == 0 and not ds.file_meta:
             raise DicomFormatError(f"{name}: no DICOM elements found (not a DICOM file?)")
         if not ds.file_meta and any(tag >> 16 == 0 for tag in ds.keys()):
@@ -215,6 +275,7 @@ def parse_header(source: ByteSource) -> Header:
         # No file meta: pydicom guessed the encoding; name the matching syntax.
         ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     ts = UID(str(ts))
+    stop, deferred = _step_over_frame_groups(ds, body_reader, stop, implicit, little)
     pixel = _read_pixel_element(pixel_source, stop, little, implicit) if stop < pixel_source.size else None
     return Header(
         dataset=ds,
@@ -224,4 +285,5 @@ def parse_header(source: ByteSource) -> Header:
         pixel=pixel,
         source=pixel_source,
         owned_sources=owned,
+        deferred_offset=deferred,
     )

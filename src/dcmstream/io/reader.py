@@ -19,11 +19,16 @@ __all__ = ["SourceReader"]
 class SourceReader(io.RawIOBase):
     """Sequential file-like access to ``source`` starting at ``start``."""
 
-    def __init__(self, source: ByteSource, start: int = 0, block_size: int = 16384) -> None:
+    def __init__(self, source: ByteSource, start: int = 0, block_size: int = 16384, max_block_size: int = 65536) -> None:
         super().__init__()
         self.source = source
         self.name = source.name
         self._pos = start
+        # Read-ahead grows while reading stays sequential (a long header), so a
+        # 1,000-item sequence costs a few reads, while a small header reads one
+        # small block: what is read past the header is at most what was used.
+        self._min_block = block_size
+        self._max_block = max(block_size, max_block_size)
         self._block_size = block_size
         self._buf = b""
         self._buf_start = 0
@@ -65,6 +70,8 @@ class SourceReader(io.RawIOBase):
             # Large values go straight to the source, not through the buffer.
             data = self.source.read_at(self._pos, size)
         else:
+            sequential = self._buf and buf_end <= self._pos <= buf_end + self._block_size
+            self._block_size = min(self._block_size * 2, self._max_block) if sequential else self._min_block
             self._buf = self.source.read_at(self._pos, self._block_size)
             self._buf_start = self._pos
             data = self._buf[:size]
