@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, frame, info
+from . import demo, frame, importer, info, serve
 
 app = typer.Typer(
     name="dcmstream",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.command("info")(info.info)
 app.command("frame")(frame.frame)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
+app.command("import")(importer.import_files)
 
 
 def main() -> None:

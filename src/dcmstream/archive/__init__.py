@@ -1,0 +1,30 @@
+"""The archive: catalog (SQLite by default) + blob store (filesystem by default) + ingest."""
+
+from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, InvalidKeyError, validate_key
+from .catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SearchResult, SQLCatalog, SQLiteCatalog
+from .ingest import Archive, IngestResult, iter_files
+from .stored import StoredInstance
+from .uids import InvalidUIDError, is_valid_uid, validate_uid
+
+__all__ = [
+    "Archive",
+    "IngestResult",
+    "iter_files",
+    "BlobStore",
+    "FilesystemBlobStore",
+    "BlobNotFoundError",
+    "InvalidKeyError",
+    "validate_key",
+    "Catalog",
+    "SQLCatalog",
+    "SQLiteCatalog",
+    "InstanceRecord",
+    "Query",
+    "QueryError",
+    "SearchResult",
+    "CatalogConflictError",
+    "StoredInstance",
+    "InvalidUIDError",
+    "is_valid_uid",
+    "validate_uid",
+]

@@ -1,0 +1,306 @@
+"""Blob stores: where the archive keeps the bytes of each instance.
+
+A :class:`BlobStore` maps keys (``"study/series/sop.dcm"``-like paths built from
+validated UIDs) to immutable byte strings. It is deliberately small, in the spirit
+of zarr's ``Store``: put a finished file atomically, open random access to a blob
+(a :class:`~dcmstream.io.ByteSource`, so frame reads fetch exactly one frame's
+bytes), stream a byte range, list, delete. Every backend proves itself by passing
+``tests/archive/test_blobstore.py::BlobStoreTests``; object storage slots in by
+implementing the same methods (``open`` returning an HTTP-range source).
+
+:class:`FilesystemBlobStore` writes with temp file + fsync + rename + fsync of the
+directory, so a blob is either absent or complete, even after a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..io.source import ByteSource, FileSource
+
+__all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_KEY = 1024
+_CHUNK = 1 << 20
+
+
+class BlobNotFoundError(KeyError):
+    """No blob under this key."""
+
+
+class InvalidKeyError(ValueError):
+    """A key that could escape the store or is not a plain relative path."""
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a safe relative key, else raise :class:`InvalidKeyError`.
+
+    Keys are ``/``-separated segments of letters, digits, ``.``, ``_`` and ``-`` that
+    do not start with a dot (so no ``..``, no hidden files, no absolute paths).
+    """
+    if not isinstance(key, str) or not key or len(key) > _MAX_KEY:
+        raise InvalidKeyError(f"invalid blob key {key!r}")
+    for segment in key.split("/"):
+        if not _SEGMENT.match(segment) or ".." in segment:
+            raise InvalidKeyError(f"invalid blob key {key!r} (segment {segment!r})")
+    return key
+
+
+class BlobStore(ABC):
+    """Immutable blobs by key: atomic puts, random-access reads, ranges, listing.
+
+    ``bytes_read`` counts every byte read through sources this store opened, so
+    tests (and metrics) can check that a frame request read only that frame.
+    """
+
+    def __init__(self) -> None:
+        self._read_lock = threading.Lock()
+        self._bytes_read = 0
+
+    # -- capabilities ----------------------------------------------------------------
+    @property
+    def supports_rename(self) -> bool:
+        """True when ``put_file(move=True)`` is a rename (no copy of the data)."""
+        return False
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read so far through sources opened by this store."""
+        return self._bytes_read
+
+    def _count(self, n: int) -> None:
+        with self._read_lock:
+            self._bytes_read += n
+
+    # -- required --------------------------------------------------------------------
+    @abstractmethod
+    def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False) -> int:
+        """Store the finished file at ``path`` under ``key`` atomically; return its size.
+
+        With ``move=True`` the file may be consumed (renamed into place). An existing
+        blob under ``key`` is replaced atomically: readers see the old or the new
+        bytes, never a mix.
+        """
+
+    @abstractmethod
+    def open(self, key: str) -> ByteSource:
+        """Random access to a blob (close it after use); BlobNotFoundError if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether a blob is stored under ``key``."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Size in bytes of the blob; BlobNotFoundError if absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove a blob; returns whether it existed."""
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Keys of all blobs starting with ``prefix``, in sorted order."""
+
+    @abstractmethod
+    def staging_path(self, suffix: str = ".tmp") -> Path:
+        """A fresh local path where incoming data can be written before ``put_file``.
+
+        For the filesystem store it is on the same file system as the blobs, so the
+        final put is a rename.
+        """
+
+    # -- derived ---------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes | Iterable[bytes]) -> int:
+        """Store ``data`` (bytes or an iterable of chunks) under ``key`` atomically."""
+        validate_key(key)
+        tmp = self.staging_path()
+        try:
+            with open(tmp, "xb") as fh:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    fh.write(data)
+                else:
+                    for chunk in data:
+                        fh.write(chunk)
+            return self.put_file(key, tmp, move=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_range(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes ``[offset, offset+length)`` of a blob (to its end when length is None)."""
+        with self.open(key) as src:
+            n = src.size - offset if length is None else length
+            return src.read_at(offset, max(n, 0))
+
+    def iter_range(self, key: str, start: int = 0, end: int | None = None, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        """Yield the blob's bytes ``[start, end)`` in chunks of at most ``chunk_size``."""
+        with self.open(key) as src:
+            stop = src.size if end is None else min(end, src.size)
+            pos = max(start, 0)
+            while pos < stop:
+                data = src.read_at(pos, min(chunk_size, stop - pos))
+                if not data:
+                    break
+                pos += len(data)
+                yield data
+
+
+class _CountingFileSource(FileSource):
+    """A FileSource that also reports its reads to the owning store."""
+
+    def __init__(self, path: Path, store: BlobStore) -> None:
+        super().__init__(path)
+        self._store = store
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        data = super()._read_at(offset, length)
+        self._store._count(len(data))
+        return data
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened; rename is still atomic there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class FilesystemBlobStore(BlobStore):
+    """Blobs as files under ``root/objects``; staging files under ``root/tmp``."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        super().__init__()
+        self.root = Path(root).resolve()
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.fsync = fsync
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def supports_rename(self) -> bool:
+        return True
+
+    def _path(self, key: str) -> Path:
+        path = self.objects / validate_key(key)
+        # validate_key already forbids "..", this is the belt to those braces.
+        if self.objects not in path.parents:
+            raise InvalidKeyError(f"blob key {key!r} escapes the store")
+        return path
+
+    def staging_path(self, suffix: str = ".tmp") -> Path:
+        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+
+    def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False) -> int:
+        dest = self._path(key)
+        src = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # A unique sibling name, so the final os.replace is atomic and concurrent puts
+        # of the same key never write into each other's temp file.
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            moved = False
+            if move:
+                try:
+                    os.replace(src, tmp)
+                    moved = True
+                except OSError:
+                    moved = False  # another file system: copy instead
+            if not moved:
+                shutil.copyfile(src, tmp)
+            if self.fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            size = tmp.stat().st_size
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if move and not moved:
+            src.unlink(missing_ok=True)
+        if self.fsync:
+            _fsync_dir(dest.parent)
+        return size
+
+    def open(self, key: str) -> ByteSource:
+        path = self._path(key)
+        if not path.is_file():
+            raise BlobNotFoundError(key)
+        return _CountingFileSource(path, self)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+
+    def delete(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        # Remove now-empty parent folders (never the root itself).
+        parent = path.parent
+        while parent != self.objects:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.objects):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self.objects)
+            for name in filenames:
+                if name.startswith("."):
+                    continue  # in-flight temp files
+                key = name if str(rel) == "." else f"{rel.as_posix()}/{name}"
+                if key.startswith(prefix):
+                    found.append(key)
+        return iter(sorted(found))
+
+    def clean_staging(self, older_than: float = 0.0) -> int:
+        """Delete leftover staging files (from a crash) older than ``older_than`` seconds.
+
+        Another process (a running server receiving STOW-RS) may be writing fresh
+        ones, hence the age limit when called at start-up.
+        """
+        import time
+
+        n = 0
+        limit = time.time() - older_than
+        for p in self.tmp.iterdir():
+            try:
+                if p.is_file() and p.stat().st_mtime <= limit:
+                    p.unlink(missing_ok=True)
+                    n += 1
+            except FileNotFoundError:
+                continue
+        return n
+
+    def __repr__(self) -> str:
+        return f"FilesystemBlobStore({str(self.root)!r})"

@@ -1,0 +1,615 @@
+"""The archive catalog: which instances exist, where their bytes are, how to search them.
+
+:class:`Catalog` is the interface (every backend passes
+``tests/archive/test_catalog.py::CatalogTests``). :class:`SQLCatalog` implements it
+with SQLAlchemy 2 Core, so the same code runs on SQLite (the embedded default,
+:class:`SQLiteCatalog`) and PostgreSQL (``SQLCatalog("postgresql+psycopg://...")``).
+
+Three tables, one per QIDO level. QIDO matching keys are columns
+(:mod:`.attributes`); each row also keeps a *summary* (the DICOM JSON of the first
+instance without bulk or large values) for ``includefield``; the instance row keeps
+the full DICOM JSON for WADO-RS metadata, the frame index built at ingest and the
+pixel element description, so serving a frame needs no header parse.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column as SAColumn,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from .attributes import COLUMNS_BY_KEYWORD, COLUMNS_BY_LEVEL, LEVELS, Column
+
+__all__ = [
+    "Catalog",
+    "SQLCatalog",
+    "SQLiteCatalog",
+    "InstanceRecord",
+    "Query",
+    "SearchResult",
+    "CatalogConflictError",
+    "QueryError",
+    "summarize",
+]
+
+_LEVEL_DEPTH = {level: i for i, level in enumerate(LEVELS)}
+# Values longer than this (in JSON characters) stay out of the search summaries.
+_SUMMARY_MAX = 2048
+
+
+class CatalogConflictError(ValueError):
+    """The instance contradicts the catalog (e.g. its series belongs to another study)."""
+
+
+class QueryError(ValueError):
+    """A malformed query value (e.g. a date range that is not a date); 400 on the web."""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance, as the catalog knows it.
+
+    ``columns`` holds the indexed attribute values by column name (all three
+    levels). ``dataset_json`` is the full DICOM JSON text (only loaded on request).
+    ``frame_index`` is ``FrameIndex.to_dict()`` of the blob (None without pixel
+    data, or when the stored bytes cannot be indexed in place, e.g. deflated files).
+    ``pixel`` describes the pixel data element and :class:`PixelSpec`.
+    """
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    blob_key: str
+    size: int
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    dataset_json: str | None = None
+    frame_index: dict[str, Any] | None = None
+    pixel: dict[str, Any] | None = None
+    ingested_at: float = 0.0
+
+    @property
+    def number_of_frames(self) -> int:
+        return 0 if self.frame_index is None else len(self.frame_index["offsets"])
+
+
+@dataclass(frozen=True)
+class Query:
+    """A QIDO-RS search: level, path scope, matching keys, paging.
+
+    ``matches`` are (keyword, raw query value) pairs; the value syntax is PS3.18's
+    (``*``/``?`` wildcards, ``a-b`` date/time ranges, comma or backslash separated
+    UID lists, "" for universal matching).
+    """
+
+    level: str
+    study_uid: str | None = None
+    series_uid: str | None = None
+    matches: Sequence[tuple[str, str]] = ()
+    fuzzy: bool = False
+    limit: int | None = None
+    offset: int = 0
+
+
+@dataclass
+class SearchResult:
+    """The matches (DICOM JSON dicts with parent-level attributes merged in) and the
+    query keys that were ignored because they cannot be matched."""
+
+    hits: list[dict[str, Any]]
+    unsupported: list[str] = field(default_factory=list)
+
+
+def summarize(dataset_json: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The small part of a DICOM JSON dataset kept for searches: no bulk, no big values."""
+    data = json.loads(dataset_json) if isinstance(dataset_json, str) else dict(dataset_json)
+    out = {}
+    for key, value in data.items():
+        if "BulkDataURI" in value or "InlineBinary" in value:
+            continue
+        if len(json.dumps(value, separators=(",", ":"))) > _SUMMARY_MAX:
+            continue
+        out[key] = value
+    return out
+
+
+class Catalog(ABC):
+    """Instances, their locations and their searchable attributes."""
+
+    @abstractmethod
+    def add(self, record: InstanceRecord) -> bool:
+        """Insert an instance; False (and nothing changed) if its SOP Instance UID exists.
+
+        Raises :class:`CatalogConflictError` when the instance contradicts the catalog
+        (its series is already filed under another study).
+        """
+
+    @abstractmethod
+    def get(self, sop_uid: str, *, with_dataset: bool = False) -> InstanceRecord | None:
+        """The record of one instance (``dataset_json`` only when asked), or None."""
+
+    @abstractmethod
+    def instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        """Records of a study or series, ordered by series then instance number."""
+
+    @abstractmethod
+    def metadata(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[str]:
+        """Stored DICOM JSON texts of the instances in scope, in :meth:`instances` order."""
+
+    @abstractmethod
+    def version(self, study_uid: str, series_uid: str | None = None) -> tuple[int, int]:
+        """(instance count, last ingest sequence) of a study or series: changes on every add."""
+
+    @abstractmethod
+    def search(self, query: Query) -> SearchResult:
+        """QIDO-RS matching (see :class:`Query`)."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Numbers of studies, series and instances."""
+
+    @abstractmethod
+    def remove(self, sop_uid: str) -> InstanceRecord | None:
+        """Delete an instance row (and its series/study when they become empty)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLAlchemy implementation
+# ---------------------------------------------------------------------------------------------
+
+
+def _columns_for(level: str) -> list[SAColumn]:
+    cols: list[SAColumn] = []
+    for c in COLUMNS_BY_LEVEL[level]:
+        if c.name in ("study_uid", "series_uid", "sop_uid"):
+            continue
+        cols.append(SAColumn(c.name, Integer if c.is_integer else String(256), index=c.name in _INDEXED))
+    return cols
+
+
+_INDEXED = {"patient_id", "patient_name", "study_date", "accession_number", "modality"}
+
+
+def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+    studies = Table(
+        "studies",
+        metadata,
+        SAColumn("seq", Integer, primary_key=True, autoincrement=True),
+        SAColumn("study_uid", String(64), nullable=False, unique=True),
+        *_columns_for("study"),
+        SAColumn("attrs_json", Text, nullable=False),
+    )
+    series = Table(
+        "series",
+        metadata,
+        SAColumn("seq", Integer, primary_key=True, autoincrement=True),
+        SAColumn("series_uid", String(64), nullable=False, unique=True),
+        SAColumn("study_uid", String(64), ForeignKey("studies.study_uid"), nullable=False, index=True),
+        *_columns_for("series"),
+        SAColumn("attrs_json", Text, nullable=False),
+    )
+    instances = Table(
+        "instances",
+        metadata,
+        SAColumn("seq", Integer, primary_key=True, autoincrement=True),
+        SAColumn("sop_uid", String(64), nullable=False, unique=True),
+        SAColumn("series_uid", String(64), ForeignKey("series.series_uid"), nullable=False),
+        SAColumn("study_uid", String(64), nullable=False, index=True),
+        *_columns_for("instance"),
+        SAColumn("transfer_syntax", String(64), nullable=False),
+        SAColumn("blob_key", String(1024), nullable=False),
+        SAColumn("size", Integer, nullable=False),
+        SAColumn("attrs_json", Text, nullable=False),
+        SAColumn("dataset_json", Text, nullable=False),
+        SAColumn("frame_index_json", Text),
+        SAColumn("pixel_json", Text),
+        SAColumn("ingested_at", Float, nullable=False),
+        Index("ix_instances_series_number", "series_uid", "instance_number"),
+    )
+    return studies, series, instances
+
+
+def _like_pattern(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _split_list(value: str) -> list[str]:
+    return [v.strip() for v in value.replace("\\", ",").split(",") if v.strip()]
+
+
+_DATE_CHARS = set("0123456789.:+ ")
+
+
+class SQLCatalog(Catalog):
+    """A :class:`Catalog` on any SQLAlchemy 2 database URL (SQLite, PostgreSQL)."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine: Engine = self._create_engine(url, **engine_kwargs)
+        self._schema = MetaData()
+        self.studies, self.series, self.instances_table = _make_tables(self._schema)
+        self._schema.create_all(self.engine)
+        self._write_lock = threading.Lock()
+        self._level_tables = {"study": self.studies, "series": self.series, "instance": self.instances_table}
+
+    def _create_engine(self, url: str, **kwargs: Any) -> Engine:
+        return create_engine(url, **kwargs)
+
+    @property
+    def _sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    # -- writing ---------------------------------------------------------------------------
+    def add(self, record: InstanceRecord) -> bool:
+        if record.dataset_json is None:
+            raise ValueError("InstanceRecord.dataset_json is required to add an instance")
+        summary = json.dumps(summarize(record.dataset_json), separators=(",", ":"))
+        cols = dict(record.columns)
+        with self._write_lock:
+            try:
+                with self.engine.begin() as conn:
+                    return self._add(conn, record, cols, summary)
+            except IntegrityError:
+                # Another process inserted the same instance (or study/series) between
+                # our check and our insert: look again.
+                if self.get(record.sop_uid) is not None:
+                    return False
+                with self.engine.begin() as conn:
+                    return self._add(conn, record, cols, summary)
+
+    def _add(self, conn: Connection, record: InstanceRecord, cols: dict[str, Any], summary: str) -> bool:
+        st, se, ins = self.studies, self.series, self.instances_table
+        if conn.execute(select(ins.c.seq).where(ins.c.sop_uid == record.sop_uid)).first() is not None:
+            return False
+        row = conn.execute(select(se.c.study_uid).where(se.c.series_uid == record.series_uid)).first()
+        if row is not None and row.study_uid != record.study_uid:
+            raise CatalogConflictError(
+                f"series {record.series_uid} is filed under study {row.study_uid}, not {record.study_uid}"
+            )
+        if conn.execute(select(st.c.seq).where(st.c.study_uid == record.study_uid)).first() is None:
+            values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["study"] if c.name != "study_uid"}
+            conn.execute(st.insert().values(study_uid=record.study_uid, attrs_json=summary, **values))
+        if row is None:
+            values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["series"] if c.name != "series_uid"}
+            conn.execute(
+                se.insert().values(series_uid=record.series_uid, study_uid=record.study_uid, attrs_json=summary, **values)
+            )
+        values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["instance"] if c.name != "sop_uid"}
+        values["sop_class_uid"] = record.sop_class_uid
+        conn.execute(
+            ins.insert().values(
+                sop_uid=record.sop_uid,
+                series_uid=record.series_uid,
+                study_uid=record.study_uid,
+                transfer_syntax=record.transfer_syntax,
+                blob_key=record.blob_key,
+                size=record.size,
+                attrs_json=summary,
+                dataset_json=record.dataset_json,
+                frame_index_json=None if record.frame_index is None else json.dumps(record.frame_index, separators=(",", ":")),
+                pixel_json=None if record.pixel is None else json.dumps(record.pixel, separators=(",", ":")),
+                ingested_at=record.ingested_at or time.time(),
+                **values,
+            )
+        )
+        return True
+
+    def remove(self, sop_uid: str) -> InstanceRecord | None:
+        record = self.get(sop_uid)
+        if record is None:
+            return None
+        st, se, ins = self.studies, self.series, self.instances_table
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(ins.delete().where(ins.c.sop_uid == sop_uid))
+            if conn.execute(select(ins.c.seq).where(ins.c.series_uid == record.series_uid).limit(1)).first() is None:
+                conn.execute(se.delete().where(se.c.series_uid == record.series_uid))
+            if conn.execute(select(se.c.seq).where(se.c.study_uid == record.study_uid).limit(1)).first() is None:
+                conn.execute(st.delete().where(st.c.study_uid == record.study_uid))
+        return record
+
+    # -- reading ---------------------------------------------------------------------------
+    def _record(self, row: Any, with_dataset: bool) -> InstanceRecord:
+        columns = {c.name: getattr(row, c.name, None) for c in COLUMNS_BY_LEVEL["instance"]}
+        return InstanceRecord(
+            study_uid=row.study_uid,
+            series_uid=row.series_uid,
+            sop_uid=row.sop_uid,
+            sop_class_uid=row.sop_class_uid,
+            transfer_syntax=row.transfer_syntax,
+            blob_key=row.blob_key,
+            size=row.size,
+            columns=columns,
+            dataset_json=row.dataset_json if with_dataset else None,
+            frame_index=None if row.frame_index_json is None else json.loads(row.frame_index_json),
+            pixel=None if row.pixel_json is None else json.loads(row.pixel_json),
+            ingested_at=row.ingested_at,
+        )
+
+    def _record_columns(self, with_dataset: bool) -> list[Any]:
+        ins = self.instances_table
+        return [c for c in ins.c if with_dataset or c.name not in ("dataset_json", "attrs_json")]
+
+    def get(self, sop_uid: str, *, with_dataset: bool = False) -> InstanceRecord | None:
+        ins = self.instances_table
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*self._record_columns(with_dataset)).where(ins.c.sop_uid == sop_uid)).first()
+        return None if row is None else self._record(row, with_dataset)
+
+    def _scope(self, study_uid: str, series_uid: str | None, sop_uid: str | None = None) -> Any:
+        ins = self.instances_table
+        cond = [ins.c.study_uid == study_uid]
+        if series_uid is not None:
+            cond.append(ins.c.series_uid == series_uid)
+        if sop_uid is not None:
+            cond.append(ins.c.sop_uid == sop_uid)
+        return and_(*cond)
+
+    def _ordered(self, stmt: Any) -> Any:
+        ins, se = self.instances_table, self.series
+        return stmt.select_from(ins.join(se, se.c.series_uid == ins.c.series_uid)).order_by(
+            se.c.seq, ins.c.instance_number, ins.c.seq
+        )
+
+    def instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        stmt = self._ordered(select(*self._record_columns(False)).where(self._scope(study_uid, series_uid)))
+        with self.engine.connect() as conn:
+            return [self._record(row, False) for row in conn.execute(stmt)]
+
+    def metadata(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[str]:
+        ins = self.instances_table
+        stmt = self._ordered(select(ins.c.dataset_json).where(self._scope(study_uid, series_uid, sop_uid)))
+        with self.engine.connect() as conn:
+            return [row.dataset_json for row in conn.execute(stmt)]
+
+    def version(self, study_uid: str, series_uid: str | None = None) -> tuple[int, int]:
+        ins = self.instances_table
+        stmt = select(func.count(ins.c.seq), func.max(ins.c.seq)).where(self._scope(study_uid, series_uid))
+        with self.engine.connect() as conn:
+            count, last = conn.execute(stmt).one()
+        return int(count or 0), int(last or 0)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+                for name, table in (("studies", self.studies), ("series", self.series), ("instances", self.instances_table))
+            }
+
+    # -- searching -------------------------------------------------------------------------
+    def _condition(self, column: Column, value: str, fuzzy: bool) -> Any:
+        table = self._level_tables[column.level]
+        col = table.c[column.name]
+        if column.is_integer:
+            try:
+                numbers = [int(v) for v in _split_list(value)]
+            except ValueError:
+                raise QueryError(f"{column.keyword}={value!r}: expected an integer (or a comma separated list)") from None
+            return col.in_(numbers) if len(numbers) > 1 else col == numbers[0]
+        if column.vr == "UI":
+            uids = _split_list(value)
+            return col.in_(uids) if len(uids) > 1 else col == uids[0]
+        if column.vr in ("DA", "TM", "DT") and "-" in value:
+            low, _, high = value.partition("-")
+            low, high = low.strip(), high.strip()
+            if (not low and not high) or not set(low + high) <= _DATE_CHARS:
+                raise QueryError(f"{column.keyword}={value!r}: expected a range like 20200101-20201231")
+            conds = []
+            if low:
+                conds.append(col >= low)
+            if high:
+                if column.vr == "DA":
+                    conds.append(col <= high)
+                else:
+                    # "1300" must include 13:00:59.9: compare against the upper bound's prefix.
+                    conds.append(or_(col <= high, func.substr(col, 1, len(high)) == high))
+            return and_(col.is_not(None), *conds)
+        if column.vr == "PN":
+            # PS3.18: PN matching is case-insensitive; fuzzy also matches any part of a name.
+            pattern = _like_pattern(value)
+            if fuzzy:
+                pattern = f"%{pattern.strip('%')}%"
+            return col.ilike(pattern, escape="\\")
+        if "*" in value or "?" in value:
+            return col.like(_like_pattern(value), escape="\\")
+        if column.vr == "CS" and ("," in value or "\\" in value):
+            return col.in_(_split_list(value))
+        return col == value
+
+    def search(self, query: Query) -> SearchResult:
+        if query.level not in _LEVEL_DEPTH:
+            raise QueryError(f"unknown query level {query.level!r}")
+        st, se, ins = self.studies, self.series, self.instances_table
+        depth = _LEVEL_DEPTH[query.level]
+        own: list[Any] = []
+        deeper: dict[str, list[Any]] = {"series": [], "instance": []}
+        unsupported: list[str] = []
+        matches = list(query.matches)
+        if query.study_uid is not None:
+            matches.append(("StudyInstanceUID", query.study_uid))
+        if query.series_uid is not None:
+            matches.append(("SeriesInstanceUID", query.series_uid))
+        for keyword, value in matches:
+            if keyword == "ModalitiesInStudy":
+                keyword = "Modality"
+            column = COLUMNS_BY_KEYWORD.get(keyword)
+            if column is None:
+                unsupported.append(keyword)
+                continue
+            if value == "" or value == "*":
+                continue  # universal matching: the attribute is returned, nothing filtered
+            cond = self._condition(column, value, query.fuzzy)
+            if _LEVEL_DEPTH[column.level] <= depth:
+                own.append(cond)
+            else:
+                deeper[column.level].append(cond)
+
+        if query.level == "study":
+            source = st
+            cols = [st.c.study_uid, st.c.attrs_json.label("study_attrs")]
+            order = st.c.seq
+            if deeper["series"]:
+                own.append(exists(select(se.c.seq).where(se.c.study_uid == st.c.study_uid, *deeper["series"])))
+            if deeper["instance"]:
+                own.append(exists(select(ins.c.seq).where(ins.c.study_uid == st.c.study_uid, *deeper["instance"])))
+        elif query.level == "series":
+            source = se.join(st, st.c.study_uid == se.c.study_uid)
+            cols = [se.c.study_uid, se.c.series_uid, st.c.attrs_json.label("study_attrs"), se.c.attrs_json.label("series_attrs")]
+            order = se.c.seq
+            if deeper["instance"]:
+                own.append(exists(select(ins.c.seq).where(ins.c.series_uid == se.c.series_uid, *deeper["instance"])))
+        else:
+            source = ins.join(se, se.c.series_uid == ins.c.series_uid).join(st, st.c.study_uid == ins.c.study_uid)
+            cols = [
+                ins.c.study_uid,
+                ins.c.series_uid,
+                ins.c.sop_uid,
+                st.c.attrs_json.label("study_attrs"),
+                se.c.attrs_json.label("series_attrs"),
+                ins.c.attrs_json.label("instance_attrs"),
+                ins.c.number_of_frames,
+            ]
+            order = (se.c.seq, ins.c.instance_number, ins.c.seq)
+        stmt = select(*cols).select_from(source).where(and_(*own) if own else true())
+        stmt = stmt.order_by(*(order if isinstance(order, tuple) else (order,)))
+        if query.offset:
+            stmt = stmt.offset(max(int(query.offset), 0))
+        if query.limit is not None:
+            stmt = stmt.limit(max(int(query.limit), 0))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            hits = [self._merge(row, query.level) for row in rows]
+            if query.level == "study":
+                self._add_study_counts(conn, hits)
+            elif query.level == "series":
+                self._add_series_counts(conn, hits)
+        return SearchResult(hits, unsupported)
+
+    @staticmethod
+    def _merge(row: Any, level: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        for name in ("study_attrs", "series_attrs", "instance_attrs"):
+            text = getattr(row, name, None)
+            if text:
+                attrs.update(json.loads(text))
+        if level == "study":
+            # The summary comes from one instance: series/instance values would mislead.
+            for keyword in ("SeriesInstanceUID", "SOPInstanceUID", "Modality", "SeriesNumber", "InstanceNumber"):
+                attrs.pop(_hex(keyword), None)
+        elif level == "series":
+            for keyword in ("SOPInstanceUID", "InstanceNumber"):
+                attrs.pop(_hex(keyword), None)
+        return attrs
+
+    def _add_study_counts(self, conn: Connection, hits: list[dict[str, Any]]) -> None:
+        if not hits:
+            return
+        st_uids = [h["0020000D"]["Value"][0] for h in hits]
+        se, ins = self.series, self.instances_table
+        n_series = dict(conn.execute(select(se.c.study_uid, func.count()).where(se.c.study_uid.in_(st_uids)).group_by(se.c.study_uid)).all())
+        n_inst = dict(conn.execute(select(ins.c.study_uid, func.count()).where(ins.c.study_uid.in_(st_uids)).group_by(ins.c.study_uid)).all())
+        modalities: dict[str, list[str]] = {}
+        for uid, modality in conn.execute(
+            select(se.c.study_uid, se.c.modality).where(se.c.study_uid.in_(st_uids)).distinct().order_by(se.c.modality)
+        ):
+            if modality:
+                modalities.setdefault(uid, []).append(modality)
+        classes: dict[str, list[str]] = {}
+        for uid, sop_class in conn.execute(
+            select(ins.c.study_uid, ins.c.sop_class_uid).where(ins.c.study_uid.in_(st_uids)).distinct().order_by(ins.c.sop_class_uid)
+        ):
+            classes.setdefault(uid, []).append(sop_class)
+        for hit, uid in zip(hits, st_uids):
+            hit["00080061"] = {"vr": "CS", "Value": modalities[uid]} if modalities.get(uid) else {"vr": "CS"}
+            hit["00080062"] = {"vr": "UI", "Value": classes.get(uid, [])}
+            hit["00201206"] = {"vr": "IS", "Value": [int(n_series.get(uid, 0))]}
+            hit["00201208"] = {"vr": "IS", "Value": [int(n_inst.get(uid, 0))]}
+
+    def _add_series_counts(self, conn: Connection, hits: list[dict[str, Any]]) -> None:
+        if not hits:
+            return
+        se_uids = [h["0020000E"]["Value"][0] for h in hits]
+        ins = self.instances_table
+        n_inst = dict(conn.execute(select(ins.c.series_uid, func.count()).where(ins.c.series_uid.in_(se_uids)).group_by(ins.c.series_uid)).all())
+        for hit, uid in zip(hits, se_uids):
+            hit["00201209"] = {"vr": "IS", "Value": [int(n_inst.get(uid, 0))]}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def _hex(keyword: str) -> str:
+    from pydicom.datadict import tag_for_keyword
+
+    return f"{tag_for_keyword(keyword):08X}"
+
+
+class SQLiteCatalog(SQLCatalog):
+    """The embedded default: one SQLite file (WAL journal), or ``":memory:"``."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        url = "sqlite://" if self.path == ":memory:" else f"sqlite:///{Path(self.path).resolve()}"
+        super().__init__(url)
+
+    def _create_engine(self, url: str, **kwargs: Any) -> Engine:
+        if url == "sqlite://":
+            from sqlalchemy.pool import StaticPool
+
+            # One shared connection, or every thread would see its own empty database.
+            kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if url != "sqlite://":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            # DICOM matching is case-sensitive except for PN (which uses lower() explicitly).
+            cur.execute("PRAGMA case_sensitive_like=ON")
+            cur.close()
+
+        return engine

@@ -1,0 +1,54 @@
+"""``dcmstream import PATH... --archive DIR``: archive DICOM files with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def import_files(
+    paths: list[Path] = typer.Argument(..., help="DICOM files or folders (walked recursively)", exists=True),
+    archive: Path = typer.Option(Path("archive"), "--archive", "-a", help="archive folder (created if missing)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Copy DICOM files into an archive (idempotent: instances already archived are skipped)."""
+    from ..archive import Archive, iter_files
+
+    console = Console(stderr=True)
+    files = list(iter_files(paths))
+    counts = {"stored": 0, "duplicate": 0, "failed": 0}
+    failures: list[tuple[Path, str]] = []
+    with Archive(archive, cache=False) as arc:
+        with Progress(
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("import", total=len(files), status="")
+            for path in files:
+                result = arc.ingest_file(path)
+                counts[result.status] += 1
+                if not result.ok:
+                    failures.append((path, result.message))
+                progress.update(task, advance=1, status=f"{counts['stored']} stored, {counts['duplicate']} dup, {counts['failed']} failed")
+        totals = arc.catalog.counts()
+    table = Table(title=f"archive {archive}", show_header=True)
+    for name in ("stored", "duplicate", "failed"):
+        table.add_column(name, justify="right")
+    table.add_row(*(str(counts[n]) for n in ("stored", "duplicate", "failed")))
+    Console().print(table)
+    typer.echo(f"archive holds {totals['studies']} studies, {totals['series']} series, {totals['instances']} instances")
+    for path, message in failures[:20]:
+        typer.echo(f"  failed: {path}: {message}", err=True)
+    if len(failures) > 20:
+        typer.echo(f"  ... and {len(failures) - 20} more failures", err=True)
+    if files and counts["failed"] == len(files):
+        raise typer.Exit(1)

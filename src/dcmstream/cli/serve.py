@@ -1,0 +1,117 @@
+"""``dcmstream serve [ARCHIVE_DIR]``: the archive's DICOMweb server (uvicorn)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+_DEMO_MARKER = "demo.json"
+#: Small real files shipped with pydicom, added to the demo archive.
+DEMO_TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm", "emri_small_jpeg_2k_lossless.dcm")
+#: (label, write_multiframe arguments) of the generated demo studies.
+DEMO_SAMPLES = (
+    ("CT JPEG-LS, 1,000 frames 512x512", dict(frames=1000, syntax="jpeg-ls", kind="ct", rows=512, columns=512, seed=1)),
+    ("US RGB JPEG baseline, 120 frames 480x640", dict(frames=120, syntax="jpeg-baseline", kind="us", rows=480, columns=640, seed=2)),
+)
+
+
+def fill_demo(archive: "object", console: Console) -> None:
+    """Add the demo studies to ``archive`` once (a marker file remembers it)."""
+    from pydicom.data import get_testdata_file
+
+    from ..archive import Archive
+    from ..samples import write_multiframe
+
+    assert isinstance(archive, Archive)
+    marker = archive.root / _DEMO_MARKER
+    if marker.exists():
+        console.print(f"demo data already in {archive.root}")
+        return
+    stored = []
+    for label, kwargs in DEMO_SAMPLES:
+        started = time.perf_counter()
+        path = archive.staging_path(".dcm")
+        with console.status(f"generating {label} ..."):
+            write_multiframe(path, **kwargs)
+            size = path.stat().st_size
+            result = archive.ingest_file(path, move=True)
+        path.unlink(missing_ok=True)
+        console.print(f"  {label}: {size / 1e6:.0f} MB, {result.status} in {time.perf_counter() - started:.1f} s")
+        stored.append({"label": label, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
+    for name in DEMO_TEST_FILES:
+        path = get_testdata_file(name)
+        if path is None:
+            continue
+        result = archive.ingest_file(path)
+        console.print(f"  {name}: {result.status}")
+        stored.append({"label": name, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
+    marker.write_text(json.dumps(stored, indent=1))
+
+
+def tune_malloc() -> bool:
+    """Keep glibc from hoarding freed frame buffers (Linux only; returns whether applied).
+
+    Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
+    threads. glibc's default raises its mmap threshold after the first such free, so
+    later buffers come from per-thread heaps that fragment and never shrink: RSS
+    grows far past the cache budget. A fixed threshold (which also turns off the
+    dynamic raise) and two arenas keep RSS at the budget.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold, m_arena_max = -3, -8
+    return bool(mallopt(m_mmap_threshold, 128 * 1024)) and bool(mallopt(m_arena_max, 2))
+
+
+def serve(
+    archive_dir: Path = typer.Argument(Path("archive"), help="archive folder (catalog.sqlite + objects/); created if missing"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8042, help="TCP port"),
+    demo: bool = typer.Option(False, "--demo", help="add sample studies (a 1,000-frame JPEG-LS CT, an RGB US cine, pydicom test files) once"),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="allow browser viewers from this origin (repeatable; '*' for any). Default: CORS off"
+    ),
+    max_upload_mb: int = typer.Option(4096, help="largest STOW-RS request body, in MB"),
+    public_url: str = typer.Option("", help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"),
+    cache_mb: int = typer.Option(64, help="decoded-frame cache budget in MB (the encoded tier gets a quarter more)"),
+    log_level: str = typer.Option("warning", help="uvicorn log level"),
+) -> None:
+    """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb."""
+    import uvicorn
+
+    from ..archive import Archive
+    from ..cache import FrameCache, set_default_cache
+    from ..web import create_app
+    from ..web.common import ServerConfig
+
+    console = Console(stderr=True)
+    tune_malloc()
+    # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
+    # cache gets a fixed share rather than the library default (5% of RAM).
+    set_default_cache(FrameCache(max(cache_mb, 1) << 20, max(cache_mb << 18, 1 << 20)))
+    archive = Archive(archive_dir)
+    if demo:
+        fill_demo(archive, console)
+    counts = archive.catalog.counts()
+    config = ServerConfig(cors_origins=tuple(cors_origin), max_upload_bytes=max_upload_mb << 20, public_url=public_url or None)
+    app = create_app(archive, config)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(
+        f"archive {archive.root}: {counts['studies']} studies, {counts['series']} series, {counts['instances']} instances\n"
+        f"DICOMweb at [bold]http://{shown}:{port}/dicomweb[/bold]  (metrics: http://{shown}:{port}/metrics)"
+        + (f"\nCORS allowed for {', '.join(cors_origin)}" if cors_origin else "")
+    )
+    uvicorn.run(app, host=host, port=port, http="h11", log_level=log_level, lifespan="off", timeout_keep_alive=30)

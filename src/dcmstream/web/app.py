@@ -1,0 +1,198 @@
+"""The ASGI app: DICOMweb under ``/dicomweb``, metrics, CORS, errors with reasons.
+
+Routes (``{study}``, ``{series}``, ``{instance}`` are UIDs, validated before use):
+
+=========  =====================================================================  ===========
+method     path under /dicomweb                                                   service
+=========  =====================================================================  ===========
+GET        /studies, /series, /instances,                                          QIDO-RS
+           /studies/{study}/series, /studies/{study}/instances,
+           /studies/{study}/series/{series}/instances
+GET        /studies/{study}[/series/{series}[/instances/{instance}]]              WADO-RS
+GET        .../metadata (study, series, instance)                                  WADO-RS
+GET        .../instances/{instance}/frames/{1,5,9}                                 WADO-RS
+GET        .../instances/{instance}/bulkdata/{tag}                                 WADO-RS
+GET        .../rendered, .../thumbnail (instance, frames; thumbnail also study     WADO-RS
+           and series)
+POST       /studies, /studies/{study}                                              STOW-RS
+=========  =====================================================================  ===========
+
+Plus ``GET /metrics`` (Prometheus) and ``GET /healthz``.
+
+CORS is off by default: the server usually runs on a workstation's loopback next
+to a browser, and ``Access-Control-Allow-Origin: *`` would let any web page the
+user opens read the archive (patient data) through it. Viewers served from another
+origin are allowed with ``--cors-origin https://viewer.example`` (or ``*`` for a
+demo with synthetic data).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..archive import Archive
+from ..archive.blobstore import BlobNotFoundError
+from ..archive.catalog import QueryError
+from ..archive.uids import InvalidUIDError
+from ..errors import DcmstreamError
+from . import qido, rendered, stow, wado
+from .common import ServerConfig, WebContext, context, error
+from .metrics import MetricsMiddleware
+
+__all__ = ["create_app", "ServerConfig", "DICOMWEB_ROOT"]
+
+log = logging.getLogger(__name__)
+DICOMWEB_ROOT = "/dicomweb"
+
+_INST = "/studies/{study}/series/{series}/instances/{instance}"
+
+
+def _routes(root: str) -> list[Route]:
+    r = root
+    get = ["GET"]
+    return [
+        # QIDO-RS
+        Route(f"{r}/studies", qido.search_studies, methods=get),
+        Route(f"{r}/series", qido.search_series, methods=get),
+        Route(f"{r}/instances", qido.search_instances, methods=get),
+        Route(f"{r}/studies/{{study}}/series", qido.search_series, methods=get),
+        Route(f"{r}/studies/{{study}}/instances", qido.search_instances, methods=get),
+        Route(f"{r}/studies/{{study}}/series/{{series}}/instances", qido.search_instances, methods=get),
+        # STOW-RS
+        Route(f"{r}/studies", stow.store, methods=["POST"]),
+        Route(f"{r}/studies/{{study}}", stow.store, methods=["POST"]),
+        # WADO-RS
+        Route(f"{r}/studies/{{study}}", wado.retrieve, methods=get),
+        Route(f"{r}/studies/{{study}}/series/{{series}}", wado.retrieve, methods=get),
+        Route(f"{r}{_INST}", wado.retrieve, methods=get),
+        Route(f"{r}/studies/{{study}}/metadata", wado.metadata, methods=get),
+        Route(f"{r}/studies/{{study}}/series/{{series}}/metadata", wado.metadata, methods=get),
+        Route(f"{r}{_INST}/metadata", wado.metadata, methods=get),
+        Route(f"{r}{_INST}/frames/{{frames}}", wado.frames, methods=get),
+        Route(f"{r}{_INST}/bulkdata/{{tag}}", wado.bulkdata, methods=get),
+        Route(f"{r}{_INST}/rendered", rendered.rendered, methods=get),
+        Route(f"{r}{_INST}/frames/{{frames}}/rendered", rendered.rendered, methods=get),
+        Route(f"{r}{_INST}/thumbnail", rendered.thumbnail, methods=get),
+        Route(f"{r}{_INST}/frames/{{frames}}/thumbnail", rendered.thumbnail, methods=get),
+        Route(f"{r}/studies/{{study}}/thumbnail", rendered.study_thumbnail, methods=get),
+        Route(f"{r}/studies/{{study}}/series/{{series}}/thumbnail", rendered.study_thumbnail, methods=get),
+        # service
+        Route("/metrics", _metrics, methods=get),
+        Route("/healthz", _health, methods=get),
+        Route(r, _root, methods=get),
+        Route("/", _root, methods=get),
+    ]
+
+
+async def _metrics(request: Request) -> Response:
+    from .common import run
+
+    ctx = context(request)
+    cache = ctx.archive.cache
+    counts = await run(ctx.archive.catalog.counts)
+    extra = {
+        "dcmstream_metadata_cache_bytes": ctx.metadata_cache.bytes,
+        "dcmstream_metadata_cache_hits_total": ctx.metadata_cache.hits,
+        "dcmstream_metadata_cache_misses_total": ctx.metadata_cache.misses,
+        "dcmstream_blob_bytes_read_total": ctx.archive.blobs.bytes_read,
+    }
+    text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _root(request: Request) -> Response:
+    from .common import base_url, run
+
+    ctx = context(request)
+    counts = await run(ctx.archive.catalog.counts)
+    return JSONResponse({"service": "dcmstream DICOMweb", "dicomweb": base_url(request), "archive": counts})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return error(400, str(exc))
+
+
+async def _missing_blob(request: Request, exc: Exception) -> Response:
+    log.error("blob missing for %s: %s", request.url.path, exc)
+    return error(500, f"the archive lost the bytes of this object ({exc}); re-import it")
+
+
+async def _dicom_error(request: Request, exc: Exception) -> Response:
+    log.warning("%s: %s", request.url.path, exc)
+    return error(500, f"{type(exc).__name__}: {exc}")
+
+
+class RequestLimitsMiddleware:
+    """Refuse oversized request heads before any handler runs.
+
+    h11 only bounds a header block that arrives slowly; one that arrives in a single
+    read is parsed whatever its size. 431 for headers, 414 for the request target.
+    """
+
+    def __init__(self, app: Any, max_header_bytes: int = 16 * 1024, max_target_bytes: int = 8 * 1024) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+        self.max_target_bytes = max_target_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+            target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            response = None
+            if size > self.max_header_bytes:
+                response = error(431, f"request headers of {size} bytes exceed the limit of {self.max_header_bytes}")
+            elif target > self.max_target_bytes:
+                response = error(414, f"request target of {target} bytes exceeds the limit of {self.max_target_bytes}")
+            if response is not None:
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(archive: Archive, config: ServerConfig | None = None, *, root: str = DICOMWEB_ROOT) -> Starlette:
+    """The Starlette app serving ``archive`` over DICOMweb at ``root``."""
+    config = config or ServerConfig()
+    ctx = WebContext(archive, config)
+    middleware = []
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Accept", "Content-Type", "Range", "Authorization", "Cache-Control"],
+                expose_headers=["Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Warning", "Accept-Ranges"],
+                max_age=600,
+            )
+        )
+    middleware.insert(0, Middleware(RequestLimitsMiddleware))
+    middleware.insert(0, Middleware(MetricsMiddleware, metrics=ctx.metrics))
+    handlers: dict[Any, Any] = {
+        HTTPException: _http_error,
+        InvalidUIDError: _bad_request,
+        QueryError: _bad_request,
+        BlobNotFoundError: _missing_blob,
+        DcmstreamError: _dicom_error,
+    }
+    app = Starlette(routes=_routes(root), middleware=middleware, exception_handlers=handlers)
+    app.state.dicomweb = ctx
+    app.state.dicomweb_root = root
+    return app

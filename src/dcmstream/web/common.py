@@ -1,0 +1,191 @@
+"""Shared pieces of the DICOMweb handlers: context, UID parameters, errors, caches."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..archive import Archive, InstanceRecord
+from ..archive.uids import is_valid_uid
+from .media import MediaRange, accepts, parse_accept
+from .metrics import Metrics
+
+__all__ = [
+    "ServerConfig",
+    "WebContext",
+    "ByteLRU",
+    "context",
+    "path_uid",
+    "base_url",
+    "run",
+    "error",
+    "require_json_accept",
+    "find_instance",
+    "DICOM_JSON",
+]
+
+T = TypeVar("T")
+DICOM_JSON = "application/dicom+json"
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and options of one server (defaults suit a workstation)."""
+
+    cors_origins: tuple[str, ...] = ()
+    max_upload_bytes: int = 4 << 30  # STOW-RS body, spooled to disk, never to memory
+    max_part_header_bytes: int = 16 * 1024
+    max_results: int = 10_000  # QIDO-RS: more are cut, with a Warning header
+    max_frames_per_request: int = 100_000
+    metadata_cache_bytes: int = 64 * MiB
+    thumbnail_size: int = 128
+    max_viewport: int = 4096
+    #: Fixed public root of the server (e.g. behind a reverse proxy); None: from the request.
+    public_url: str | None = None
+
+
+class ByteLRU:
+    """A byte-budgeted LRU of bytes values (series metadata, rendered thumbnails)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Any, value: bytes) -> None:
+        if len(value) > self.max_bytes // 4:
+            return  # one huge entry would flush everything else
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= len(old)
+            self._items[key] = value
+            self.bytes += len(value)
+            while self.bytes > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self.bytes -= len(dropped)
+
+    def drop_where(self, predicate: Callable[[Any], bool]) -> int:
+        with self._lock:
+            keys = [k for k in self._items if predicate(k)]
+            for k in keys:
+                self.bytes -= len(self._items.pop(k))
+            return len(keys)
+
+
+class WebContext:
+    """What every handler needs: the archive, the config, metrics and caches."""
+
+    def __init__(self, archive: Archive, config: ServerConfig) -> None:
+        self.archive = archive
+        self.config = config
+        self.metrics = Metrics()
+        self.metadata_cache = ByteLRU(config.metadata_cache_bytes)
+        self.renderers: OrderedDict[str, Any] = OrderedDict()
+        self.renderers_lock = threading.Lock()
+        archive.add_listener(self._on_ingest)
+
+    def _on_ingest(self, result: Any) -> None:
+        # Versions in the keys already make stale entries unreachable; dropping them
+        # frees the memory at once.
+        study = result.study_uid
+        self.metadata_cache.drop_where(lambda key: key[0] == study)
+
+
+def context(request: Request) -> WebContext:
+    return request.app.state.dicomweb
+
+
+def path_uid(request: Request, name: str, what: str) -> str:
+    """A UID path parameter, validated: 400 with the reason otherwise."""
+    value = request.path_params.get(name, "")
+    if not is_valid_uid(value):
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise HTTPException(400, f"{what} {shown!r} is not a valid UID (digits and dots, at most 64 characters)")
+    return value
+
+
+def base_url(request: Request) -> str:
+    """The DICOMweb root as the client reached it (for RetrieveURL and BulkDataURI).
+
+    ``ServerConfig.public_url`` wins when set. dicomweb-client 0.61 sends a Host
+    header without the port; when the host is an IP literal or localhost (a direct
+    connection, not a proxy's name) the port the request really arrived on is added.
+    """
+    ctx = context(request)
+    if ctx.config.public_url:
+        return ctx.config.public_url.rstrip("/") + request.app.state.dicomweb_root
+    url = request.base_url
+    server = request.scope.get("server")
+    host = url.hostname or ""
+    if url.port is None and server and server[1] not in (80, 443) and (host == "localhost" or _is_ip(host)):
+        url = url.replace(port=server[1])
+    return str(url).rstrip("/") + request.app.state.dicomweb_root
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking work (SQL, file reads, decoding) in the thread pool."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+    """An error response whose body says why, as JSON: {"status": ..., "error": ...}."""
+    return Response(
+        json.dumps({"status": status, "error": reason}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def require_json_accept(request: Request) -> list[MediaRange]:
+    ranges = parse_accept(request.headers.get("accept"))
+    if accepts(ranges, DICOM_JSON, "application/json") is None:
+        raise HTTPException(406, "this resource is available as application/dicom+json (or application/json) only")
+    return ranges
+
+
+async def find_instance(request: Request) -> InstanceRecord:
+    """The record named by the path's study/series/instance UIDs, or 404."""
+    study = path_uid(request, "study", "StudyInstanceUID")
+    series = path_uid(request, "series", "SeriesInstanceUID")
+    sop = path_uid(request, "instance", "SOPInstanceUID")
+    archive = context(request).archive
+    # Hot path (a viewer scrolling): the record is memoised, no thread hop needed.
+    record = archive.peek(sop)[0] or await run(archive.record, sop)
+    if record is None or record.study_uid != study or record.series_uid != series:
+        raise HTTPException(404, f"instance {sop} not found in series {series} of study {study}")
+    return record

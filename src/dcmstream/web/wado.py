@@ -1,0 +1,317 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data.
+
+Every response streams: whole instances in 1 MiB chunks from the blob (or frame by
+frame when transcoded), frame lists one frame at a time. A frame is read through
+the frame index stored at ingest, so a frame request reads that frame's bytes and
+nothing else; the series metadata is the stored DICOM JSON of each instance,
+joined once and kept in a bounded cache keyed by the series' version.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import iterate_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..archive import InstanceRecord
+from .common import DICOM_JSON, base_url, context, find_instance, path_uid, require_json_accept, run
+from .dicomjson import resolve_bulk_uris
+from .media import EXPLICIT_LE, PixelChoice, negotiate_instance, negotiate_pixels, parse_accept
+from .multipart import MultipartWriter
+from .transcode import CHUNK, explicit_le_stream
+
+__all__ = ["retrieve", "metadata", "frames", "bulkdata", "parse_frame_list", "frame_reader"]
+
+_FRAME_LIST = re.compile(r"^[0-9]{1,9}(,[0-9]{1,9})*$")
+_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+# -- whole instances -------------------------------------------------------------------------
+async def _records(request: Request) -> list[InstanceRecord]:
+    ctx = context(request)
+    study = path_uid(request, "study", "StudyInstanceUID")
+    if "instance" in request.path_params:
+        return [await find_instance(request)]
+    series = path_uid(request, "series", "SeriesInstanceUID") if "series" in request.path_params else None
+    records = await run(ctx.archive.catalog.instances, study, series)
+    if not records:
+        what = f"series {series} of study {study}" if series else f"study {study}"
+        raise HTTPException(404, f"{what} not found")
+    return records
+
+
+async def retrieve(request: Request) -> Response:
+    """Study, series or instance as multipart/related; type="application/dicom"."""
+    ctx = context(request)
+    records = await _records(request)
+    ranges = parse_accept(request.headers.get("accept"))
+    plan = []
+    for record in records:
+        choice = negotiate_instance(ranges, record.transfer_syntax)
+        if choice is None:
+            raise HTTPException(
+                406,
+                f"cannot send instance {record.sop_uid} (stored as {record.transfer_syntax}) as any of the "
+                f"acceptable media types; try transfer-syntax=* or {EXPLICIT_LE}",
+            )
+        plan.append((record, choice))
+    writer = MultipartWriter()
+    blobs = ctx.archive.blobs
+
+    async def body() -> AsyncIterator[bytes]:
+        for record, choice in plan:
+            ts = choice.transfer_syntax or record.transfer_syntax
+            yield writer.part_header(f"application/dicom; transfer-syntax={ts}")
+            if choice.transfer_syntax is None:
+                chunks: Iterator[bytes] = blobs.iter_range(record.blob_key, chunk_size=CHUNK)
+            else:
+                chunks = explicit_le_stream(ctx.archive, record)
+            async for chunk in iterate_in_threadpool(chunks):
+                yield chunk
+        yield writer.close()
+
+    return StreamingResponse(body(), media_type=writer.content_type("application/dicom"))
+
+
+# -- metadata --------------------------------------------------------------------------------
+async def metadata(request: Request) -> Response:
+    """DICOM JSON of a study, series or instance, BulkDataURIs absolute."""
+    ctx = context(request)
+    require_json_accept(request)
+    study = path_uid(request, "study", "StudyInstanceUID")
+    series = path_uid(request, "series", "SeriesInstanceUID") if "series" in request.path_params else None
+    base = base_url(request)
+    gz = "gzip" in request.headers.get("accept-encoding", "")
+    catalog = ctx.archive.catalog
+    if "instance" in request.path_params:
+        record = await find_instance(request)
+        texts = await run(catalog.metadata, study, series, record.sop_uid)
+        body = ("[" + resolve_bulk_uris(texts[0], base) + "]").encode("utf-8")
+    else:
+        version = await run(catalog.version, study, series)
+        if version[0] == 0:
+            what = f"series {series} of study {study}" if series else f"study {study}"
+            raise HTTPException(404, f"{what} not found")
+        key = (study, series, version, base, gz)
+        cached = ctx.metadata_cache.get(key)
+        if cached is not None:
+            return _json_response(cached, gz)
+
+        def build() -> bytes:
+            texts = catalog.metadata(study, series)
+            data = ("[" + ",".join(resolve_bulk_uris(t, base) for t in texts) + "]").encode("utf-8")
+            return gzip.compress(data, 1) if gz else data
+
+        body = await run(build)
+        ctx.metadata_cache.put(key, body)
+        return _json_response(body, gz)
+    if gz and len(body) > 4096:
+        return _json_response(gzip.compress(body, 1), True)
+    return _json_response(body, False)
+
+
+def _json_response(body: bytes, gz: bool) -> Response:
+    headers = {"Vary": "Accept-Encoding"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
+# -- frames ----------------------------------------------------------------------------------
+def parse_frame_list(text: str, limit: int) -> list[int]:
+    """1-based frame numbers of ``"1,5,9"``; HTTPException(400) when malformed."""
+    text = text.strip().replace("%2C", ",").replace("%2c", ",")
+    if not _FRAME_LIST.match(text):
+        raise HTTPException(400, f"frame list {text[:80]!r} is malformed: expected 1-based numbers like 1,5,9")
+    numbers = [int(n) for n in text.split(",")]
+    if len(numbers) > limit:
+        raise HTTPException(400, f"at most {limit} frames per request")
+    if any(n < 1 for n in numbers):
+        raise HTTPException(400, "frame numbers start at 1")
+    return numbers
+
+
+def frame_reader(ctx: Any, record: InstanceRecord, choice: PixelChoice) -> tuple[Callable[[int], bytes], Callable[[], None], int]:
+    """(read(i) for 0-based frame i, close(), number of frames) for a pixel choice.
+
+    Uses the stored frame index when possible; otherwise (deflated files, byte-swapped
+    OW) opens the instance with the full parser once for the whole request.
+    """
+    stored = ctx.archive.stored(record)
+    if stored is not None:
+        read = stored.uncompressed_frame if choice.decode else stored.encoded_frame
+        return read, lambda: None, len(stored)
+    inst = ctx.archive.open_instance(record)
+
+    def read_full(i: int) -> bytes:
+        if not choice.decode:
+            return inst.encoded_frame(i)
+        arr = inst.frame(i)
+        if inst.pixel_spec.bits_allocated == 1:
+            return np.packbits(np.asarray(arr, np.uint8).reshape(-1), bitorder="little").tobytes()
+        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+    return read_full, inst.close, len(inst)
+
+
+async def frames(request: Request) -> Response:
+    """One multipart part per requested frame (1-based), streamed one frame at a time."""
+    ctx = context(request)
+    record = await find_instance(request)
+    numbers = parse_frame_list(request.path_params["frames"], ctx.config.max_frames_per_request)
+    if record.pixel is None:
+        raise HTTPException(404, f"instance {record.sop_uid} has no pixel data")
+    ranges = parse_accept(request.headers.get("accept"))
+    choice = negotiate_pixels(ranges, record.transfer_syntax)
+    if choice is None:
+        raise HTTPException(
+            406,
+            f"frames of {record.sop_uid} are stored as {record.transfer_syntax}; acceptable: "
+            f'application/octet-stream (Explicit VR Little Endian) or transfer-syntax=* (as stored)',
+        )
+    if ctx.archive.peek(record.sop_uid)[1] is not None:
+        read, close, count = frame_reader(ctx, record, choice)  # memoised: no I/O
+    else:
+        read, close, count = await run(frame_reader, ctx, record, choice)
+    bad = [n for n in numbers if n > count]
+    if bad:
+        close()
+        raise HTTPException(404, f"frame {bad[0]} does not exist: instance {record.sop_uid} has {count} frames")
+    writer = MultipartWriter()
+    if len(numbers) == 1:
+        try:
+            data = await run(read, numbers[0] - 1)
+        finally:
+            close()
+        if not choice.multipart:
+            return Response(data, media_type=choice.part_content_type)
+        return Response(
+            writer.part(choice.part_content_type, data) + writer.close(),
+            media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax),
+        )
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for n in numbers:
+                data = await run(read, n - 1)
+                yield writer.part_header(choice.part_content_type) + data
+            yield writer.close()
+        finally:
+            close()
+
+    return StreamingResponse(body(), media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax))
+
+
+# -- bulk data -------------------------------------------------------------------------------
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single "bytes=" range; None for no (or an unusable multi-) range."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        raise HTTPException(416, f"malformed Range header {header[:80]!r}", headers={"Content-Range": f"bytes */{size}"})
+    try:
+        if first == "":
+            n = int(last)
+            start, end = max(size - n, 0), size
+        else:
+            start = int(first)
+            end = size if last == "" else min(int(last) + 1, size)
+    except ValueError:
+        raise HTTPException(416, f"malformed Range header {header[:80]!r}", headers={"Content-Range": f"bytes */{size}"}) from None
+    if start >= size or end <= start:
+        raise HTTPException(416, f"range {header[:80]!r} is outside the {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def _ranged(request: Request, total: int, open_chunks: Callable[[int, int], Iterator[bytes]], multipart: bool) -> Response:
+    """A (possibly partial) octet-stream body of ``total`` bytes, streamed."""
+    span = _parse_range(request.headers.get("range"), total)
+    start, end = span if span is not None else (0, total)
+    status = 206 if span is not None else 200
+    headers = {"Accept-Ranges": "bytes"}
+    content_range = f"bytes {start}-{end - 1}/{total}"
+    if not multipart:
+        headers["Content-Length"] = str(end - start)
+        if span is not None:
+            headers["Content-Range"] = content_range
+        return StreamingResponse(iterate_in_threadpool(open_chunks(start, end)), status_code=status, media_type="application/octet-stream", headers=headers)
+    writer = MultipartWriter()
+    part_headers = {"Content-Range": content_range} if span is not None else None
+
+    async def body() -> AsyncIterator[bytes]:
+        yield writer.part_header(f"application/octet-stream; transfer-syntax={EXPLICIT_LE}", part_headers)
+        async for chunk in iterate_in_threadpool(open_chunks(start, end)):
+            yield chunk
+        yield writer.close()
+
+    return StreamingResponse(body(), status_code=status, media_type=writer.content_type("application/octet-stream"), headers=headers)
+
+
+async def bulkdata(request: Request) -> Response:
+    """A top-level bulk data element; pixel data per the frame negotiation rules."""
+    ctx = context(request)
+    record = await find_instance(request)
+    tag_text = request.path_params["tag"]
+    if not _TAG.match(tag_text):
+        raise HTTPException(400, f"bulk data path {tag_text[:80]!r}: expected an 8-digit hex tag such as 7FE00010")
+    tag = int(tag_text, 16)
+    ranges = parse_accept(request.headers.get("accept"))
+    blobs = ctx.archive.blobs
+    pixel = record.pixel
+    if pixel is not None and tag == pixel["tag"]:
+        choice = negotiate_pixels(ranges, record.transfer_syntax)
+        if choice is None:
+            raise HTTPException(406, f"pixel data is stored as {record.transfer_syntax}; acceptable: application/octet-stream or transfer-syntax=*")
+        stored = await run(ctx.archive.stored, record)
+        native_le = stored is not None and stored.native and stored.little_endian
+        if native_le and choice.decode and pixel["length"] is not None:
+            offset, length = pixel["value_offset"], pixel["length"]
+            spec = stored.spec
+            if spec.photometric_interpretation != "YBR_FULL_422":
+                return _ranged(
+                    request, length,
+                    lambda s, e: blobs.iter_range(record.blob_key, offset + s, offset + e, CHUNK),
+                    choice.multipart,
+                )
+        # Encapsulated (or to be converted): one part per frame, as the frames resource.
+        read, close, count = await run(frame_reader, ctx, record, choice)
+        writer = MultipartWriter()
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                for i in range(count):
+                    data = await run(read, i)
+                    yield writer.part_header(choice.part_content_type) + data
+                yield writer.close()
+            finally:
+                close()
+
+        return StreamingResponse(body(), media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax))
+
+    def value() -> bytes | None:
+        inst = ctx.archive.open_instance(record)
+        try:
+            elem = inst.dataset.get(tag)
+            if elem is None:
+                return None
+            data = elem.value
+            return bytes(data) if isinstance(data, (bytes, bytearray)) else None
+        finally:
+            inst.close()
+
+    data = await run(value)
+    if data is None:
+        raise HTTPException(404, f"instance {record.sop_uid} has no bulk data element {tag_text.upper()}")
+    multipart = any(r.is_multipart for r in ranges) or all(r.media_type == "*/*" for r in ranges)
+    return _ranged(request, len(data), lambda s, e: iter([data[s:e]]), multipart)
