@@ -10,7 +10,8 @@ Two layers:
   :data:`SYNTAXES`. It *streams*: frames are generated, encoded and written one at a time, so
   memory stays bounded to a few frames whatever the number of frames. pydicom encodes the
   header; the Pixel Data element (native or encapsulated, with Basic or Extended Offset Table)
-  and the per-frame functional groups are written here, element by element.
+  and the per-frame functional groups are streamed by :mod:`dcmstream.compress.writer`, the
+  writer the transcoder uses too.
 
 UIDs are derived deterministically: Patient and Study from ``seed`` (files written with the
 same seed form one study), Series and SOP Instance from all parameters (two different files
@@ -19,10 +20,6 @@ never share a SOP Instance UID, the same call always produces the same UIDs).
 
 from __future__ import annotations
 
-import os
-import struct
-import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +28,11 @@ from typing import BinaryIO
 import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
+
+from .compress import writer
 
 __all__ = ["SYNTAXES", "ensure_sample", "synthetic_frames", "write_multiframe"]
 
@@ -464,175 +461,21 @@ def _rle_encode(frame: np.ndarray, layout: _Layout) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# Element encoding
+# Element encoding and Pixel Data: the shared streaming writer
 # ---------------------------------------------------------------------------------------------
 
-_PIXEL_DATA = 0x7FE00010
-_EXTENDED_OFFSET_TABLE = 0x7FE00001
-_EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
-_PER_FRAME_GROUPS = 0x52009230
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITER = 0xFFFEE00D
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_MAX_LENGTH = 0xFFFFFFFE  # largest even 32-bit length
+_PER_FRAME_GROUPS = writer.PER_FRAME_GROUPS
+_split_fragments = writer.split_fragments  # kept under its old name for the tests
 
 
-@dataclass(frozen=True)
-class _Encoding:
-    """Byte-level encoding of the dataset (everything after the file meta information)."""
-
-    implicit: bool
-    little: bool
-
-    @property
-    def byte_order(self) -> str:
-        return "<" if self.little else ">"
-
-    def element_header(self, tag: int, vr: str, length: int) -> bytes:
-        """Header of an element with a 4-byte length (OB, OW, OV, SQ, ... or any if implicit)."""
-        head = struct.pack(f"{self.byte_order}HH", tag >> 16, tag & 0xFFFF)
-        if self.implicit:
-            return head + struct.pack(f"{self.byte_order}I", length)
-        return head + vr.encode() + struct.pack(f"{self.byte_order}2xI", length)
-
-    def delimiter(self, tag: int, length: int = 0) -> bytes:
-        """Item or delimiter tag: no VR in any transfer syntax."""
-        return struct.pack(f"{self.byte_order}HHI", tag >> 16, tag & 0xFFFF, length)
-
-    def dataset(self, ds: Dataset) -> bytes:
-        buffer = DicomBytesIO()
-        buffer.is_implicit_VR, buffer.is_little_endian = self.implicit, self.little
-        write_dataset(buffer, ds)
-        return buffer.getvalue()
+def _encoding(syntax: str) -> writer.Encoding:
+    return writer.encoding_for(SYNTAXES[syntax])
 
 
-_EXPLICIT_LITTLE = _Encoding(implicit=False, little=True)
-
-
-def _encoding(syntax: str) -> _Encoding:
-    return _Encoding(implicit=syntax == "implicit", little=syntax != "big-endian")
-
-
-class _DeflateWriter:
-    """Raw-deflates everything written (Deflated Explicit VR Little Endian, PS3.5 A.5)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, -15)  # negative: no zlib header
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._raw.write(self._compressor.compress(data))
-
-    def finish(self) -> None:
-        self._raw.write(self._compressor.flush())
-
-
-def _file_meta_bytes(meta: FileMetaDataset) -> bytes:
-    buffer = DicomBytesIO()
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return b"\0" * 128 + b"DICM" + buffer.getvalue()
-
-
-def _write_sequence(out: BinaryIO | _DeflateWriter, enc: _Encoding, tag: int,
-                    items: Iterator[Dataset]) -> None:
-    """Write a sequence item by item (undefined lengths), so it is never whole in memory."""
-    out.write(enc.element_header(tag, "SQ", _UNDEFINED_LENGTH))
-    for item in items:
-        out.write(enc.delimiter(_ITEM, _UNDEFINED_LENGTH))
-        out.write(enc.dataset(item))
-        out.write(enc.delimiter(_ITEM_DELIMITER))
-    out.write(enc.delimiter(_SEQUENCE_DELIMITER))
-
-
-# ---------------------------------------------------------------------------------------------
-# Pixel Data
-# ---------------------------------------------------------------------------------------------
-
-
-def _write_native(out: BinaryIO | _DeflateWriter, enc: _Encoding, layout: _Layout,
+def _write_native(out: BinaryIO | writer.DeflateWriter, enc: writer.Encoding, layout: _Layout,
                   frames: Iterator[np.ndarray], count: int, frame_bytes: int) -> None:
-    total = frame_bytes * count
-    padded = total + total % 2
-    if padded > _MAX_LENGTH:
-        raise ValueError(f"native Pixel Data of {total} bytes exceeds the 32-bit length limit; "
-                         "use fewer frames or an encapsulated syntax")
-    vr = "OB" if layout.bits_allocated == 8 else "OW"
-    out.write(enc.element_header(_PIXEL_DATA, vr, padded))
-    dtype = layout.dtype.newbyteorder(enc.byte_order)
-    for frame in frames:
-        out.write(memoryview(np.ascontiguousarray(frame, dtype=dtype)).cast("B"))
-    if total % 2:
-        out.write(b"\0")
-
-
-def _write_encapsulated(fh: BinaryIO, encoded: Iterator[bytes], count: int, *,
-                        offset_table: str, fragments_per_frame: int) -> None:
-    """Encapsulated Pixel Data (PS3.5 A.4), offsets filled in by seeking back afterwards."""
-    enc = _EXPLICIT_LITTLE  # all encapsulated syntaxes are explicit VR little endian
-    table_bytes = 8 * count
-    eot_at = None
-    if offset_table == "eot":
-        # Both tables precede Pixel Data: reserve them now, fill them once offsets are known.
-        fh.write(enc.element_header(_EXTENDED_OFFSET_TABLE, "OV", table_bytes))
-        eot_at = fh.tell()
-        fh.write(bytes(table_bytes))
-        fh.write(enc.element_header(_EXTENDED_OFFSET_TABLE_LENGTHS, "OV", table_bytes))
-        fh.write(bytes(table_bytes))
-    fh.write(enc.element_header(_PIXEL_DATA, "OB", _UNDEFINED_LENGTH))
-    bot_bytes = 4 * count if offset_table == "bot" else 0
-    fh.write(enc.delimiter(_ITEM, bot_bytes))
-    bot_at = fh.tell()
-    fh.write(bytes(bot_bytes))
-
-    first_fragment = fh.tell()
-    offsets: list[int] = []
-    lengths: list[int] = []
-    for data in encoded:
-        offset = fh.tell() - first_fragment
-        if offset_table == "bot" and offset > 0xFFFFFFFF:
-            raise ValueError("Pixel Data exceeds 4 GiB, beyond the Basic Offset Table's "
-                             "32-bit offsets: use offset_table='eot' or 'none'")
-        offsets.append(offset)
-        for fragment in _split_fragments(data, fragments_per_frame):
-            odd = len(fragment) % 2
-            fh.write(enc.delimiter(_ITEM, len(fragment) + odd))
-            fh.write(fragment)
-            if odd:  # items have even lengths; decoders ignore a trailing 0x00 after EOI/EOC
-                fh.write(b"\0")
-        lengths.append(len(fragment) + odd)  # the frame's single fragment when EOT is used
-    if len(offsets) != count:
-        raise RuntimeError(f"expected {count} frames, got {len(offsets)}")
-    fh.write(enc.delimiter(_SEQUENCE_DELIMITER))
-
-    end = fh.tell()
-    if bot_bytes:
-        fh.seek(bot_at)
-        fh.write(struct.pack(f"<{count}I", *offsets))
-    if eot_at is not None:
-        fh.seek(eot_at)
-        fh.write(struct.pack(f"<{count}Q", *offsets))
-        fh.seek(eot_at + table_bytes + 12)  # skip the lengths element header
-        fh.write(struct.pack(f"<{count}Q", *lengths))
-    fh.seek(end)
-
-
-def _split_fragments(data: bytes, count: int) -> list[memoryview]:
-    """Split an encoded frame into ``count`` nearly equal fragments of even length (but the
-    last). No fragment but the first starts with 0xFF: readers without an offset table find
-    frame starts by looking for codec markers (JPEG FFD8, J2K FF4F) at fragment starts."""
-    view = memoryview(data).cast("B")
-    bounds = [0]
-    for k in range(1, count):
-        cut = max((k * len(view) // count) & ~1, bounds[-1] + 2)
-        while cut < len(view) and view[cut] == 0xFF:
-            cut += 2
-        bounds.append(cut)
-    if bounds[-1] >= len(view):
-        raise ValueError(f"an encoded frame of {len(view)} bytes cannot be split into "
-                         f"{count} fragments")
-    bounds.append(len(view))
-    return [view[a:b] for a, b in zip(bounds, bounds[1:])]
+    writer.write_native(out, enc, frames, count, frame_bytes=frame_bytes,
+                        bits_allocated=layout.bits_allocated, dtype=layout.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -834,33 +677,27 @@ def write_multiframe(
     generated = (source(n) for n in range(frames))
 
     path = Path(path)
-    # A unique hidden name in the same folder, so the final os.replace is atomic. (Not
-    # tempfile.NamedTemporaryFile: its 0600 mode would stick to the published file.)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "xb") as fh:
-            fh.write(_file_meta_bytes(ds.file_meta))
-            enc = _encoding(syntax)
-            body = _DeflateWriter(fh) if syntax == "deflated" else fh
-            # pydicom encodes the header; every element it writes sorts before the
-            # per-frame functional groups (5200,9230) and Pixel Data (7FE0,xxxx).
-            body.write(enc.dataset(ds))
-            if kind == "ct":
-                _write_sequence(body, enc, _PER_FRAME_GROUPS,
-                                _ct_frame_groups(frames, rows, columns))
-            if codec.encode is None:
-                _write_native(body, enc, layout, generated, frames,
-                              layout.frame_bytes(rows, columns))
-            else:
-                _write_encapsulated(fh, map(codec.encode, generated), frames,
-                                    offset_table=offset_table,
-                                    fragments_per_frame=fragments_per_frame)
-            if isinstance(body, _DeflateWriter):
-                body.finish()
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with writer.AtomicFile(path) as out:
+        fh = out.fh
+        fh.write(writer.file_meta_bytes(ds.file_meta))
+        enc = _encoding(syntax)
+        body = writer.DeflateWriter(fh) if syntax == "deflated" else fh
+        # pydicom encodes the header; every element it writes sorts before the
+        # per-frame functional groups (5200,9230) and Pixel Data (7FE0,xxxx).
+        body.write(enc.dataset(ds))
+        if kind == "ct":
+            writer.write_sequence(body, enc, _PER_FRAME_GROUPS,
+                                  _ct_frame_groups(frames, rows, columns))
+        if codec.encode is None:
+            _write_native(body, enc, layout, generated, frames,
+                          layout.frame_bytes(rows, columns))
+        else:
+            writer.write_encapsulated(fh, map(codec.encode, generated), frames,
+                                      offset_table=offset_table,
+                                      fragments_per_frame=fragments_per_frame)
+        if isinstance(body, writer.DeflateWriter):
+            body.finish()
+        out.commit()
     return path
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, frame, importer, info, serve
+from . import compress, demo, frame, importer, info, serve
 
 app = typer.Typer(
     name="dcmstream",
@@ -17,6 +17,7 @@ app.command("frame")(frame.frame)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("import")(importer.import_files)
+app.command("compress")(compress.compress)
 
 
 def main() -> None:

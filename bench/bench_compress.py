@@ -1,0 +1,252 @@
+"""Compression benchmark (issue 4): ratio and speed per codec, against the raw encoder.
+
+Two parts, every measurement in a fresh interpreter (``run_worker``) so peak RSS is the
+transcode's own:
+
+* **real files** from pydicom / pydicom-data: CT (693_UNCR, signed 14-bit), MR (MR2_UNCR,
+  12-bit), US (US1_UNCR, RGB), CR (RG1_UNCR, 15-bit 1955x1841) - per lossless target the
+  ratio (raw pixel bytes / encoded), encode and decode-back MB/s, end-to-end throughput;
+* **generated large files** (``dcmstream.samples.ensure_sample`` into bench/data/): a native
+  CT of 512x512x16-bit frames (1,000 frames = 500 MB; ``--quick``: 200) and an RGB ultrasound
+  cine - transcoded with ``jobs`` 1 and 2.
+
+The limit is the raw encoder: the same encoder object (imagecodecs / pyjpegls / pylibjpeg-rle)
+on the same frames already decoded in memory, single thread. Throughput is raw MB per wall
+second of ``transcode`` (source decode + encode + write + fsync + decode-back verification);
+"no-verify" rows show the pipeline without the verification decode (benchmarks only: the CLI
+always verifies). Targets (issue 4): throughput >= 0.85x raw encoder per core and >= 1.7x with
+2 jobs; peak RSS for the 500 MB native file <= 150 MB.
+
+    python bench/run.py --only compress [--quick] [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    DATA_DIR,
+    MiB,
+    PeakRss,
+    machine_info,
+    markdown_table,
+    run_worker,
+    versions,
+    worker_main,
+    write_results,
+)
+
+NAME = "compress"
+REAL_FILES = {"CT": "693_UNCR.dcm", "MR": "MR2_UNCR.dcm", "US": "US1_UNCR.dcm", "CR": "RG1_UNCR.dcm"}
+REAL_TARGETS = ["jpeg-ls", "htj2k", "htj2k-rpcl", "j2k", "rle", "deflate"]
+LARGE_TARGETS = ["jpeg-ls", "htj2k"]
+RSS_TARGET = 150 * MiB
+SPEED_TARGET_1, SPEED_TARGET_2 = 0.85, 1.7
+
+
+def _raw_encoder_speed(path: str, target: str, max_frames: int = 40) -> dict[str, Any]:
+    """Single-thread MB/s of the bare encoder on decoded frames (the limit)."""
+    import zlib
+
+    import dcmstream
+    from dcmstream.compress.encoders import parse_target
+
+    with dcmstream.open(path, cache=False) as inst:
+        n = min(len(inst), max_frames)
+        frames = [inst.frame(i) for i in range(n)]
+        spec = inst.pixel_spec
+        photometric = "RGB" if spec.samples_per_pixel == 3 else spec.photometric_interpretation
+    t = parse_target(target)
+    if t.native:
+        encode = lambda f: zlib.compressobj(6, zlib.DEFLATED, -15).compress(f.tobytes())  # noqa: E731
+    else:
+        encode = t.plan(spec, photometric).encoder
+    encode(frames[0])  # warm up
+    raw = sum(f.nbytes for f in frames)
+    repeats = max(1, int(20e6 // max(raw, 1)))  # at least ~20 MB of work
+    start = time.perf_counter()
+    size = 0
+    for _ in range(repeats):
+        for f in frames:
+            size += len(encode(f))
+    seconds = time.perf_counter() - start
+    return {"raw_mbps": raw * repeats / seconds / 1e6, "raw_ratio": raw * repeats / size}
+
+
+def _worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """One transcode in this fresh interpreter."""
+    from dcmstream.compress import transcode
+
+    out = Path(payload["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rss = PeakRss().start()
+    started = time.perf_counter()
+    result = transcode(payload["path"], out, payload["target"], jobs=payload["jobs"],
+                       verify=payload.get("verify", True), ssim=False)
+    wall = time.perf_counter() - started
+    memory = rss.stop()
+    data = {"status": result.status, "message": result.message, "ratio": result.ratio,
+            "raw_bytes": result.raw_bytes, "wall_s": wall,
+            "encode_s": result.encode_seconds, "decode_s": result.decode_seconds,
+            "source_s": result.source_seconds, "frames": result.frames,
+            "input_bytes": result.input_bytes, "output_bytes": result.output_bytes,
+            "peak_rss_above": memory["above"], "rss_method": memory["method"]}
+    if payload.get("raw"):
+        data.update(_raw_encoder_speed(payload["path"], payload["target"]))
+    out.unlink(missing_ok=True)
+    return data
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200-frame generated files")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the generated CT")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _mbps(nbytes: float, seconds: float) -> float | None:
+    return nbytes / seconds / 1e6 if seconds else None
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if worker_main(argv, _worker):
+        return 0
+    args = _parse(argv)
+    from pydicom.data import get_testdata_file
+
+    from dcmstream.samples import ensure_sample
+
+    frames = args.frames or (200 if args.quick else 1000)
+    work = args.data_dir / "compress-out"
+    status = 0
+    started = time.perf_counter()
+
+    # -- real files ---------------------------------------------------------------------------
+    real_rows: list[list[Any]] = []
+    real: dict[str, Any] = {}
+    for modality, name in REAL_FILES.items():
+        path = get_testdata_file(name)
+        if path is None:
+            _log(f"{name} missing (pydicom-data): skipped")
+            continue
+        for target in REAL_TARGETS:
+            _log(f"real {modality} {name} -> {target}")
+            r = run_worker(f"bench_{NAME}", {"path": str(path), "target": target, "jobs": 1,
+                                                   "out": str(work / f"{name}.{target}.dcm"),
+                                                   "raw": True})
+            real[f"{modality}/{target}"] = r
+            if "error" in r:
+                real_rows.append([modality, target, "error: " + r["error"][:60]] + [""] * 7)
+                continue
+            through = _mbps(r["raw_bytes"], r["wall_s"])
+            real_rows.append([
+                modality, target, r["status"], _f(r["ratio"], 2), _f(r.get("raw_mbps")),
+                # deflate compresses in the writer's stream: no separate codec time
+                "" if target == "deflate" else _f(_mbps(r["raw_bytes"], r["encode_s"])),
+                _f(_mbps(r["raw_bytes"], r["decode_s"])),
+                _f(through), _f(through / r["raw_mbps"], 2) if through and r.get("raw_mbps") else "",
+                f"{r['input_bytes'] / MiB:.2f} -> {r['output_bytes'] / MiB:.2f}"])
+
+    # -- generated large files -------------------------------------------------------------------
+    samples = {
+        "CT native": (args.data_dir / f"compress-ct-{frames}.dcm",
+                      dict(frames=frames, kind="ct", syntax="explicit")),
+        "US native": (args.data_dir / f"compress-us-{max(frames // 5, 20)}.dcm",
+                      dict(frames=max(frames // 5, 20), kind="us", rows=600, columns=800,
+                           syntax="explicit")),
+    }
+    large_rows: list[list[Any]] = []
+    large: dict[str, Any] = {}
+    for label, (path, kwargs) in samples.items():
+        if not path.exists():
+            _log(f"generating {path} ...")
+        ensure_sample(path, **kwargs)
+        size = path.stat().st_size
+        for target in LARGE_TARGETS:
+            raw_speed = None
+            for jobs, verify in ((1, True), (1, False), (2, True)):
+                _log(f"large {label} -> {target} jobs={jobs} verify={verify}")
+                r = run_worker(f"bench_{NAME}", {
+                    "path": str(path), "target": target, "jobs": jobs, "verify": verify,
+                    "out": str(work / f"{path.stem}.{target}.dcm"), "raw": raw_speed is None})
+                large[f"{label}/{target}/jobs{jobs}/{'verify' if verify else 'noverify'}"] = r
+                if "error" in r:
+                    large_rows.append([label, target, jobs, "error: " + r["error"][:60]] + [""] * 7)
+                    status = 1
+                    continue
+                raw_speed = raw_speed or r.get("raw_mbps")
+                through = _mbps(r["raw_bytes"], r["wall_s"])
+                relative = through / raw_speed if through and raw_speed else None
+                goal = SPEED_TARGET_1 if jobs == 1 else SPEED_TARGET_2
+                rss_ok = r["peak_rss_above"] <= RSS_TARGET
+                large_rows.append([
+                    label, target, jobs, "yes" if verify else "no", f"{size / MiB:.0f} MiB",
+                    _f(r["ratio"], 2), _f(raw_speed), _f(through),
+                    f"{_f(relative, 2)} ({'met' if relative and relative >= goal else 'missed'} "
+                    f"{goal})" if verify else _f(relative, 2),
+                    f"{r['peak_rss_above'] / MiB:.0f} MiB ({'met' if rss_ok else 'missed'})"])
+                if label == "CT native" and frames >= 1000 and not rss_ok:
+                    status = 1
+
+    machine = machine_info()
+    lines = [
+        "# Compression benchmark (issue 4)",
+        "",
+        f"{machine['date']}, {machine['cpu_count']} x {machine['cpu_model']}, load "
+        f"{machine['loadavg']}, Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in versions(
+            ["imagecodecs", "pyjpegls", "pylibjpeg-rle", "pydicom", "numpy"]).items()),
+        "",
+        "The machine was shared with other jobs while this ran: compare ratios freely, speeds "
+        "only within one run.",
+        "",
+        "## Real files (pydicom-data), one job",
+        "",
+        "raw enc = the bare encoder on decoded frames in memory, one thread (the limit); "
+        "encode / decode = codec time inside the transcode; throughput = raw MB per wall second "
+        "of the whole transcode (read, decode source, encode, write, fsync, decode back and "
+        "compare).",
+        "",
+        markdown_table(["modality", "target", "status", "ratio", "raw enc MB/s", "encode MB/s",
+                        "decode MB/s", "throughput MB/s", "x raw", "MiB in -> out"], real_rows,
+                       "lllrrrrrrr"),
+        "",
+        f"## Generated files ({frames}-frame CT 512x512x16 bit; RGB US 600x800)",
+        "",
+        "x raw = throughput / raw single-thread encoder speed; targets: >= 0.85 with 1 job, "
+        ">= 1.7 with 2 jobs (both with verification). Peak RSS above the interpreter's "
+        "baseline (kernel VmHWM), target <= 150 MiB for the 500 MB native CT.",
+        "",
+        markdown_table(["file", "target", "jobs", "verify", "size", "ratio", "raw enc MB/s",
+                        "throughput MB/s", "x raw", "peak RSS"], large_rows, "lllllrrrrr"),
+        "",
+        f"Total time {time.perf_counter() - started:.0f} s.",
+    ]
+    markdown = "\n".join(lines)
+    write_results(NAME, markdown, {"machine": machine, "real": real, "large": large},
+                  args.out)
+    print(markdown)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

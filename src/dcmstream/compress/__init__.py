@@ -1,0 +1,53 @@
+"""Compression for storage: verified lossless, QA-checked lossy, hybrid; with reports.
+
+::
+
+    from dcmstream.compress import transcode, compress
+
+    result = transcode("ct.dcm", "out/ct.dcm", "jpeg-ls")          # one file
+    run = compress(["study/"], "out/", "htj2k-rpcl", jobs=2,        # files and folders
+                   report="report.html")
+
+Modules: :mod:`.encoders` (targets and frame encoders), :mod:`.transcode` (one file,
+frame by frame, verified, atomic), :mod:`.metrics` (PSNR, SSIM, max error, windowed PSNR),
+:mod:`.hybrid` (archive + preview), :mod:`.background` (content-aware analysis),
+:mod:`.report` (HTML), :mod:`.batch` (many files), :mod:`.writer` (the streaming DICOM
+writer shared with :mod:`dcmstream.samples`).
+"""
+
+from .background import BackgroundEstimate, analyse_background, background_mask
+from .batch import CompressRun, compress, plan_work
+from .encoders import TARGETS, EncodePlan, Target, UnsupportedTarget, parse_target
+from .hybrid import hybrid
+from .metrics import FrameMetrics, frame_metrics, max_abs_error, psnr, ssim, window_psnr
+from .report import render_report, write_report
+from .transcode import EOT_THRESHOLD, FrameTransform, Pools, QaThresholds, TranscodeResult, transcode
+
+__all__ = [
+    "EOT_THRESHOLD",
+    "TARGETS",
+    "BackgroundEstimate",
+    "CompressRun",
+    "EncodePlan",
+    "FrameMetrics",
+    "FrameTransform",
+    "Pools",
+    "QaThresholds",
+    "Target",
+    "TranscodeResult",
+    "UnsupportedTarget",
+    "analyse_background",
+    "background_mask",
+    "compress",
+    "frame_metrics",
+    "hybrid",
+    "max_abs_error",
+    "parse_target",
+    "plan_work",
+    "psnr",
+    "render_report",
+    "ssim",
+    "transcode",
+    "window_psnr",
+    "write_report",
+]

@@ -1,0 +1,67 @@
+"""``dcmstream compress`` as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from typer.testing import CliRunner
+
+from dcmstream.cli.main import app
+
+from .conftest import frames_of
+
+runner = CliRunner()
+
+
+def test_compress_folder_recursive_with_report(synthetic, tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    (inputs / "sub" / "ct.dcm").write_bytes(synthetic["ct"].read_bytes())
+    (inputs / "us.dcm").write_bytes(synthetic["us"].read_bytes())
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "dcmstream", "compress", str(inputs), "-o",
+                           str(out), "--to", "jpeg-ls", "--report", str(tmp_path / "r.html"),
+                           "--jobs", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "saved" in proc.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.dcm")) == [
+        "sub/ct.dcm", "us.dcm"]
+    np.testing.assert_array_equal(frames_of(out / "sub" / "ct.dcm"), frames_of(synthetic["ct"]))
+    assert pydicom.dcmread(out / "us.dcm").file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80"
+    assert (tmp_path / "r.html").exists()
+
+
+def test_compress_refusal_exit_code(synthetic, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compress", str(synthetic["ct"]), "-o", str(tmp_path / "o"),
+                                 "--to", "htj2k-lossy:ratio=50", "--min-psnr", "70", "-q"])
+    assert result.exit_code == 1
+    assert "refused" in result.output
+    assert not list((tmp_path / "o").glob("*")) if (tmp_path / "o").exists() else True
+
+
+def test_compress_bad_arguments(synthetic, tmp_path: Path) -> None:
+    bad = runner.invoke(app, ["compress", str(synthetic["ct"]), "-o", str(tmp_path), "--to", "nope"])
+    assert bad.exit_code == 2 and "unknown target" in bad.output
+    lossy_in_place = runner.invoke(app, ["compress", str(synthetic["ct"]), "--in-place",
+                                         "--to", "jpeg-ls-near:2"])
+    assert lossy_in_place.exit_code == 2
+    no_out = runner.invoke(app, ["compress", str(synthetic["ct"]), "--to", "jpeg-ls"])
+    assert no_out.exit_code == 2
+
+
+def test_compress_in_place_and_hybrid(synthetic, tmp_path: Path) -> None:
+    work = tmp_path / "ct.dcm"
+    work.write_bytes(synthetic["ct"].read_bytes())
+    result = runner.invoke(app, ["compress", str(work), "--in-place", "--to", "htj2k", "-q"])
+    assert result.exit_code == 0, result.output
+    assert pydicom.dcmread(work).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.201"
+    np.testing.assert_array_equal(frames_of(work), frames_of(synthetic["ct"]))
+    out = tmp_path / "hy"
+    result = runner.invoke(app, ["compress", str(synthetic["mr"]), "-o", str(out), "--to",
+                                 "htj2k-rpcl", "--hybrid", "--preview-size", "32", "-q"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["mr.dcm", "mr.preview.dcm"]
