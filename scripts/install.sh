@@ -18,3 +18,19 @@ if ! command -v dcmdjpls >/dev/null || ! command -v dciodvfy >/dev/null \
         echo "install.sh: dcmtk, libgdcm-tools and dicom3tools are missing (need root and apt-get)" >&2
     fi
 fi
+
+# Browser tests (tests/viewer): Debian's chromium, driven by pip's playwright (installed with
+# the test extra above) through executable_path; Playwright never downloads a browser here.
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "install.sh: /usr/bin/chromium is missing (need root and apt-get); browser tests will be skipped" >&2
+    fi
+fi
+
+# OHIF at /ohif (not committed: ~200 MB from npm into third_party/ohif/).
+if [ ! -f third_party/ohif/index.html ]; then
+    bash scripts/install-ohif.sh || echo "install.sh: OHIF could not be installed; /ohif and its test are unavailable" >&2
+fi

@@ -17,7 +17,8 @@ GET        .../rendered, .../thumbnail (instance, frames; thumbnail also study  
 POST       /studies, /studies/{study}                                              STOW-RS
 =========  =====================================================================  ===========
 
-Plus ``GET /metrics`` (Prometheus) and ``GET /healthz``.
+Plus ``GET /metrics`` (Prometheus), ``GET /healthz``, the viewer at ``/viewer`` and OHIF at
+``/ohif`` when installed (see :mod:`dcmstream.web.viewer_routes`).
 
 CORS is off by default: the server usually runs on a workstation's loopback next
 to a browser, and ``Access-Control-Allow-Origin: *`` would let any web page the
@@ -47,6 +48,7 @@ from ..errors import DcmstreamError
 from . import qido, rendered, stow, wado
 from .common import ServerConfig, WebContext, context, error
 from .metrics import MetricsMiddleware
+from .viewer_routes import viewer_routes
 
 __all__ = ["create_app", "ServerConfig", "DICOMWEB_ROOT"]
 
@@ -192,7 +194,9 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
         BlobNotFoundError: _missing_blob,
         DcmstreamError: _dicom_error,
     }
-    app = Starlette(routes=_routes(root), middleware=middleware, exception_handlers=handlers)
+    # The browser viewers (/viewer, and /ohif when installed) are same-origin with the API.
+    routes = _routes(root) + viewer_routes()
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.dicomweb = ctx
     app.state.dicomweb_root = root
     return app

@@ -1,0 +1,149 @@
+"""Browser viewers next to the DICOMweb API: our viewer at ``/viewer``, OHIF at ``/ohif``.
+
+* ``/viewer`` is dcmstream's own stack viewer, built from ``viewer/`` in the repository
+  into ``static/viewer/`` (committed, shipped as package data, so ``pip install`` alone
+  serves it). Its ``index.html`` is served for ``/viewer`` and ``/viewer/`` with the
+  ``<base href>`` and the DICOMweb root filled in for the path the app is mounted at,
+  so deep links (``/viewer?StudyInstanceUIDs=UID``) need no redirect.
+* ``/ohif`` is the prebuilt OHIF viewer (npm ``@ohif/app``, its ``dist/``), too large to
+  commit: ``bash scripts/install-ohif.sh`` puts it in ``third_party/ohif/`` (gitignored),
+  already rewritten for the ``/ohif/`` sub-path with an ``app-config.js`` pointing at
+  ``/dicomweb``. It is mounted when present (``DCMSTREAM_OHIF_DIR`` names another folder).
+  Client-side routes (``/ohif/viewer?StudyInstanceUIDs=...``) get ``index.html``.
+
+Both are same-origin with the DICOMweb root, so neither needs CORS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from ..archive.uids import is_valid_uid
+from . import qido
+
+__all__ = ["VIEWER_DIR", "ohif_dir", "viewer_routes"]
+
+VIEWER_DIR = Path(__file__).resolve().parent / "static" / "viewer"
+#: Where scripts/install-ohif.sh installs OHIF in a source checkout (editable install).
+_REPO_OHIF = Path(__file__).resolve().parents[3] / "third_party" / "ohif"
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def ohif_dir() -> Path | None:
+    """The installed OHIF ``dist/`` folder, or None when OHIF is not installed."""
+    configured = os.environ.get("DCMSTREAM_OHIF_DIR")
+    path = Path(configured) if configured else _REPO_OHIF
+    return path if (path / "index.html").is_file() else None
+
+
+class _RevalidatedFiles(StaticFiles):
+    """Static files that browsers revalidate (ETag) instead of caching blindly.
+
+    The viewer's asset names carry no content hash, so a rebuilt viewer must not be
+    mixed with a cached old worker script.
+    """
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+
+class _SinglePageFiles(StaticFiles):
+    """Static files with ``index.html`` for client-side routes (paths without a file)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as exc:
+            last = path.rsplit("/", 1)[-1]
+            if exc.status_code != 404 or "." in last:
+                raise
+            return await super().get_response("index.html", scope)
+
+
+_MAX_INLINE = 2 << 20
+_FIELDS = re.compile(r'<meta name="dicomweb-instance-fields" content="([0-9A-Fa-f,]*)">')
+
+
+async def _instance_search(request: Request, study: str, fields: str) -> bytes | None:
+    """The viewer's QIDO-RS instance search for ``study``, answered in-process (or None).
+
+    It is the same handler the browser would reach, so the result is exactly what the
+    viewer would fetch; inlined into the page it saves a deep link one round trip, and the
+    page's inline script can ask for the first frame while viewer.js still loads.
+    """
+    if not is_valid_uid(study) or not fields:
+        return None
+    root = request.app.state.dicomweb_root
+    scope = dict(request.scope)
+    scope.update(
+        path=f"{root}/studies/{study}/instances",
+        raw_path=f"{root}/studies/{study}/instances".encode(),
+        query_string=f"includefield={fields}".encode(),
+        path_params={"study": study},
+        headers=[(b"accept", b"application/dicom+json")] + [(k, v) for k, v in request.scope.get("headers", []) if k in (b"host",)],
+    )
+    try:
+        response = await qido.search_instances(Request(scope))
+    except HTTPException:
+        return None
+    if response.status_code != 200 or response.headers.get("content-encoding") or len(response.body) > _MAX_INLINE:
+        return None  # (a huge study: the page fetches the search itself)
+    return bytes(response.body)
+
+
+async def _viewer_page(request: Request) -> Response:
+    index = VIEWER_DIR / "index.html"
+    if not index.is_file():
+        raise HTTPException(404, "the viewer is not built: run `bash scripts/build-viewer.sh`")
+    root = request.scope.get("root_path", "").rstrip("/")
+    text = index.read_text(encoding="utf-8")
+    text = text.replace("__VIEWER_BASE__", f"{root}/viewer/")
+    text = text.replace("__DICOMWEB_ROOT__", root + getattr(request.app.state, "dicomweb_root", "/dicomweb"))
+    study = request.query_params.get("StudyInstanceUIDs", "").split(",")[0]
+    fields = _FIELDS.search(text)
+    if study and fields and hasattr(request.app.state, "dicomweb"):
+        body = await _instance_search(request, study, fields.group(1))
+        if body is not None:
+            # No "<" at all inside the script element ("</script>", "<!--"): JSON strings (the
+            # only place one can be) take the escape \u003c instead.
+            data = body.decode("utf-8").replace("<", "\\u003c")
+            text = text.replace("<!--__BOOTSTRAP__-->", f'<script type="application/json" id="dcm-instances">{data}</script>', 1)
+    return HTMLResponse(text, headers=_NO_CACHE)
+
+
+async def _viewer_index(request: Request) -> Response:
+    return await _viewer_page(request)
+
+
+async def _ohif_root(request: Request) -> Response:
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"{request.scope.get('root_path', '').rstrip('/')}/ohif/{query}")
+
+
+def viewer_routes() -> list[BaseRoute]:
+    """Routes of ``/viewer`` (always) and ``/ohif`` (when OHIF is installed)."""
+    routes: list[BaseRoute] = [
+        Route("/viewer", _viewer_index, methods=["GET", "HEAD"]),
+        Route("/viewer/", _viewer_index, methods=["GET", "HEAD"]),
+        Route("/viewer/index.html", _viewer_index, methods=["GET", "HEAD"]),
+        Mount("/viewer", app=_RevalidatedFiles(directory=VIEWER_DIR, check_dir=False), name="viewer"),
+    ]
+    ohif = ohif_dir()
+    if ohif is not None:
+        routes += [
+            Route("/ohif", _ohif_root, methods=["GET", "HEAD"]),
+            Mount("/ohif", app=_SinglePageFiles(directory=ohif, html=True), name="ohif"),
+        ]
+    return routes
