@@ -8,9 +8,13 @@ a decode loop need not ask the allocator (and the kernel, for page faults) for
 fresh memory per frame.
 
 Measured here (``bench/bench_buffers.py``, results in ``bench/results/buffers.md``):
-the gain is within noise for 512x512 16-bit JPEG-LS and HTJ2K frames, so the
-decode path does not use the pool; it is kept for callers with their own decode
-loops (batch pipelines that process a frame and drop it).
+no gain on 512x512 16-bit JPEG-LS (~3.6 ms) and HTJ2K (~1.2 ms) frames — decoding
+thread CPU time per frame is 0.7-2.7 % *higher* with the pool, wall-time
+differences change sign from run to run. glibc already hands a just-freed
+512 KiB block straight back, and a fresh block costs ~20-50 page faults, well
+under 1 % of a decode. So the decode path does not use the pool (it also could
+not: cached frames are shared with callers, so an evicted array may still be in
+use). It is kept for callers with their own loops that decode, use and drop.
 
 Ownership: :meth:`release` hands the array back to the pool. The caller must
 not keep it, or any view of it, afterwards — the next :meth:`acquire` will
