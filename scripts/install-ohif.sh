@@ -19,6 +19,7 @@ trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent "@ohif/app@${OHIF_VERSION}" >/dev/null)
 tar -xzf "$work"/ohif-app-*.tgz -C "$work" package/dist
 rm -rf "$dest.tmp"
+mkdir -p "$(dirname "$dest")"  # a fresh clone has no third_party/
 mv "$work/package/dist" "$dest.tmp"
 
 # Serve from the /ohif/ sub-path: PUBLIC_URL and the absolute src/href of index.html.
