@@ -180,6 +180,12 @@ class Catalog(ABC):
     def remove(self, sop_uid: str) -> InstanceRecord | None:
         """Delete an instance row (and its series/study when they become empty)."""
 
+    def replace_blob(self, sop_uid: str, old_blob_key: str, record: InstanceRecord) -> bool:
+        """Point an instance at a new blob (transfer syntax, size, DICOM JSON, frame index,
+        pixel description) in one transaction, only if it still points at ``old_blob_key``;
+        returns whether the row was updated. Used by the compression policy."""
+        raise NotImplementedError(f"{type(self).__name__} cannot replace blobs")
+
     def close(self) -> None:
         """Release connections."""
 
@@ -344,6 +350,27 @@ class SQLCatalog(Catalog):
             if conn.execute(select(se.c.seq).where(se.c.study_uid == record.study_uid).limit(1)).first() is None:
                 conn.execute(st.delete().where(st.c.study_uid == record.study_uid))
         return record
+
+    def replace_blob(self, sop_uid: str, old_blob_key: str, record: InstanceRecord) -> bool:
+        if record.dataset_json is None:
+            raise ValueError("InstanceRecord.dataset_json is required to replace a blob")
+        ins = self.instances_table
+        summary = json.dumps(summarize(record.dataset_json), separators=(",", ":"))
+        with self._write_lock, self.engine.begin() as conn:
+            res = conn.execute(
+                ins.update()
+                .where(ins.c.sop_uid == sop_uid, ins.c.blob_key == old_blob_key)
+                .values(
+                    transfer_syntax=record.transfer_syntax,
+                    blob_key=record.blob_key,
+                    size=record.size,
+                    attrs_json=summary,
+                    dataset_json=record.dataset_json,
+                    frame_index_json=None if record.frame_index is None else json.dumps(record.frame_index, separators=(",", ":")),
+                    pixel_json=None if record.pixel is None else json.dumps(record.pixel, separators=(",", ":")),
+                )
+            )
+            return res.rowcount == 1
 
     # -- reading ---------------------------------------------------------------------------
     def _record(self, row: Any, with_dataset: bool) -> InstanceRecord:

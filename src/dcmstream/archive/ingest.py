@@ -117,6 +117,8 @@ class Archive:
         self._stored_max = stored_cache_size
         self._lock = threading.Lock()
         self._sop_locks: dict[str, threading.Lock] = {}
+        #: The compression :class:`~.policy.PolicyWorker` attached to this archive, if any.
+        self.policy_worker: Any = None
         if isinstance(self.blobs, FilesystemBlobStore):
             self.blobs.clean_staging(older_than=6 * 3600)
 
@@ -271,7 +273,8 @@ class Archive:
         """The catalog record of an instance (without its DICOM JSON), memoised.
 
         Records never change once stored (a second copy of a SOP Instance is a
-        duplicate and ignored), so serving a frame costs no SQL after the first time.
+        duplicate and ignored), so serving a frame costs no SQL after the first time;
+        the one exception, the compression policy's blob swap, calls :meth:`forget`.
         """
         with self._lock:
             hit = self._records.get(sop_uid)

@@ -14,6 +14,10 @@ def import_files(
     paths: list[Path] = typer.Argument(..., help="DICOM files or folders (walked recursively)", exists=True),
     archive: Path = typer.Option(Path("archive"), "--archive", "-a", help="archive folder (created if missing)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    compress_policy: Path | None = typer.Option(
+        None, "--compress-policy", help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
+        exists=True, dir_okay=False,
+    ),
 ) -> None:
     """Copy DICOM files into an archive (idempotent: instances already archived are skipped)."""
     from ..archive import Archive, iter_files
@@ -22,7 +26,17 @@ def import_files(
     files = list(iter_files(paths))
     counts = {"stored": 0, "duplicate": 0, "failed": 0}
     failures: list[tuple[Path, str]] = []
+    policy = None
+    if compress_policy is not None:
+        from ..archive.policy import load_policy
+
+        policy = load_policy(compress_policy)
     with Archive(archive, cache=False) as arc:
+        worker = None
+        if policy is not None and policy.rules:
+            from ..archive.policy import PolicyWorker
+
+            worker = PolicyWorker(arc, policy, block=True).start()  # blocking queue: backpressure
         with Progress(
             TextColumn("[bold]importing"),
             BarColumn(),
@@ -39,6 +53,15 @@ def import_files(
                 if not result.ok:
                     failures.append((path, result.message))
                 progress.update(task, advance=1, status=f"{counts['stored']} stored, {counts['duplicate']} dup, {counts['failed']} failed")
+        if worker is not None:
+            with console.status("applying the compression policy ..."):
+                worker.stop(drain=True)
+            c = worker.counts
+            typer.echo(
+                f"compression policy: {c['compressed']} compressed ({c['bytes_saved'] / 1e6:.1f} MB saved), "
+                f"{c['kept']} kept, {c['skipped']} not matching, {c['failed']} failed",
+                err=True,
+            )
         totals = arc.catalog.counts()
     table = Table(title=f"archive {archive}", show_header=True)
     for name in ("stored", "duplicate", "failed"):

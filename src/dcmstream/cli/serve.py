@@ -88,6 +88,10 @@ def serve(
     public_url: str = typer.Option("", help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"),
     cache_mb: int = typer.Option(64, help="decoded-frame cache budget in MB (the encoded tier gets a quarter more)"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
+    compress_policy: Path | None = typer.Option(
+        None, "--compress-policy", help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
+        exists=True, dir_okay=False,
+    ),
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb."""
     import uvicorn
@@ -103,6 +107,14 @@ def serve(
     # cache gets a fixed share rather than the library default (5% of RAM).
     set_default_cache(FrameCache(max(cache_mb, 1) << 20, max(cache_mb << 18, 1 << 20)))
     archive = Archive(archive_dir)
+    worker = None
+    if compress_policy is not None:
+        from ..archive.policy import PolicyWorker, load_policy
+
+        policy = load_policy(compress_policy)
+        if policy.rules:
+            worker = PolicyWorker(archive, policy).start()
+            console.print(f"compression policy {compress_policy}: {len(policy.rules)} rules")
     if demo:
         fill_demo(archive, console)
     counts = archive.catalog.counts()
@@ -114,4 +126,8 @@ def serve(
         f"DICOMweb at [bold]http://{shown}:{port}/dicomweb[/bold]  (metrics: http://{shown}:{port}/metrics)"
         + (f"\nCORS allowed for {', '.join(cors_origin)}" if cors_origin else "")
     )
-    uvicorn.run(app, host=host, port=port, http="h11", log_level=log_level, lifespan="off", timeout_keep_alive=30)
+    try:
+        uvicorn.run(app, host=host, port=port, http="h11", log_level=log_level, lifespan="off", timeout_keep_alive=30)
+    finally:
+        if worker is not None:
+            worker.stop(drain=False)  # queued instances just stay as stored

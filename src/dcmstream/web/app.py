@@ -107,6 +107,9 @@ async def _metrics(request: Request) -> Response:
         "dcmstream_metadata_cache_misses_total": ctx.metadata_cache.misses,
         "dcmstream_blob_bytes_read_total": ctx.archive.blobs.bytes_read,
     }
+    worker = getattr(ctx.archive, "policy_worker", None)
+    if worker is not None:
+        extra.update(worker.metrics())
     text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

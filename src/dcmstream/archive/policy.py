@@ -1,0 +1,415 @@
+"""Ingest compression policy: rules (modality / transfer syntax / size -> target) applied
+by a background worker that swaps archived blobs for verified lossless transcodes.
+
+A policy file (JSON, or TOML when it ends in ``.toml``)::
+
+    {"rules": [
+        {"target": "jpeg-ls", "modalities": ["CT", "MR"],
+         "transfer_syntaxes": ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"], "min_bytes": 65536},
+        {"target": "htj2k", "modalities": ["DX", "CR"]}
+    ]}
+
+The first matching rule wins. Only lossless targets are accepted unless the policy says
+``"allow_lossy": true`` (and even then the worker refuses lossy targets: it replaces the
+archived object, which is only done for bit-exact results).
+
+After an instance is committed, :class:`PolicyWorker` (one background thread, bounded
+queue) transcodes its blob to a staging file with :func:`dcmstream.compress.transcode`
+(lossless results are decoded back and compared bit-exact before they are written), and
+when the result is written and smaller swaps it in. The order makes every crash safe:
+
+1. the new blob is put under a *new* key (``study/series/c<token>/sop.dcm``; temp file +
+   fsync + rename + fsync of the directory). A crash here leaves the old state intact plus
+   at most an unreferenced blob;
+2. its frame index is rebuilt from the stored new blob (``dcmstream.open``) and the
+   catalog row (transfer syntax, blob key, size, DICOM JSON, frame index, pixel
+   description) is updated in one transaction, only if the row still points to the old
+   blob (compare and swap). Before the commit readers see the old state, after it the new;
+3. the old blob is deleted. A crash before that leaves the new consistent state plus an
+   unreferenced old blob. Readers that already opened the old blob keep reading it (POSIX
+   unlink semantics).
+
+Any failure (transcode refused/failed, index mismatch, catalog error) is logged and
+counted; the archived instance is left untouched and the new blob, if any, removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..compress.encoders import UnsupportedTarget, parse_target
+from .blobstore import FilesystemBlobStore
+
+__all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
+
+log = logging.getLogger(__name__)
+
+_MODALITY_TAG = "00080060"
+
+
+@dataclass(frozen=True)
+class CompressionRule:
+    """Compress instances of these modalities / transfer syntaxes, at least ``min_bytes``
+    large, to ``target`` (a :mod:`dcmstream.compress` target name). ``None`` matches any."""
+
+    target: str
+    modalities: frozenset[str] | None = None
+    transfer_syntaxes: frozenset[str] | None = None
+    min_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        parse_target(self.target)  # raises UnsupportedTarget for unknown names
+        if self.modalities is not None:
+            object.__setattr__(self, "modalities", frozenset(str(m).strip().upper() for m in self.modalities))
+        if self.transfer_syntaxes is not None:
+            object.__setattr__(self, "transfer_syntaxes", frozenset(str(t).strip() for t in self.transfer_syntaxes))
+        if int(self.min_bytes) < 0:
+            raise ValueError(f"min_bytes must be >= 0, not {self.min_bytes}")
+
+    @property
+    def lossy(self) -> bool:
+        return parse_target(self.target).lossy
+
+    @property
+    def target_syntax(self) -> str:
+        return parse_target(self.target).transfer_syntax
+
+    def matches(self, modality: str, transfer_syntax: str, size: int) -> bool:
+        if self.modalities is not None and modality.upper() not in self.modalities:
+            return False
+        if self.transfer_syntaxes is not None and transfer_syntax not in self.transfer_syntaxes:
+            return False
+        if size < self.min_bytes:
+            return False
+        return transfer_syntax != self.target_syntax  # already there: nothing to do
+
+
+def _attrs(obj: Any) -> tuple[str, str, int]:
+    """(modality, transfer syntax, size) of an InstanceRecord or a mapping."""
+    if isinstance(obj, Mapping):
+        return str(obj.get("modality") or ""), str(obj.get("transfer_syntax") or ""), int(obj.get("size") or 0)
+    modality = str((getattr(obj, "columns", None) or {}).get("modality") or "")
+    text = getattr(obj, "dataset_json", None)
+    if not modality and text:
+        values = json.loads(text).get(_MODALITY_TAG, {}).get("Value") or [""]
+        modality = str(values[0] or "")
+    return modality, str(obj.transfer_syntax), int(obj.size)
+
+
+@dataclass
+class CompressionPolicy:
+    """Ordered rules; :meth:`match` returns the target of the first matching one."""
+
+    rules: list[CompressionRule] = field(default_factory=list)
+    allow_lossy: bool = False
+
+    def __post_init__(self) -> None:
+        self.rules = list(self.rules)
+        if not self.allow_lossy:
+            lossy = [r.target for r in self.rules if r.lossy]
+            if lossy:
+                raise ValueError(f"lossy targets {lossy} are not allowed in a compression policy (allow_lossy=False)")
+
+    def match(self, instance: Any) -> str | None:
+        """The target for an :class:`InstanceRecord` (with ``dataset_json`` or a
+        ``modality`` column) or a mapping with ``modality``, ``transfer_syntax``, ``size``."""
+        modality, syntax, size = _attrs(instance)
+        for rule in self.rules:
+            if rule.matches(modality, syntax, size):
+                return rule.target
+        return None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompressionPolicy:
+        rules = []
+        for i, item in enumerate(data.get("rules") or []):
+            if not isinstance(item, Mapping) or "target" not in item:
+                raise ValueError(f"rule {i + 1}: expected a table with a 'target'")
+            unknown = set(item) - {"target", "modalities", "transfer_syntaxes", "min_bytes"}
+            if unknown:
+                raise ValueError(f"rule {i + 1}: unknown keys {sorted(unknown)}")
+
+            def as_set(value: Any) -> frozenset[str] | None:
+                if value is None:
+                    return None
+                return frozenset([value] if isinstance(value, str) else value)
+
+            rules.append(
+                CompressionRule(
+                    str(item["target"]),
+                    as_set(item.get("modalities")),
+                    as_set(item.get("transfer_syntaxes")),
+                    int(item.get("min_bytes", 0)),
+                )
+            )
+        return cls(rules, allow_lossy=bool(data.get("allow_lossy", False)))
+
+
+def load_policy(path: str | os.PathLike[str]) -> CompressionPolicy:
+    """Read a policy file: TOML when it ends in ``.toml``, JSON otherwise."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: a compression policy is an object with 'rules'")
+    try:
+        return CompressionPolicy.from_dict(data)
+    except UnsupportedTarget as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+_STOP = object()
+
+
+class PolicyWorker:
+    """Applies a :class:`CompressionPolicy` to newly stored instances in one background thread.
+
+    ``start()`` attaches it to the archive's ingest listeners; stored instances are queued
+    (a full queue drops them with a warning, unless ``block=True``: then ingest waits,
+    which suits a bulk import). :meth:`join` waits until the queue is processed,
+    :meth:`stop` drains (or not) and ends the thread. :meth:`process` runs one instance
+    synchronously. ``transcode`` can be replaced (tests).
+    """
+
+    def __init__(
+        self,
+        archive: Any,
+        policy: CompressionPolicy,
+        *,
+        queue_size: int = 1024,
+        block: bool = False,
+        transcode: Callable[..., Any] | None = None,
+    ) -> None:
+        if policy is None or not policy.rules:
+            raise ValueError("PolicyWorker needs a policy with at least one rule")
+        self.archive = archive
+        self.policy = policy
+        self.block = block
+        self._transcode = transcode
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(queue_size), 1))
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+        self.counts = {"queued": 0, "compressed": 0, "kept": 0, "skipped": 0, "failed": 0, "dropped": 0, "bytes_saved": 0}
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> PolicyWorker:
+        if self._thread is not None:
+            return self
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._run, name="dcmstream-compress-policy", daemon=True)
+        self._thread.start()
+        self.archive.add_listener(self._on_ingest)
+        self.archive.policy_worker = self
+        return self
+
+    def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work; process what is queued (``drain``) or drop it; end the thread."""
+        self._stopped.set()
+        if self._thread is None:
+            return
+        if not drain:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    self._done()
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._thread = None
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every queued instance has been processed; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def metrics(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "dcmstream_policy_compressed_total": self.counts["compressed"],
+                "dcmstream_policy_bytes_saved_total": self.counts["bytes_saved"],
+                "dcmstream_policy_failed_total": self.counts["failed"],
+                "dcmstream_policy_queue_length": self._pending,
+            }
+
+    # -- queueing ---------------------------------------------------------------------------
+    def _on_ingest(self, result: Any) -> None:
+        if result.status == "stored" and result.sop_uid and not self._stopped.is_set():
+            self.submit(result.sop_uid)
+
+    def submit(self, sop_uid: str) -> bool:
+        """Queue an instance; False (and counted as dropped) when the queue is full or stopped."""
+        if self._stopped.is_set():
+            return False
+        with self._lock:
+            self._pending += 1
+        try:
+            self._queue.put(sop_uid, block=self.block)
+        except queue.Full:
+            self._done()
+            self._bump("dropped")
+            log.warning("compression policy queue full: %s stays as stored", sop_uid)
+            return False
+        self._bump("queued")
+        return True
+
+    def submit_all(self, sop_uids: Iterable[str]) -> int:
+        return sum(1 for sop in sop_uids if self.submit(sop))
+
+    def _bump(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if self._pending <= 0:
+                self._pending = 0
+                self._idle.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                self.process(item)
+            except Exception:
+                log.exception("compression policy: %s failed", item)
+                self._bump("failed")
+            finally:
+                self._done()
+
+    # -- one instance -----------------------------------------------------------------------
+    def process(self, sop_uid: str) -> str:
+        """Apply the policy to one archived instance; returns compressed/kept/skipped/failed."""
+        archive = self.archive
+        record = archive.catalog.get(sop_uid, with_dataset=True)
+        if record is None:
+            return self._outcome("skipped", sop_uid, "not in the catalog")
+        target = self.policy.match(record)
+        if target is None:
+            return self._outcome("skipped", sop_uid, "no rule matches")
+        if parse_target(target).lossy:
+            return self._outcome("skipped", sop_uid, f"lossy target {target} never replaces an archived object")
+        out = archive.staging_path(".dcm")
+        local_copy: Path | None = None
+        new_key: str | None = None
+        committed = False
+        try:
+            source = self._local_path(record.blob_key)
+            if source is None:
+                local_copy = archive.staging_path(".src")
+                with open(local_copy, "xb") as fh:
+                    fh.writelines(archive.blobs.iter_range(record.blob_key))
+                source = local_copy
+            transcode = self._transcode
+            if transcode is None:
+                from ..compress.transcode import transcode
+            result = transcode(source, out, target, copy_kept=False)
+            if result.status != "written" or not out.is_file():
+                kind = "failed" if result.status == "failed" else "kept"
+                return self._outcome(kind, sop_uid, f"transcode {result.status}: {result.message}")
+            if result.lossy or not result.verified:
+                return self._outcome("failed", sop_uid, "transcode result is not a verified lossless one")
+            if out.stat().st_size >= record.size:
+                return self._outcome("kept", sop_uid, "result not smaller than the stored blob")
+            # 1. the new blob, under a new key (temp + fsync + rename)
+            new_key = f"{record.study_uid}/{record.series_uid}/c{uuid.uuid4().hex[:16]}/{record.sop_uid}.dcm"
+            size = archive.blobs.put_file(new_key, out, move=True)
+            # 2. the frame index from the stored new blob, and the catalog row in one transaction
+            new_record = self._new_record(record, new_key, size)
+            if not archive.catalog.replace_blob(sop_uid, record.blob_key, new_record):
+                return self._outcome("skipped", sop_uid, "the catalog row changed meanwhile")
+            committed = True
+            archive.forget(sop_uid)
+            self._notify(record)
+            # 3. the old blob goes last
+            try:
+                archive.blobs.delete(record.blob_key)
+            except OSError as exc:
+                log.warning("compression policy: old blob %s not removed: %s", record.blob_key, exc)
+            with self._lock:
+                self.counts["bytes_saved"] += record.size - size
+            return self._outcome("compressed", sop_uid, f"{record.size} -> {size} bytes ({target})")
+        except Exception as exc:
+            log.exception("compression policy: %s", sop_uid)
+            return self._outcome("failed", sop_uid, f"{type(exc).__name__}: {exc}")
+        finally:
+            if new_key is not None and not committed:
+                try:
+                    archive.blobs.delete(new_key)
+                except Exception:  # noqa: BLE001
+                    log.warning("compression policy: could not remove unused blob %s", new_key)
+            out.unlink(missing_ok=True)
+            if local_copy is not None:
+                local_copy.unlink(missing_ok=True)
+
+    def _local_path(self, key: str) -> Path | None:
+        blobs = self.archive.blobs
+        if isinstance(blobs, FilesystemBlobStore):
+            return blobs._path(key)
+        return None
+
+    def _new_record(self, record: Any, new_key: str, size: int) -> Any:
+        from ..image.instance import open as open_instance
+
+        inst = open_instance(self.archive.blobs.open(new_key), cache=False, strict=True)
+        try:
+            ds = inst.dataset
+            if str(ds.get("SOPInstanceUID", "")) != record.sop_uid:
+                raise ValueError("the transcoded file has another SOP Instance UID")
+            fresh = self.archive._record(
+                ds, inst, str(inst.transfer_syntax), record.study_uid, record.series_uid, record.sop_uid, record.sop_class_uid
+            )
+        finally:
+            inst.close()
+        old_frames = record.frame_index and len(record.frame_index["offsets"])
+        new_frames = fresh.frame_index and len(fresh.frame_index["offsets"])
+        if old_frames != new_frames:
+            raise ValueError(f"frame count changed ({old_frames} -> {new_frames})")
+        return replace(fresh, blob_key=new_key, size=size, columns=record.columns, ingested_at=record.ingested_at)
+
+    def _notify(self, record: Any) -> None:
+        from .ingest import IngestResult
+
+        result = IngestResult(
+            "replaced", sop_uid=record.sop_uid, sop_class_uid=record.sop_class_uid,
+            study_uid=record.study_uid, series_uid=record.series_uid,
+        )
+        for callback in list(self.archive._listeners):
+            if callback == self._on_ingest:
+                continue
+            try:
+                callback(result)
+            except Exception:
+                log.exception("listener failed after a compression swap")
+
+    def _outcome(self, kind: str, sop_uid: str, message: str) -> str:
+        self._bump(kind)
+        level = logging.WARNING if kind == "failed" else logging.INFO
+        log.log(level, "compression policy: %s %s: %s", sop_uid, kind, message)
+        return kind
