@@ -126,3 +126,18 @@ def test_signed_ct_sign_correction(make) -> None:
             frame = inst.frame(2)
             assert frame.dtype == np.int16 and frame.min() < -500  # air is -1000 HU
             np.testing.assert_array_equal(frame, pixel_array(pydicom.dcmread(path))[2])
+
+
+def test_per_frame_groups_are_stepped_over_then_parsed_on_demand(tmp_path) -> None:
+    path = write_multiframe(tmp_path / "enh.dcm", frames=40, syntax="jpeg-ls", kind="ct", rows=32, columns=32)
+    with dcmstream.open(path, cache=False) as inst:
+        header = inst._header
+        assert header.deferred_offset is not None  # not parsed at open
+        assert "PerFrameFunctionalGroupsSequence" not in header.dataset
+        np.testing.assert_array_equal(inst.frame(39), pixel_array(pydicom.dcmread(path))[39])
+        full = inst.dataset  # first access parses the sequence
+        reference = pydicom.dcmread(path, stop_before_pixels=True)
+        assert len(full.PerFrameFunctionalGroupsSequence) == 40
+        assert full.PerFrameFunctionalGroupsSequence == reference.PerFrameFunctionalGroupsSequence
+        # Elements after the sequence (and before the pixel data) were not lost.
+        assert set(reference.keys()) == set(full.keys())

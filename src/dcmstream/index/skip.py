@@ -17,7 +17,8 @@ __all__ = ["skip_element"]
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_WINDOW = 1 << 18  # most bytes of the source held at once while walking
 
 
 def skip_element(reader: SourceReader, offset: int, *, implicit: bool, little: bool) -> int:
@@ -27,45 +28,55 @@ def skip_element(reader: SourceReader, offset: int, *, implicit: bool, little: b
     cannot exhaust the interpreter stack; every step moves forward at least 8
     bytes, so the walk ends. An undefined-length element of VR UN holds an
     implicit VR sequence (PS3.5 6.2.2), so its contents are walked as implicit.
+    The walk works on a window of the file in memory (this loop runs once per
+    element header: thousands of times for a large enhanced multiframe).
     """
     source = reader.source
     size = source.size
     endian = "<" if little else ">"
+    tag_len = struct.Struct(endian + "HHL").unpack_from  # group, element, 4-byte length
+    tag_vr_len = struct.Struct(endian + "HH2sH").unpack_from  # group, element, VR, 2-byte length
+    long_len = struct.Struct(endian + "L").unpack_from
     stack: list[bool] = []  # implicit-VR flag of each open sequence/item
     pos = offset
+    buf = b""
+    base = 0  # file offset of buf[0]
+
     while True:
-        reader.seek(pos)
-        head = reader.read(8)
-        if len(head) < 8:
-            raise DicomFormatError(f"{source.name}: element at offset {pos} is truncated (skipping a sequence)")
-        group, elem = struct.unpack(endian + "HH", head[:4])
-        tag = group << 16 | elem
+        rel = pos - base
+        if rel < 0 or rel + 12 > len(buf):
+            base = pos
+            # The window grows with the distance walked, so what is read past
+            # the sequence's end is at most about what the sequence itself held.
+            buf = source.read_at(pos, min(_WINDOW, max(16384, pos - offset)))
+            rel = 0
+            if len(buf) < 8:
+                raise DicomFormatError(f"{source.name}: element at offset {pos} is truncated (skipping a sequence)")
+        group, elem, length = tag_len(buf, rel)
         cur_implicit = stack[-1] if stack else implicit
         if group == 0xFFFE:
-            # Items and delimiters are always 4-byte little/big-endian lengths, no VR.
-            (length,) = struct.unpack(endian + "L", head[4:8])
+            # Items and delimiters: no VR, a 4-byte length.
+            tag = group << 16 | elem
             if tag == _ITEM and length == _UNDEFINED:
                 stack.append(cur_implicit)
                 pos += 8
-            elif tag in (_ITEM_END, _SEQ_END):
+            elif tag == _ITEM_END or tag == _SEQ_END:
                 if stack:
                     stack.pop()
                 pos += 8
             else:
                 pos += 8 + length
         else:
-            vr = head[4:6]
+            vr = buf[rel + 4 : rel + 6]
             if cur_implicit or not (b"AA" <= vr <= b"ZZ"):
-                (length,) = struct.unpack(endian + "L", head[4:8])
                 header, inner_implicit = 8, cur_implicit
             elif vr in _LONG_VRS:
-                more = reader.read(4)
-                if len(more) < 4:
+                if rel + 12 > len(buf):
                     raise DicomFormatError(f"{source.name}: element header at offset {pos} is truncated")
-                (length,) = struct.unpack(endian + "L", more)
+                (length,) = long_len(buf, rel + 8)
                 header, inner_implicit = 12, vr == b"UN" or cur_implicit
             else:
-                (length,) = struct.unpack(endian + "H", head[6:8])
+                length = tag_vr_len(buf, rel)[3]
                 header, inner_implicit = 8, cur_implicit
             if length == _UNDEFINED:
                 stack.append(inner_implicit)
