@@ -48,3 +48,12 @@ __all__ = [
     "SourceError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``dcmstream.pipeline`` without importing it (and psutil threads, typer...) at start.
+    if name == "pipeline":
+        import importlib
+
+        return importlib.import_module(".pipeline", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import compress, demo, frame, importer, info, serve
+from . import compress, demo, frame, importer, info, process, serve
 
 app = typer.Typer(
     name="dcmstream",
@@ -18,6 +18,7 @@ app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("import")(importer.import_files)
 app.command("compress")(compress.compress)
+app.command("process")(process.process)
 
 
 def main() -> None:

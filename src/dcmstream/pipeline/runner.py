@@ -1,0 +1,616 @@
+"""``run()``: a function over a cohort, within a memory budget, locally or on dask.distributed.
+
+The local run (threads, the default) is a three-stage pipeline::
+
+    planner (this thread)  --refs-->  readers (thread pool: read + decode)
+        --items-->  workers (thread pool: fn)  --results-->  writer (one thread: sink)
+
+Codecs and numpy release the GIL, so threads run in parallel. Every item holds a
+*credit* from the moment the planner admits it until the writer has handed its result
+to the sink; there are ``3 x batch`` credits (the window), the batch following
+:class:`~dcmstream.pipeline.budget.BatchSizer`. Before admitting anything the planner
+waits while the :class:`~dcmstream.pipeline.monitor.MemoryMonitor` reports pressure
+(back-pressure). The writer re-orders results to plan order within the window, so the
+sink's output does not depend on the number of workers.
+
+``executor="processes"`` runs batches of refs in worker processes, and ``scheduler=``
+(an address or a ``dask.distributed.Client``) on a dask cluster: a task reads and
+processes one batch where it runs (files are reopened by path) and returns results
+only. At most two batches per worker thread are in flight; the client receives results
+through the same writer and sink.
+
+A failing item (unreadable frame, exception in ``fn``) is recorded with its traceback
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..cache import FrameCache, MemorySample
+from .budget import BatchSizer, format_bytes, parse_size
+from .items import UNITS, Failure, ItemInfo
+from .monitor import MemoryMonitor
+from .plan import Planner, RoiPredicate
+from .sinks import Sink, as_sink
+from .sources import Opener
+from .work import (
+    ReadOptions,
+    WorkRef,
+    _failure,
+    decode_frame_item,
+    process_batch,
+    read_encoded,
+    read_item,
+)
+
+__all__ = ["run", "RunReport", "ProgressInfo"]
+
+#: Failures kept with their traceback (all are counted).
+MAX_FAILURES_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class ProgressInfo:
+    """A snapshot for progress displays (``progress=`` callback), at most ~10 per second."""
+
+    done: int
+    failed: int
+    planned: int
+    planning_done: bool
+    bytes: int
+    elapsed: float
+    rss: int  # resident bytes now (monitor's last sample)
+    rss_above_baseline: int
+    budget: int
+    batch: int
+    in_flight: int
+    paused: bool
+    pauses: int
+
+    @property
+    def total(self) -> int | None:
+        """Items in the run, once the planner has seen every input."""
+        return self.planned if self.planning_done else None
+
+
+@dataclass
+class RunReport:
+    """What a run did: items, throughput, memory, back-pressure and failures."""
+
+    items: int = 0  # processed successfully
+    failed: int = 0
+    skipped: int = 0  # inputs that are not DICOM images
+    planned: int = 0
+    selected_out: int = 0  # left out by the region-of-interest predicate
+    inputs: int = 0
+    elapsed: float = 0.0
+    bytes: int = 0  # decoded bytes handed to fn
+    budget: int = 0
+    baseline_rss: int = 0
+    peak_rss: int = 0
+    batch_initial: int = 0
+    batch_final: int = 0
+    batch_min: int = 0
+    batch_max: int = 0
+    item_bytes_estimate: int = 0
+    pauses: int = 0
+    paused_seconds: float = 0.0
+    forced: int = 0
+    memory_checks: int = 0
+    cache_shrinks: int = 0
+    workers: int = 1
+    executor: str = "threads"
+    unit: str = "frame"
+    failures: list[Failure] = field(default_factory=list)
+    output: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    @property
+    def throughput(self) -> float:
+        """Items per second."""
+        return self.items / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        """Decoded megabytes (10**6) per second."""
+        return self.bytes / 1e6 / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def peak_rss_above_baseline(self) -> int:
+        return max(0, self.peak_rss - self.baseline_rss)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("failures", "output")}
+        d.update(throughput=self.throughput, mb_per_s=self.mb_per_s, peak_rss_above_baseline=self.peak_rss_above_baseline,
+                 output=None if self.output is None else str(self.output), failures=[f.as_dict() for f in self.failures])
+        return d
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.items} {self.unit}(s) processed, {self.failed} failed, {self.skipped} skipped"
+            + (f", {self.selected_out} outside the region of interest" if self.selected_out else ""),
+            f"{self.elapsed:.1f} s, {self.throughput:,.1f} items/s, {self.mb_per_s:,.1f} MB/s decoded "
+            f"({self.workers} {self.executor} worker(s))",
+            f"peak memory {format_bytes(self.peak_rss)} ({format_bytes(self.peak_rss_above_baseline)} above the "
+            f"{format_bytes(self.baseline_rss)} baseline; budget {format_bytes(self.budget)}), "
+            f"batch {self.batch_initial} -> {self.batch_final} (min {self.batch_min}, max {self.batch_max})",
+            f"back-pressure: {self.pauses} pause(s), {self.paused_seconds:.1f} s paused"
+            + (f", {self.forced} item(s) forced" if self.forced else ""),
+        ]
+        for f in self.failures[:10]:
+            lines.append(f"  failed {f.key} ({f.stage}): {f.error}")
+        if self.failed > 10:
+            lines.append(f"  ... and {self.failed - 10} more")
+        return "\n".join(lines)
+
+
+# -- the writer -----------------------------------------------------------------------------------
+class _Writer:
+    """The single thread that hands results to the sink in plan order and frees credits."""
+
+    def __init__(self, sink: Sink, report: RunReport, credits: _Credits, ordered: bool,
+                 on_progress: Callable[[], None] | None) -> None:
+        self.sink = sink
+        self.report = report
+        self.credits = credits
+        self.ordered = ordered
+        self.on_progress = on_progress
+        self.track_sources = False
+        self.queue: queue.Queue[tuple[int, ItemInfo, Any, Failure | None] | None] = queue.Queue()
+        self._pending: dict[int, tuple[ItemInfo, Any, Failure | None]] = {}
+        self._next = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="dcmstream-pipeline-writer", daemon=True)
+
+    def put(self, seq: int, info: ItemInfo, result: Any, failure: Failure | None) -> None:
+        self.queue.put((seq, info, result, failure))
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            entry = self.queue.get()
+            if entry is None:
+                break
+            seq, info, result, failure = entry
+            if not self.ordered:
+                self._emit(info, result, failure)
+            else:
+                self._pending[seq] = (info, result, failure)
+                while self._next in self._pending:
+                    self._emit(*self._pending.pop(self._next))
+                    self._next += 1
+            now = time.monotonic()
+            if self.on_progress is not None and now - last >= 0.1:
+                last = now
+                self.on_progress()
+        for seq in sorted(self._pending):  # only after an aborted run
+            self._emit(*self._pending.pop(seq))
+
+    def _emit(self, info: ItemInfo, result: Any, failure: Failure | None) -> None:
+        r = self.report
+        try:
+            if failure is not None:
+                r.failed += 1
+                if len(r.failures) < MAX_FAILURES_KEPT:
+                    r.failures.append(failure)
+            elif self.error is None:
+                try:
+                    self.sink.write(info, result)
+                    r.items += 1
+                    r.bytes += info.nbytes
+                except Exception as exc:  # noqa: BLE001 - a sink failure is one item's failure
+                    r.failed += 1
+                    if len(r.failures) < MAX_FAILURES_KEPT:
+                        r.failures.append(_failure(info, "sink", exc))
+        finally:
+            if self.track_sources:
+                self.credits.done_source(info.source)
+            self.credits.release()
+
+
+class _Credits:
+    """Items in flight, at most ``limit()`` (read again at every admission), and the
+    sources they come from (so the planner never runs further ahead than the open-file
+    LRU reaches: a file it opened is still open when its items are read)."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+        self._sources: dict[str, int] = {}
+        self.on_first: Callable[[str], None] | None = None  # a source got pending items
+        self.on_last: Callable[[str], None] | None = None  # ... and has none left
+
+    def add_source(self, source: str) -> None:
+        with self._cond:
+            n = self._sources.get(source, 0)
+            self._sources[source] = n + 1
+        if n == 0 and self.on_first is not None:
+            self.on_first(source)
+
+    def done_source(self, source: str) -> None:
+        with self._cond:
+            n = self._sources.get(source, 0) - 1
+            if n > 0:
+                self._sources[source] = n
+                return
+            self._sources.pop(source, None)
+            self._cond.notify_all()
+        if self.on_last is not None:
+            self.on_last(source)
+
+    def wait_sources_below(self, n: int, stop: threading.Event | None = None) -> None:
+        with self._cond:
+            while len(self._sources) >= n and not (stop is not None and stop.is_set()):
+                self._cond.wait(0.1)
+
+    def acquire(self, n: int = 1, stop: threading.Event | None = None) -> bool:
+        with self._cond:
+            while self.in_flight > 0 and self.in_flight + n > max(n, self.limit()):
+                self._cond.wait(0.1)
+                if stop is not None and stop.is_set():
+                    return False
+            self.in_flight += n
+            self.peak = max(self.peak, self.in_flight)
+            return True
+
+    def would_block(self, n: int = 1) -> bool:
+        with self._cond:
+            return self.in_flight > 0 and self.in_flight + n > max(n, self.limit())
+
+    def release(self, n: int = 1) -> None:
+        with self._cond:
+            self.in_flight -= n
+            self._cond.notify_all()
+
+    def wait_empty(self) -> None:
+        with self._cond:
+            while self.in_flight > 0:
+                self._cond.wait(0.1)
+
+
+# -- run -----------------------------------------------------------------------------------------
+def _item_bytes(ref: WorkRef, opts: ReadOptions) -> int:
+    info = ref.info
+    itemsize = 1 if opts.values == "uint8" else max(2, np.dtype(info.dtype).itemsize if info.dtype else 2)
+    if info.unit == "tile" and info.height and info.width:
+        n = info.height * info.width
+    else:
+        n = int(np.prod(info.image_shape[:2])) if info.image_shape else 1
+    samples = int(np.prod(info.image_shape[2:])) if len(info.image_shape) > 2 else 1
+    one = n * samples * itemsize
+    if info.unit in ("instance", "series"):
+        return one * max(1, info.frames)
+    return one
+
+
+def run(
+    sources: Any,
+    fn: Callable[[Any], Any],
+    *,
+    memory_budget: int | str = "2GB",
+    workers: int | None = None,
+    unit: str = "frame",
+    scheduler: Any = None,
+    executor: str = "threads",
+    readers: int | None = None,
+    tile_size: int | tuple[int, int] = 1024,
+    overlap: int = 0,
+    level: int = 0,
+    values: str = "stored",
+    window: tuple[float, float] | None = None,
+    roi: RoiPredicate | None = None,
+    roi_level: int = 3,
+    sink: Any = None,
+    progress: Callable[[ProgressInfo], None] | None = None,
+    memory_threshold: float = 0.8,
+    memory_probe: Callable[[], MemorySample] | None = None,
+    monitor_interval: float = 0.05,
+    stall_timeout: float = 5.0,
+    max_batch: int = 1024,
+    ordered: bool = True,
+    max_open: int = 16,
+) -> RunReport:
+    """Run ``fn`` over every ``unit`` of ``sources`` within ``memory_budget``; return a RunReport.
+
+    ``sources``: files, folders (recursive), archive folders, DICOMweb URLs, or a list of
+    them (see :mod:`dcmstream.pipeline.sources`). ``fn`` gets a
+    :class:`~dcmstream.pipeline.Frame`, :class:`~dcmstream.pipeline.Tile`,
+    :class:`~dcmstream.pipeline.InstanceItem` or :class:`~dcmstream.pipeline.SeriesItem`
+    and returns a result for ``sink`` (a :class:`~dcmstream.pipeline.Sink`, a path such as
+    ``out.zarr`` or ``stats.csv``, a callable ``(info, result)``, or None to drop results).
+
+    Memory: the number of items in flight follows the budget (``budget x 0.7 / (item
+    size x 3)`` per batch, then the measured size per item), and producers pause while
+    the machine or the process (its growth above the run's starting RSS) is above
+    ``memory_threshold`` (back-pressure; ``memory_probe`` replaces the psutil probe).
+    ``workers`` (default: CPU count) threads run ``fn`` and as many read (``readers``);
+    ``executor="processes"`` uses worker processes instead (``fn`` must pickle), and
+    ``scheduler`` (an address or a ``dask.distributed.Client``) a dask cluster.
+
+    Tiles (``unit="tile"``): ``tile_size`` (default 1024) and ``overlap`` pixels;
+    TILED_FULL whole-slide images are tiled over their total pixel matrix. ``level`` k
+    reads frames at 1/2**k per side. ``roi`` selects regions from a low-resolution
+    image first (see :mod:`dcmstream.pipeline.plan`). ``values``: "stored",
+    "modality" (rescaled, narrowest exact dtype) or "uint8" (windowed by ``window``).
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+    if values not in ("stored", "modality", "uint8"):
+        raise ValueError("values must be 'stored', 'modality' or 'uint8'")
+    if executor not in ("threads", "processes"):
+        raise ValueError("executor must be 'threads' or 'processes'")
+    if level < 0:
+        raise ValueError("level must be >= 0")
+    budget = parse_size(memory_budget)
+    client, own_client = _client(scheduler)
+    if client is not None:
+        executor = "dask"
+        workers = workers or sum(client.nthreads().values()) or 1
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    readers = max(1, int(readers or workers))
+    report = RunReport(budget=budget, workers=workers, executor=executor, unit=unit)
+
+    # Tiles are cut from decoded frames (or assembled from a slide's stored tiles): keep
+    # a few decoded frames so neighbouring tiles do not decode them again.
+    tile_cache = min(budget // 8, 256 << 20) if unit == "tile" else 0
+    opts = ReadOptions(unit=unit, level=level, values=values, window=window, tile_cache_bytes=tile_cache)
+    cache: FrameCache | bool = FrameCache(max_bytes=tile_cache, encoded_max_bytes=max(1, tile_cache // 4)) if tile_cache else False
+    opener = Opener(cache=cache, max_open=max_open)
+    planner = Planner(sources, unit=unit, opener=opener, level=level, tile_size=tile_size, overlap=overlap,
+                      roi=roi, roi_level=roi_level)
+    sink_obj = as_sink(sink)
+
+    pool = _process_pool(workers) if executor == "processes" else None
+    monitor = MemoryMonitor(budget, threshold=memory_threshold, interval=monitor_interval, stall_timeout=stall_timeout,
+                            probe=memory_probe, include_children=executor == "processes")
+    report.baseline_rss = monitor.real_baseline
+    state = _State()
+
+    def window_size() -> int:
+        if state.sizer is None:
+            return 1
+        return state.sizer.admissible(report.items + report.failed, workers)
+
+    credits = _Credits(window_size)
+
+    def on_sample(above: int) -> None:
+        # Steady state only: with few items alive, RSS still holds what earlier ones freed.
+        sizer = state.sizer
+        if sizer is not None:
+            n = credits.in_flight
+            sizer.observe_rss(monitor.above_baseline, n, steady=n >= max(2, sizer.window // 2))
+
+    monitor.on_sample = on_sample
+    started = time.perf_counter()
+
+    def snapshot() -> ProgressInfo:
+        ps = monitor.stats()
+        return ProgressInfo(
+            done=report.items, failed=report.failed + len(planner.stats.failures), planned=planner.stats.planned,
+            planning_done=planner.stats.done, bytes=report.bytes, elapsed=time.perf_counter() - started,
+            rss=monitor.last.rss, rss_above_baseline=monitor.above_baseline, budget=budget,
+            batch=state.sizer.batch if state.sizer else 0, in_flight=credits.in_flight, paused=monitor.under_pressure,
+            pauses=ps.pauses,
+        )
+
+    writer = _Writer(sink_obj, report, credits, ordered, (lambda: progress(snapshot())) if progress else None)
+    stop = threading.Event()
+    sink_obj.open()
+    monitor.start()
+    writer.thread.start()
+    try:
+        refs = iter(planner)
+        if executor == "threads":
+            _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, monitor, budget, max_batch, stop, state)
+        else:
+            _run_remote(refs, fn, opts, client or pool, workers, credits, writer, monitor, budget, max_batch, stop, state)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        credits.wait_empty() if not stop.is_set() else None
+        writer.queue.put(None)
+        writer.thread.join()
+        monitor.stop()
+        opener.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if own_client and client is not None:
+            client.close()
+        report.output = sink_obj.close()
+        report.elapsed = time.perf_counter() - started
+        ps = monitor.stats()
+        report.pauses, report.paused_seconds, report.forced = ps.pauses, ps.paused_seconds, ps.forced
+        report.memory_checks, report.cache_shrinks = ps.checks, ps.cache_shrinks
+        report.peak_rss = monitor.peak_rss
+        report.skipped, report.planned = planner.stats.skipped, planner.stats.planned
+        report.selected_out, report.inputs = planner.stats.selected_out, planner.stats.inputs
+        for f in planner.stats.failures:
+            report.failed += 1
+            if len(report.failures) < MAX_FAILURES_KEPT:
+                report.failures.append(f)
+        sizer = state.sizer
+        if sizer is not None:
+            report.batch_initial, report.batch_final = sizer.initial, sizer.batch
+            report.batch_min, report.batch_max = sizer.smallest, sizer.largest
+            report.item_bytes_estimate = int(sizer.estimate)
+        if progress is not None:
+            progress(snapshot())
+    return report
+
+
+class _State:
+    """What the planner loop shares with the monitor and the progress display."""
+
+    sizer: BatchSizer | None = None
+
+
+def _admit(monitor: MemoryMonitor, credits: _Credits, n: int, stop: threading.Event) -> bool:
+    """Wait for calm memory, then for ``n`` credits (back-pressure first, then the window)."""
+    monitor.wait_calm(lambda: credits.in_flight, stop)
+    return credits.acquire(n, stop)
+
+
+def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, monitor, budget, max_batch, stop, state):
+    read_pool = ThreadPoolExecutor(readers, thread_name_prefix="dcmstream-read")
+    fn_pool = ThreadPoolExecutor(workers, thread_name_prefix="dcmstream-fn")
+
+    # Frames: readers do the I/O (the frame's stored bytes), workers decode and run fn, so
+    # ``workers`` threads are what uses the CPU. Other units: readers read whole items.
+    split = opts.unit == "frame"
+
+    def compute(ref: WorkRef, item: Any, release: Callable[[], None] | None, encoded: Any = None) -> None:
+        if split:
+            try:
+                item = decode_frame_item(ref, encoded, opener, opts)
+            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "read", exc))
+                return
+            del encoded
+            if state.sizer is not None:
+                state.sizer.observe_item(item.info.nbytes)
+        info = getattr(item, "info", None) or ref.info
+        try:
+            result = fn(item)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            writer.put(ref.info.seq, info, None, _failure(info, "fn", exc))
+            return
+        finally:
+            if release is not None:
+                release()
+        if isinstance(result, np.ndarray) and state.sizer is not None:
+            state.sizer.observe_item(info.nbytes + result.nbytes)
+        writer.put(ref.info.seq, info, result, None)
+
+    def read(ref: WorkRef) -> None:
+        try:
+            if split:
+                fn_pool.submit(compute, ref, None, None, read_encoded(ref, opener))
+                return
+            item, release = read_item(ref, opener, opts)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "read", exc))
+            return
+        if state.sizer is not None:
+            state.sizer.observe_item(getattr(getattr(item, "info", None), "nbytes", 0))
+        fn_pool.submit(compute, ref, item, release)
+
+    writer.track_sources = True
+    # A file with pending items stays open (the planner opened it; its readers need it).
+    credits.on_first, credits.on_last = opener.hold, opener.release
+    files_ahead = max(2, opener.max_open - 1)
+    it = iter(refs)
+    try:
+        while True:
+            credits.wait_sources_below(files_ahead, stop)  # before next(): it may open a file
+            ref = next(it, None)
+            if ref is None:
+                break
+            if state.sizer is None:
+                state.sizer = BatchSizer(budget, _item_bytes(ref, opts), max_batch=max_batch)
+            if not _admit(monitor, credits, 1, stop):
+                break
+            credits.add_source(ref.info.source)
+            read_pool.submit(read, ref)
+        credits.wait_empty()
+    finally:
+        read_pool.shutdown(wait=True)
+        fn_pool.shutdown(wait=True)
+
+
+def _client(scheduler: Any) -> tuple[Any, bool]:
+    if scheduler is None:
+        return None, False
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise ImportError("scheduler= needs dask.distributed: pip install 'dcmstream[dask]'") from exc
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    if isinstance(scheduler, str):
+        return Client(scheduler), True
+    raise TypeError("scheduler must be an address or a dask.distributed Client")
+
+
+def _run_remote(refs, fn, opts, client, workers, credits, writer, monitor, budget, max_batch, stop, state):
+    """Batches of refs to worker processes (concurrent.futures) or dask workers (``client``)."""
+    from concurrent.futures import Executor
+
+    if isinstance(client, Executor):
+        submit = client.submit
+    else:
+        def submit(*args: Any) -> Any:
+            return client.submit(*args, pure=False)
+
+    max_batches = 2 * workers
+
+    def done(batch: list[WorkRef], future: Any) -> None:
+        try:
+            out = future.result()
+        except BaseException as exc:  # noqa: BLE001 - a lost worker fails its batch, not the run
+            for ref in batch:
+                writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "task", exc))
+            return
+        for ref, (info, result, failure) in zip(batch, out):
+            if failure is None and state.sizer is not None:
+                state.sizer.observe_item(info.nbytes + (result.nbytes if isinstance(result, np.ndarray) else 0))
+            writer.put(ref.info.seq, info, result, failure)
+
+    def flush(batch: list[WorkRef]) -> None:
+        fut = submit(process_batch, batch, fn, opts)
+        fut.add_done_callback(lambda f, b=batch: done(b, f))
+
+    batch: list[WorkRef] = []
+    for ref in refs:
+        if state.sizer is None:
+            state.sizer = BatchSizer(budget, _item_bytes(ref, opts), max_batch=max_batch)
+        size = max(1, min(state.sizer.batch, credits.limit() // max_batches))
+        if batch and (credits.would_block() or monitor.under_pressure):
+            flush(batch)  # never hold admitted refs back while waiting for more
+            batch = []
+        if not _admit(monitor, credits, 1, stop):
+            break
+        batch.append(ref)
+        if len(batch) >= size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    credits.wait_empty()
+
+
+def _warm() -> int:
+    import time as _time
+
+    from . import work  # noqa: F401 - the imports a batch needs, done before the baseline
+
+    _time.sleep(0.05)
+    return os.getpid()
+
+
+def _process_pool(workers: int) -> Any:
+    """A spawn-context process pool whose workers are started (and have imported what
+    they need) before the run's memory baseline is taken: their interpreters are the
+    executor's fixed cost, not the items'."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    for f in [pool.submit(_warm) for _ in range(workers)]:
+        f.result()
+    return pool

@@ -1,0 +1,369 @@
+"""Inputs of a pipeline: enumerate them lazily, open them anywhere.
+
+``sources`` given to :func:`dcmstream.pipeline.run` may be, alone or in a list:
+
+* a DICOM file, or a folder (walked recursively, sorted, hidden entries skipped; files
+  that are not DICOM images are skipped and counted);
+* an archive folder (``catalog.sqlite`` + ``objects/``, see :mod:`dcmstream.archive`) or
+  an :class:`~dcmstream.archive.Archive`: every catalogued instance;
+* a DICOMweb URL: ``http(s)://host/root`` (everything), ``.../studies/UID`` or
+  ``.../studies/UID/series/UID`` (needs ``dicomweb-client``); frames are fetched one by
+  one as uncompressed octet-streams.
+
+An :class:`InputRef` names one instance and is picklable (paths and URLs only), so a
+worker process or a dask worker opens it itself (:class:`Opener`, a small LRU of open
+instances per process).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import FrameCache
+from ..errors import DcmstreamError, DicomFormatError
+from ..image.levels import decimate, level_shape
+from ..index import PixelSpec
+from .tiles import SlideGeometry, slide_geometry
+
+__all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
+
+_J2K_SYNTAXES = {
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+}
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One instance to process: a local file or a DICOMweb instance (picklable)."""
+
+    name: str
+    kind: str = "file"  # "file" or "dicomweb"
+    path: str | None = None
+    url: str | None = None
+    study: str | None = None
+    series: str | None = None
+    sop: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What enumeration learnt from an instance's header (no pixels read)."""
+
+    frames: int
+    shape: tuple[int, ...]  # one frame: (rows, columns[, samples])
+    dtype: str
+    transfer_syntax: str
+    bits_stored: int
+    signed: bool
+    slide: SlideGeometry | None = None
+    series_uid: str | None = None
+    slide_kind: str | None = None  # ImageType value 3 of a slide: VOLUME, LABEL, ...
+
+    @property
+    def reduces(self) -> bool:
+        """Whether reduced levels are decoded natively (JPEG 2000, HTJ2K)."""
+        return self.transfer_syntax in _J2K_SYNTAXES
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def plane_shape(self, level: int = 0) -> tuple[int, ...]:
+        """Shape of what tiles are cut from: a frame, or a slide's total pixel matrix."""
+        if self.slide is not None:
+            shape = (self.slide.total_rows, self.slide.total_columns, *self.shape[2:])
+        else:
+            shape = self.shape
+        return level_shape(shape, level)
+
+
+def _header_dataset(inst: Any) -> Any:
+    # The header without the per-frame functional groups: parsing those (one item per
+    # frame) is what makes inst.dataset slow on enhanced multi-frame objects.
+    header = getattr(inst, "_header", None)
+    return header.dataset if header is not None else inst.dataset
+
+
+def image_info(inst: Any) -> ImageInfo:
+    """ImageInfo of an opened :class:`~dcmstream.Instance` (or DicomWebInstance)."""
+    spec: PixelSpec = inst.pixel_spec
+    ds = _header_dataset(inst)
+    n = len(inst)
+    geo = slide_geometry(ds, spec.rows, spec.columns, n)
+    kind = None
+    if geo is not None:
+        try:
+            image_type = list(ds.get("ImageType", []) or [])
+            kind = str(image_type[2]).upper() if len(image_type) > 2 else "VOLUME"
+        except Exception:  # noqa: BLE001 - a malformed ImageType does not stop a run
+            kind = "VOLUME"
+    uid = ds.get("SeriesInstanceUID", None) if hasattr(ds, "get") else None
+    return ImageInfo(
+        frames=n,
+        shape=tuple(spec.shape),
+        dtype=spec.dtype.str,
+        transfer_syntax=str(inst.transfer_syntax),
+        bits_stored=int(spec.bits_stored),
+        signed=bool(spec.pixel_representation),
+        slide=geo,
+        series_uid=None if uid is None else str(uid),
+        slide_kind=kind,
+    )
+
+
+# -- enumeration ----------------------------------------------------------------------------
+def _is_archive(path: Path) -> bool:
+    return (path / "catalog.sqlite").is_file() and (path / "objects").is_dir()
+
+
+def _walk(path: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _archive_refs(root: Path, catalog: Any = None, blobs: Any = None) -> Iterator[InputRef]:
+    """Every catalogued instance of an archive with a filesystem blob store."""
+    from ..archive.blobstore import FilesystemBlobStore
+    from ..archive.catalog import SQLiteCatalog
+
+    own = catalog is None
+    catalog = catalog if catalog is not None else SQLiteCatalog(root / "catalog.sqlite")
+    blobs = blobs if blobs is not None else FilesystemBlobStore(root, fsync=False)
+    if not isinstance(blobs, FilesystemBlobStore):
+        raise DcmstreamError(f"{root}: the pipeline reads archives with a filesystem blob store only")
+    try:
+        for key in blobs.keys():
+            sop = Path(key).stem
+            record = catalog.get(sop)
+            if record is None or record.blob_key != key:
+                continue  # a blob without its catalog row (an interrupted ingest)
+            yield InputRef(name=f"{root.name}/{key}", path=str(blobs.objects / key), sop=sop,
+                           study=record.study_uid, series=record.series_uid)
+    finally:
+        if own:
+            catalog.close()
+
+
+def _dicomweb_refs(url: str) -> Iterator[InputRef]:
+    try:
+        from dicomweb_client.api import DICOMwebClient
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise ImportError("DICOMweb inputs need dicomweb-client: pip install dicomweb-client") from exc
+    root, study, series = url.rstrip("/"), None, None
+    parts = root.split("/studies/", 1)
+    if len(parts) == 2:
+        root, rest = parts
+        bits = rest.split("/series/", 1)
+        study = bits[0]
+        series = bits[1] if len(bits) == 2 else None
+    client = DICOMwebClient(url=root)
+    found = client.search_for_instances(study_instance_uid=study, series_instance_uid=series, get_remaining=True)
+
+    def value(d: dict[str, Any], tag: str) -> str | None:
+        v = d.get(tag, {}).get("Value")
+        return str(v[0]) if v else None
+
+    for d in found:
+        st, se, sop = value(d, "0020000D"), value(d, "0020000E"), value(d, "00080018")
+        if st and se and sop:
+            yield InputRef(name=f"{root}/studies/{st}/series/{se}/instances/{sop}", kind="dicomweb",
+                           url=root, study=st, series=se, sop=sop)
+
+
+def iter_inputs(sources: Any) -> Iterator[InputRef]:
+    """InputRefs of every instance ``sources`` names, lazily (see the module docstring)."""
+    if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Iterable):
+        sources = [sources]
+    for src in sources:
+        if isinstance(src, InputRef):
+            yield src
+            continue
+        if hasattr(src, "catalog") and hasattr(src, "blobs") and hasattr(src, "root"):  # an Archive
+            yield from _archive_refs(Path(src.root), src.catalog, src.blobs)
+            continue
+        if isinstance(src, str) and src.startswith(("http://", "https://")):
+            yield from _dicomweb_refs(src)
+            continue
+        if not isinstance(src, (str, os.PathLike)):
+            raise TypeError(f"cannot read pipeline inputs from {type(src).__name__}")
+        path = Path(src)
+        if path.is_dir():
+            if _is_archive(path):
+                yield from _archive_refs(path)
+            else:
+                for f in _walk(path):
+                    yield InputRef(name=str(f), path=str(f))
+        elif path.exists():
+            yield InputRef(name=str(path), path=str(path))
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+# -- DICOMweb frames --------------------------------------------------------------------------
+class DicomWebInstance:
+    """Frame access to one DICOMweb instance: metadata once, frames as octet-streams.
+
+    Offers what the pipeline uses of :class:`~dcmstream.Instance`: ``len``,
+    ``pixel_spec``, ``transfer_syntax``, ``dataset``, ``frame(i, level)``.
+    Reduced levels are decimated here (the octet-stream is full resolution).
+    """
+
+    def __init__(self, ref: InputRef) -> None:
+        from dicomweb_client.api import DICOMwebClient
+        from pydicom import Dataset
+
+        from ..index import pixel_spec_from_dataset
+
+        self.name = ref.name
+        self.ref = ref
+        self.client = DICOMwebClient(url=ref.url)
+        meta = self.client.retrieve_instance_metadata(ref.study, ref.series, ref.sop)
+        self.dataset = Dataset.from_json(meta, bulk_data_uri_handler=lambda *a: None)
+        self.pixel_spec = pixel_spec_from_dataset(self.dataset, "PixelData", self.name)
+        self.transfer_syntax = "1.2.840.10008.1.2.1"  # what the octet-stream frames are
+
+    def __len__(self) -> int:
+        return self.pixel_spec.number_of_frames
+
+    @property
+    def max_level(self) -> int:
+        from ..image.levels import geometric_max_level
+
+        return geometric_max_level(self.pixel_spec.rows, self.pixel_spec.columns)
+
+    def frame(self, i: int, level: int = 0) -> np.ndarray:
+        spec = self.pixel_spec
+        (data,) = self.client.retrieve_instance_frames(
+            self.ref.study, self.ref.series, self.ref.sop, frame_numbers=[int(i) + 1],
+            media_types=("application/octet-stream",),
+        )
+        if spec.bits_allocated == 1:
+            bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: spec.pixels_per_frame]
+            arr = bits.reshape(spec.shape)
+        else:
+            arr = np.frombuffer(data, spec.dtype.newbyteorder("<")).reshape(spec.shape).astype(spec.dtype)
+        return decimate(arr, level)
+
+    def render(self, i: int, window: tuple[float, float] | None = None, level: int | None = None) -> np.ndarray:
+        from ..image.render import Renderer
+
+        return Renderer(self.dataset).render(self.frame(i, level=level or 0), i, window)
+
+    def close(self) -> None:
+        pass
+
+
+# -- opening ----------------------------------------------------------------------------------
+class Opener:
+    """Opens InputRefs, keeping at most ``max_open`` open (least recently used closed first).
+
+    ``cache`` is the FrameCache instances read through (False: none). An instance in use
+    (:meth:`use`) is never closed under its user.
+    """
+
+    def __init__(self, *, cache: FrameCache | bool = False, max_open: int = 16) -> None:
+        self.cache = cache
+        self.max_open = max_open
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._pins: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _open_ref(self, ref: InputRef) -> Any:
+        if ref.kind == "dicomweb":
+            return DicomWebInstance(ref)
+        from ..image.instance import Instance
+
+        return Instance(ref.path, cache=self.cache)
+
+    def put(self, ref: InputRef, inst: Any) -> None:
+        """Hand over an instance opened elsewhere (enumeration opens every file once)."""
+        with self._lock:
+            old = self._open.pop(ref.name, None)
+            self._open[ref.name] = inst
+            doomed = self._evict()
+        if old is not None and old is not inst and not self._pins.get(ref.name):
+            old.close()
+        for d in doomed:
+            d.close()
+
+    def _evict(self) -> list[Any]:
+        doomed = []
+        for name in list(self._open):
+            if len(self._open) <= self.max_open:
+                break
+            if not self._pins.get(name):
+                doomed.append(self._open.pop(name))
+        return doomed
+
+    @contextmanager
+    def use(self, ref: InputRef) -> Iterator[Any]:
+        with self._lock:
+            inst = self._open.get(ref.name)
+            if inst is not None:
+                self._open.move_to_end(ref.name)
+            self._pins[ref.name] = self._pins.get(ref.name, 0) + 1
+        try:
+            if inst is None:
+                inst = self._open_ref(ref)
+                with self._lock:
+                    existing = self._open.get(ref.name)
+                    if existing is None:
+                        self._open[ref.name] = inst
+                        fresh = None
+                    else:
+                        fresh, inst = inst, existing
+                if fresh is not None:
+                    fresh.close()
+            yield inst
+        finally:
+            with self._lock:
+                self._pins[ref.name] -= 1
+                if not self._pins[ref.name]:
+                    del self._pins[ref.name]
+                doomed = self._evict()
+            for d in doomed:
+                d.close()
+
+    def hold(self, name: str) -> None:
+        """Keep ``name`` open (not evicted) until :meth:`release`: its items are pending."""
+        with self._lock:
+            self._pins[name] = self._pins.get(name, 0) + 1
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            n = self._pins.get(name, 0) - 1
+            if n > 0:
+                self._pins[name] = n
+            else:
+                self._pins.pop(name, None)
+            doomed = self._evict()
+        for d in doomed:
+            d.close()
+
+    def close(self) -> None:
+        with self._lock:
+            opened = list(self._open.values())
+            self._open.clear()
+        for inst in opened:
+            inst.close()
+
+
+def open_info(ref: InputRef, opener: Opener) -> ImageInfo:
+    """Open ``ref`` (keeping it in ``opener``) and describe it; DicomFormatError if no pixels."""
+    with opener.use(ref) as inst:
+        if not getattr(inst, "has_pixels", True):
+            raise DicomFormatError(f"{ref.name}: the dataset has no pixel data")
+        return image_info(inst)
