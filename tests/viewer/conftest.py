@@ -15,22 +15,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+
 from pydicom.data import get_testdata_file
 
 from dcmstream.archive import Archive
 from dcmstream.cache import FrameCache
 from dcmstream.samples import write_multiframe
 from dcmstream.web import create_app
+from ..server_util import start_server  # noqa: F401 - also used by test_routes
 
 CHROMIUM = os.environ.get("DCMSTREAM_CHROMIUM", "/usr/bin/chromium")
 #: Flags for Debian's chromium on this closed network (see shared/REFERENCE.md).
@@ -109,26 +108,6 @@ class ViewerServer:
         study = self.uids[name][0]
         extra = "".join(f"&{k}={v}" for k, v in params.items())
         return f"{self.url}/viewer?StudyInstanceUIDs={study}{extra}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
-    """uvicorn on a free loopback port in a daemon thread; returns (url, server, thread)."""
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", uv, thread
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,12 @@ few generated multiframe instances (JPEG-LS, native, RGB JPEG).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+
 from pydicom.data import get_testdata_file
 
 from dcmstream.archive import Archive
@@ -22,6 +19,7 @@ from dcmstream.cache import FrameCache
 from dcmstream.samples import write_multiframe
 from dcmstream.web import create_app
 from dcmstream.web.common import ServerConfig
+from ..server_util import start_server
 
 TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg.dcm", "emri_small_jpeg_2k_lossless.dcm", "rtdose.dcm")
 ALLOWED_ORIGIN = "http://viewer.example"
@@ -40,12 +38,6 @@ class Server:
     def instance_url(self, name: str) -> str:
         st, se, sop = self.sops[name]
         return f"{self.root}/studies/{st}/series/{se}/instances/{sop}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +60,7 @@ def server(tmp_path_factory) -> Server:
         sops[name] = (result.study_uid, result.series_uid, result.sop_uid)
     config = ServerConfig(cors_origins=(ALLOWED_ORIGIN,), max_upload_bytes=MAX_UPLOAD)
     app = create_app(archive, config)
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
+    url, uv, thread = start_server(app)
     yield Server(url, f"{url}/dicomweb", archive, app, files, sops)
     uv.should_exit = True
     thread.join(10)

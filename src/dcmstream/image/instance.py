@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 import warnings
@@ -14,7 +15,7 @@ from pydicom.uid import UID
 
 from ..cache import FrameCache, default_cache
 from ..codecs import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES, Decoded, decode_native, decoder_for
-from ..errors import DcmstreamError, DecodeError, DicomFormatError, FrameIndexError, SourceError, UnsupportedTransferSyntaxError
+from ..errors import DcmstreamError, DecodeError, DicomFormatError, SourceError, UnsupportedTransferSyntaxError
 from ..index import (
     FrameIndex,
     PixelSpec,
@@ -61,7 +62,6 @@ class Instance:
         self.source: ByteSource = as_source(source)
         self.name = self.source.name
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
-        self.cache_key = self._make_cache_key()
         self._max_level: int | None = None
         self._renderer: Renderer | None = None
         self._view: np.ndarray | None = None
@@ -73,8 +73,13 @@ class Instance:
             raise
 
     # -- opening -----------------------------------------------------------------
-    def _make_cache_key(self) -> tuple[str, ...]:
-        """Identity of the bytes, so reopening the same unchanged file hits the cache."""
+    @functools.cached_property
+    def cache_key(self) -> tuple[str, ...]:
+        """Identity of the bytes, so reopening the same unchanged file hits the cache.
+
+        Computed on first use (a stat and a realpath): an instance opened with
+        ``cache=False`` in a batch over many small files never pays for it.
+        """
         path = getattr(self.source, "path", None)
         if path is not None:
             try:
