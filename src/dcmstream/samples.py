@@ -33,6 +33,7 @@ from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from .compress import writer
+from .compress.encoders import jpegls_encode, unsigned_pattern
 
 __all__ = ["SYNTAXES", "ensure_sample", "synthetic_frames", "write_multiframe"]
 
@@ -397,11 +398,11 @@ def _encoder(syntax: str, layout: _Layout, *, colour_transform: bool,
             colour = ({"subsampling": subsampling} if colour_transform
                       else {"colorspace": "RGB", "outcolorspace": "RGB"})
         return lambda frame: imagecodecs.jpeg8_encode(
-            _unsigned_pattern(frame, layout), level=_JPEG_QUALITY, bitspersample=bits, **colour)
+            unsigned_pattern(frame, layout.bits_stored, layout.signed), level=_JPEG_QUALITY, bitspersample=bits, **colour)
     if syntax in ("jpeg-lossless", "jpeg-lossless-sv1"):
         predictor = 1 if syntax == "jpeg-lossless-sv1" else _JPEG_LOSSLESS_PREDICTOR
         return lambda frame: imagecodecs.jpeg8_encode(
-            _unsigned_pattern(frame, layout), lossless=True, predictor=predictor,
+            unsigned_pattern(frame, layout.bits_stored, layout.signed), lossless=True, predictor=predictor,
             bitspersample=bits)
     if syntax in ("jpeg-ls", "jpeg-ls-near"):
         near = _JPEG_LS_NEAR if syntax == "jpeg-ls-near" else 0
@@ -424,28 +425,10 @@ def _encoder(syntax: str, layout: _Layout, *, colour_transform: bool,
     raise ValueError(f"unknown syntax {syntax!r}; expected one of {list(SYNTAXES)}")
 
 
-def _unsigned_pattern(frame: np.ndarray, layout: _Layout) -> np.ndarray:
-    """JPEG and JPEG-LS code unsigned samples: signed data is coded as its two's-complement
-    bit pattern within bits stored (PS3.5 8.2.1); readers sign-extend from Bits Stored."""
-    if not layout.signed:
-        return frame
-    return frame.view(np.uint16) & np.uint16((1 << layout.bits_stored) - 1)
-
-
 def _jpegls_encode(frame: np.ndarray, layout: _Layout, near: int) -> bytes:
-    # imagecodecs.jpegls_encode always declares 16-bit precision for uint16 input, so the
-    # codestream would disagree with Bits Stored (12) and readers could not sign-extend signed
-    # data. pyjpegls (CharLS, pydicom's JPEG-LS plugin) takes the precision explicitly.
-    try:
-        from jpeg_ls import encode_buffer
-    except ImportError:
-        if layout.signed:
-            raise RuntimeError("signed JPEG-LS samples need pyjpegls (pip install pyjpegls)")
-        return bytes(imagecodecs.jpegls_encode(frame, level=near))
-    return bytes(encode_buffer(
-        np.ascontiguousarray(_unsigned_pattern(frame, layout)).tobytes(), frame.shape[0],
-        frame.shape[1], layout.samples, layout.bits_stored, lossy_error=near,
-        interleave_mode=2 if layout.samples > 1 else 0))  # 2: colour-by-pixel, as stored
+    # Precision = Bits Stored (imagecodecs alone would declare 16 for uint16 input, and
+    # readers could not sign-extend signed data): the compression package's encoder.
+    return jpegls_encode(frame, layout.bits_stored, layout.signed, near)
 
 
 def _rle_encode(frame: np.ndarray, layout: _Layout) -> bytes:

@@ -52,6 +52,39 @@ def test_dask_array_pickles_by_path_and_reopens(jls):
     np.testing.assert_array_equal(arr.compute(), expected)
 
 
+def test_reopened_instances_are_shared_not_closed_under_a_reader(jls, monkeypatch):
+    # Many threads reopening the same path at once (a pickled dask array on a threaded
+    # worker): the first instance registered is everyone's; none is closed while another
+    # thread reads through it (that failed as "the instance is closed").
+    import threading
+
+    from dcmstream.image import arrays
+
+    monkeypatch.setattr(arrays, "_open", type(arrays._open)())
+    start = threading.Barrier(8)
+    got: list = []
+    errors: list = []
+
+    def reader():
+        try:
+            start.wait()
+            inst = arrays._opened(str(jls))
+            got.append(inst)
+            for i in range(len(inst)):
+                inst.frame(i)
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(got) == 8 and all(not i.source.closed for i in got)
+    assert len(arrays._open) == 1
+
+
 def test_dask_with_the_processes_scheduler(jls):
     with dcmstream.open(jls, cache=False) as inst:
         arr = inst.to_dask()

@@ -11,10 +11,11 @@ when an encoder holds the GIL).
 
 Backends, chosen after measuring (see bench/bench_compress.py):
 
-* JPEG-LS: imagecodecs (CharLS) when the sample precision is 8 or 16 bits and unsigned - it
-  releases the GIL; otherwise pyjpegls (CharLS too), because imagecodecs always declares
-  16-bit precision for 16-bit arrays, which disagrees with Bits Stored (12-bit CT) and leaves
-  readers unable to sign-extend signed data. pyjpegls holds the GIL.
+* JPEG-LS: imagecodecs (CharLS) when the sample precision is 8 or 16 bits and unsigned;
+  otherwise CharLS' C API through ctypes (:mod:`dcmstream.codecs.charls`), because
+  imagecodecs always declares 16-bit precision for 16-bit arrays, which disagrees with Bits
+  Stored (12-bit CT) and leaves readers unable to sign-extend signed data. Both release the
+  GIL; pyjpegls (which holds it) is the fallback when the C API cannot be loaded.
 * JPEG 2000: imagecodecs (OpenJPEG), raw codestream (``codecformat='J2K'``), the precision
   set to Bits Stored. HTJ2K: imagecodecs (OpenJPH); its default progression is RPCL and
   ``tlm=True`` adds the TLM markers the RPCL syntax (.202) requires.
@@ -32,6 +33,7 @@ from typing import Protocol
 import imagecodecs
 import numpy as np
 
+from ..codecs import charls
 from ..index.pixel_spec import PixelSpec
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "FrameEncoder",
     "Target",
     "UnsupportedTarget",
+    "jpegls_encode",
+    "unsigned_pattern",
     "parse_target",
 ]
 
@@ -83,13 +87,33 @@ class FrameEncoder(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 
-def _unsigned_pattern(frame: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+def unsigned_pattern(frame: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     """JPEG and JPEG-LS code unsigned samples: signed data is coded as its two's-complement
     bit pattern within Bits Stored (PS3.5 8.2.1); readers sign-extend from Bits Stored."""
     if not signed:
         return frame
     unsigned = frame.view(np.uint16 if frame.dtype.itemsize == 2 else np.uint8)
     return unsigned & unsigned.dtype.type((1 << bits) - 1)
+
+
+def jpegls_encode(frame: np.ndarray, bits_stored: int, signed: bool, near: int = 0) -> bytes:
+    """One JPEG-LS codestream with precision ``bits_stored`` (signed samples coded as their
+    bit pattern). CharLS through ctypes (releases the GIL); pyjpegls when the C API cannot
+    be loaded; imagecodecs when the precision fills the dtype (the same CharLS)."""
+    if not signed and bits_stored == 8 * frame.dtype.itemsize:
+        return bytes(imagecodecs.jpegls_encode(np.ascontiguousarray(frame), level=near))
+    data = np.ascontiguousarray(unsigned_pattern(frame, bits_stored, signed))
+    if charls.charls_available():
+        return charls.encode(data, bits_stored, near=near)
+    try:
+        from jpeg_ls import encode_buffer
+    except ImportError as exc:  # pragma: no cover - pyjpegls is a dependency
+        raise UnsupportedTarget(
+            f"JPEG-LS with {bits_stored}-bit precision needs CharLS (pip install pyjpegls)") from exc
+    samples = frame.shape[2] if frame.ndim == 3 else 1
+    return bytes(encode_buffer(
+        data.tobytes(), frame.shape[0], frame.shape[1], samples, bits_stored, lossy_error=near,
+        interleave_mode=2 if samples > 1 else 0))  # 2: colour-by-pixel, as stored
 
 
 @dataclass(frozen=True)
@@ -102,28 +126,11 @@ class JpegLsEncoder:
 
     @property
     def releases_gil(self) -> bool:
-        return self._use_imagecodecs
-
-    @property
-    def _use_imagecodecs(self) -> bool:
-        # imagecodecs declares the precision of the dtype (8 or 16 bits): right only when
-        # Bits Stored fills the dtype and the samples are unsigned.
-        return not self.signed and self.bits_stored == self.bits_allocated
+        # imagecodecs and CharLS through ctypes do; pyjpegls (the fallback) does not.
+        return (not self.signed and self.bits_stored == self.bits_allocated) or charls.charls_available()
 
     def __call__(self, frame: np.ndarray) -> bytes:
-        if self._use_imagecodecs:
-            return bytes(imagecodecs.jpegls_encode(np.ascontiguousarray(frame), level=self.near))
-        try:
-            from jpeg_ls import encode_buffer
-        except ImportError as exc:  # pragma: no cover - pyjpegls is a dependency
-            raise UnsupportedTarget(
-                f"JPEG-LS with {self.bits_stored}-bit precision needs pyjpegls "
-                "(pip install pyjpegls)") from exc
-        data = np.ascontiguousarray(_unsigned_pattern(frame, self.bits_stored, self.signed))
-        return bytes(encode_buffer(
-            data.tobytes(), frame.shape[0], frame.shape[1], self.samples, self.bits_stored,
-            lossy_error=self.near,
-            interleave_mode=2 if self.samples > 1 else 0))  # 2: colour-by-pixel, as stored
+        return jpegls_encode(frame, self.bits_stored, self.signed, self.near)
 
 
 @dataclass(frozen=True)

@@ -41,15 +41,21 @@ def _opened(path: str) -> "Instance":
         if inst is not None and not inst.source.closed:
             _open.move_to_end(path)
             return inst
-    inst = Instance(path)
+    fresh = Instance(path)
+    doomed = []
     with _open_lock:
-        old = _open.pop(path, None)
-        _open[path] = inst
-        while len(_open) > MAX_OPEN_PER_PROCESS:
-            _, evicted = _open.popitem(last=False)
-            evicted.close()
-    if old is not None and old is not inst:
-        old.close()
+        inst = _open.get(path)
+        if inst is not None and not inst.source.closed:
+            # Another thread opened it meanwhile and may be reading through it: use
+            # that one (closing it here was a race that failed its reads).
+            _open.move_to_end(path)
+            doomed.append(fresh)
+        else:
+            inst = _open[path] = fresh
+            while len(_open) > MAX_OPEN_PER_PROCESS:
+                doomed.append(_open.popitem(last=False)[1])
+    for d in doomed:
+        d.close()
     return inst
 
 

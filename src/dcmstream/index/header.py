@@ -20,7 +20,14 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    PrivateTransferSyntaxes,
+)
 
 from ..errors import DicomFormatError, SourceError
 from ..io.reader import SourceReader
@@ -254,7 +261,21 @@ def parse_header(source: ByteSource) -> Header:
         ds.set_original_encoding(False, True, charset)
         stop = inflated.tell()
         body_reader = inflated
+    elif ts is not None and ts not in PrivateTransferSyntaxes and body_start < source.size:
+        # The usual file: the meta named the encoding. Read the body from here, as
+        # read_partial would after parsing the meta a second time (a third of the
+        # cost of opening a small file).
+        pixel_source = source
+        implicit_ts = ts == ImplicitVRLittleEndian
+        little_ts = ts != ExplicitVRBigEndian
+        dataset = _guard(name, read_dataset, reader, implicit_ts, little_ts, stop_when=_at_pixel_data_or_frame_groups)
+        ds = FileDataset(name, dataset, preamble, meta, implicit_ts, little_ts)
+        charset = _guard(name, lambda: dataset._character_set)
+        ds.set_original_encoding(implicit_ts, little_ts, charset)
+        stop = reader.tell()
+        body_reader = reader
     else:
+        # No file meta (or no transfer syntax in it): pydicom guesses the encoding.
         pixel_source = source
         reader.seek(0)
         ds = _guard(name, read_partial, reader, stop_when=_at_pixel_data_or_frame_groups, force=True)

@@ -22,7 +22,17 @@ from .items import Failure, Frame, InstanceItem, ItemInfo, SeriesItem, Tile
 from .sources import InputRef, Opener
 from .tiles import SlideGeometry, read_region
 
-__all__ = ["WorkRef", "ReadOptions", "read_item", "read_encoded", "decode_frame_item", "process_batch", "values_of"]
+__all__ = [
+    "ReadOptions",
+    "WorkRef",
+    "decode_frame_item",
+    "decoded_of",
+    "encoded_of",
+    "process_batch",
+    "read_encoded",
+    "read_item",
+    "values_of",
+]
 
 
 @dataclass(frozen=True)
@@ -114,10 +124,16 @@ def read_item(ref: WorkRef, opener: Opener, opts: ReadOptions) -> tuple[Any, Cal
 def read_encoded(ref: WorkRef, opener: Opener) -> bytes | None:
     """The stored bytes of a frame item: the I/O half of reading it (None when the source
     cannot split reading from decoding, e.g. DICOMweb, whose frames arrive decoded)."""
-    assert ref.input is not None and ref.info.frame is not None
+    assert ref.input is not None
     with opener.use(ref.input) as inst:
-        encoded = getattr(inst, "encoded_frame", None)
-        return None if encoded is None or not hasattr(inst, "decode") else encoded(ref.info.frame)
+        return encoded_of(inst, ref)
+
+
+def encoded_of(inst: Any, ref: WorkRef) -> bytes | None:
+    """:func:`read_encoded` on an instance already in use (a chunk of its frames)."""
+    assert ref.info.frame is not None
+    encoded = getattr(inst, "encoded_frame", None)
+    return None if encoded is None or not hasattr(inst, "decode") else encoded(ref.info.frame)
 
 
 def decode_frame_item(ref: WorkRef, data: bytes | None, opener: Opener, opts: ReadOptions) -> Frame:
@@ -125,11 +141,17 @@ def decode_frame_item(ref: WorkRef, data: bytes | None, opener: Opener, opts: Re
     if data is None:
         item, _ = read_item(ref, opener, opts)
         return item
-    info = ref.info
-    assert ref.input is not None and info.frame is not None
+    assert ref.input is not None
     with opener.use(ref.input) as inst:
-        level = min(info.level, inst.max_level) if info.level else 0
-        arr = _owned(values_of(inst, inst.decode(data, info.frame, level), info.frame, opts))
+        return decoded_of(inst, ref, data, opts)
+
+
+def decoded_of(inst: Any, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
+    """:func:`decode_frame_item` on an instance already in use."""
+    info = ref.info
+    assert info.frame is not None
+    level = min(info.level, inst.max_level) if info.level else 0
+    arr = _owned(values_of(inst, inst.decode(data, info.frame, level), info.frame, opts))
     info = replace(info, nbytes=int(arr.nbytes))
     return Frame(info.source, info.frame, arr, info.level, info)
 
