@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import threading
 
 import numpy as np
@@ -149,14 +151,45 @@ def test_default_probe_reads_real_memory() -> None:
     assert 0.0 < sample.system_fraction <= 1.0 and sample.rss > 0
 
 
-def test_tune_malloc_runs_in_a_fresh_process() -> None:
-    import subprocess
-    import sys
+_FAULTS = """
+import resource, sys
+import numpy as np
+from dcmstream.cache import tune_malloc
+ok = tune_malloc(sys.argv[1])
+def churn():
+    for _ in range(200):  # a frame-sized buffer per frame, written, freed
+        a = np.empty(1 << 19, np.uint8)
+        a.fill(1)
+        del a
+churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+churn()
+print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
 
-    code = "from dcmstream.cache import tune_malloc; import numpy as np; ok = tune_malloc(); np.ones(1 << 20).sum(); print(ok)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert out.returncode == 0
-    assert out.stdout.strip() == str(sys.platform.startswith("linux"))
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tune_malloc_profiles_change_how_frame_buffers_are_mapped() -> None:
+    # "budget" maps every 512 KiB buffer afresh (freed memory returns to the system:
+    # ~128 page faults per buffer); "throughput" reuses the heap (almost none).
+    import subprocess
+
+    faults = {}
+    for profile in ("budget", "throughput"):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, profile], capture_output=True, text=True,
+                             timeout=60, check=True)
+        ok, count = out.stdout.split()
+        assert ok == "True"
+        faults[profile] = int(count)
+    assert faults["budget"] > 100 * 100  # 200 buffers x 128 pages
+    assert faults["throughput"] < faults["budget"] / 20
+
+
+def test_tune_malloc_rejects_an_unknown_profile() -> None:
+    from dcmstream.cache import tune_malloc
+
+    with pytest.raises(ValueError, match="profile"):
+        tune_malloc("fast")
 
 
 def test_prefetch_window_follows_the_governed_budget() -> None:

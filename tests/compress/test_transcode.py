@@ -307,3 +307,33 @@ def test_codec_mismatch_is_caught_before_anything_is_written(synthetic, tmp_path
     assert result.status == "failed"
     assert "frame 0" in result.message and "does not decode to the source" in result.message
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["htj2k", "jpeg-ls-near:2", "deflate"])
+def test_per_frame_groups_are_copied_as_stored(synthetic, tmp_path: Path, target: str) -> None:
+    # The source's Per-Frame Functional Groups are spliced into the output as stored (not
+    # parsed and re-encoded): the output must hold them unchanged, in tag order, once, and
+    # a lossy ratio patched after them must land in the right element.
+    source = synthetic["ct"]
+    out = tmp_path / "out.dcm"
+    result = transcode(source, out, target, ssim=False)
+    assert result.status == "written", result.message
+    before = pydicom.dcmread(source, stop_before_pixels=True)
+    after = pydicom.dcmread(out, stop_before_pixels=True)
+    assert len(after.PerFrameFunctionalGroupsSequence) == FRAMES
+    assert after.PerFrameFunctionalGroupsSequence == before.PerFrameFunctionalGroupsSequence
+    assert list(after.keys()) == sorted(after.keys())
+    if TARGETS[target.split(":")[0]].lossy:
+        assert float(after.LossyImageCompressionRatio) == pytest.approx(result.ratio, abs=0.01)
+    else:
+        np.testing.assert_array_equal(frames_of(out), frames_of(source))
+
+
+def test_raw_frame_groups_only_while_nothing_parsed_them(synthetic) -> None:
+    with dcmstream.open(synthetic["ct"], cache=False) as inst:
+        ds, raw = inst.dataset_and_raw_frame_groups()
+        assert raw is not None and raw[:4] == b"\x00\x52\x30\x92"  # (5200,9230), little endian
+        assert "PerFrameFunctionalGroupsSequence" not in ds
+        assert len(inst.dataset.PerFrameFunctionalGroupsSequence) == FRAMES  # parses them now
+        ds, raw = inst.dataset_and_raw_frame_groups()
+        assert raw is None and "PerFrameFunctionalGroupsSequence" in ds

@@ -52,30 +52,6 @@ def fill_demo(archive: "object", console: Console) -> None:
     marker.write_text(json.dumps(stored, indent=1))
 
 
-def tune_malloc() -> bool:
-    """Keep glibc from hoarding freed frame buffers (Linux only; returns whether applied).
-
-    Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
-    threads. glibc's default raises its mmap threshold after the first such free, so
-    later buffers come from per-thread heaps that fragment and never shrink: RSS
-    grows far past the cache budget. A fixed threshold (which also turns off the
-    dynamic raise) and two arenas keep RSS at the budget.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_mmap_threshold, m_arena_max = -3, -8
-    return bool(mallopt(m_mmap_threshold, 128 * 1024)) and bool(mallopt(m_arena_max, 2))
-
-
 def serve(
     archive_dir: Path = typer.Argument(Path("archive"), help="archive folder (catalog.sqlite + objects/); created if missing"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -101,8 +77,12 @@ def serve(
     from ..web import create_app
     from ..web.common import ServerConfig
 
+    from ..cache import tune_malloc
+
     console = Console(stderr=True)
-    tune_malloc()
+    # Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
+    # threads: keep glibc from hoarding them, so RSS stays at the cache budget.
+    tune_malloc("budget")
     # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
     # cache gets a fixed share rather than the library default (5% of RAM).
     set_default_cache(FrameCache(max(cache_mb, 1) << 20, max(cache_mb << 18, 1 << 20)))

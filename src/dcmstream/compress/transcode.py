@@ -413,7 +413,7 @@ class Pools:
 
 
 def _source_is_lossy(inst: Instance) -> bool:
-    return (str(inst.dataset.get("LossyImageCompression", "")).strip() == "01"
+    return (str(inst.header_dataset.get("LossyImageCompression", "")).strip() == "01"
             or str(inst.transfer_syntax) in LOSSY_SYNTAXES)
 
 
@@ -444,26 +444,55 @@ def _calibration_frames(inst: Instance, raw: bool,
     return frames
 
 
-def _header_bytes(ds, enc: writer.Encoding, lossy: bool) -> tuple[bytes, int | None]:
+def _header_bytes(ds, enc: writer.Encoding, lossy: bool,
+                  raw_groups: bytes | None = None) -> tuple[bytes, int | None]:
     """The encoded header and, for lossy results, where the ratio placeholder is in it.
 
-    For lossy results the header is encoded in three pieces - the elements before Lossy
-    Image Compression Ratio, that element alone, the rest - so the position of the ratio's
-    reserved text is known exactly, whatever pydicom does with the other elements.
+    For lossy results the Lossy Image Compression Ratio element is encoded on its own, so
+    the position of the ratio's reserved text is known exactly, whatever pydicom does with
+    the other elements. ``raw_groups`` (the source's Per-Frame Functional Groups element as
+    stored, Explicit VR Little Endian like every output here) is spliced in at its place in
+    tag order instead of re-encoding one item per frame.
     """
-    if not lossy or 0x00282112 not in ds:
+    ratio_tag = 0x00282112 if lossy and 0x00282112 in ds else None
+    if ratio_tag is None and raw_groups is None:
         return enc.dataset(ds), None
-    before, ratio, after = Dataset(), Dataset(), Dataset()
-    for elem in ds:
-        (before if elem.tag < 0x00282112 else ratio if elem.tag == 0x00282112 else after).add(elem)
-    # The later pieces have no (0008,0005) of their own: hand them the enclosing one.
+    if raw_groups is not None and writer.PER_FRAME_GROUPS in ds:
+        del ds[writer.PER_FRAME_GROUPS]  # never twice, whoever parsed it meanwhile
+    # Pieces after the first have no (0008,0005) of their own: hand them the enclosing one
+    # (a piece that has its own uses that).
     charset = ds.get("SpecificCharacterSet") or None
-    first = enc.dataset(before)
-    middle = enc.dataset(ratio, charset)
-    at = middle.rfind(hdr.ratio_placeholder().encode("ascii"))
-    if at < 0:  # pragma: no cover - defensive
-        raise RuntimeError("could not locate the Lossy Image Compression Ratio placeholder")
-    return first + middle + enc.dataset(after, charset), len(first) + at
+    out = bytearray()
+    ratio_at: int | None = None
+    piece = Dataset()
+
+    def emit() -> None:
+        nonlocal piece
+        if len(piece):
+            out.extend(enc.dataset(piece, charset))
+        piece = Dataset()
+
+    for elem in ds:
+        if raw_groups is not None and elem.tag > writer.PER_FRAME_GROUPS:
+            emit()
+            out.extend(raw_groups)
+            raw_groups = None
+        if elem.tag == ratio_tag:
+            emit()
+            piece.add(elem)
+            middle = enc.dataset(piece, charset)
+            at = middle.rfind(hdr.ratio_placeholder().encode("ascii"))
+            if at < 0:  # pragma: no cover - defensive
+                raise RuntimeError("could not locate the Lossy Image Compression Ratio placeholder")
+            ratio_at = len(out) + at
+            out.extend(middle)
+            piece = Dataset()
+            continue
+        piece.add(elem)
+    emit()
+    if raw_groups is not None:
+        out.extend(raw_groups)
+    return bytes(out), ratio_at
 
 
 @dataclass
@@ -475,6 +504,7 @@ class _Plan:
     target: Target
     count: int
     native_estimate: int  # bytes of all frames uncompressed
+    raw_groups: bytes | None = None  # the source's per-frame groups as stored, copied as is
 
 
 def _estimate_offset_table(plan: _Plan, eot_threshold: int) -> str:
@@ -490,7 +520,7 @@ def _write(plan: _Plan, atomic: writer.AtomicFile, offset_table: str,
     fh = atomic.fh
     fh.write(writer.file_meta_bytes(ds.file_meta))
     enc = writer.encoding_for(plan.target.transfer_syntax)
-    header, ratio_at = _header_bytes(ds, enc, plan.target.lossy or job.lossy)
+    header, ratio_at = _header_bytes(ds, enc, plan.target.lossy or job.lossy, plan.raw_groups)
     body: Any = writer.DeflateWriter(fh) if writer.is_deflated(plan.target.transfer_syntax) else fh
     header_start = fh.tell()
     body.write(header)
@@ -613,7 +643,10 @@ def _prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
     if encode_plan.needs_calibration:
         encode_plan = encode_plan.calibrate(_calibration_frames(inst, raw, transform))
     source_lossy = _source_is_lossy(inst)
-    ds = hdr.output_dataset(inst.dataset, photometric=encode_plan.photometric,
+    # Without edits, the per-frame functional groups are copied as stored (when the source
+    # allows): parsing and re-encoding them cost 0.3 s per 1,000 frames.
+    source_ds, raw_groups = (inst.dataset, None) if edit is not None else inst.dataset_and_raw_frame_groups()
+    ds = hdr.output_dataset(source_ds, photometric=encode_plan.photometric,
                             samples=spec.samples_per_pixel,
                             big_endian_source=str(inst.transfer_syntax) == "1.2.840.10008.1.2.2")
     if transform is not None and transform.factor > 1:
@@ -624,8 +657,8 @@ def _prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
         if "LossyImageCompressionMethod" not in ds and str(inst.transfer_syntax) in LOSSY_SYNTAXES:
             ds.LossyImageCompressionMethod = LOSSY_SYNTAXES[str(inst.transfer_syntax)]
     if target.lossy:
-        sop_class = str(inst.dataset.get("SOPClassUID", ""))
-        sop_instance = str(inst.dataset.get("SOPInstanceUID", ""))
+        sop_class = str(source_ds.get("SOPClassUID", ""))
+        sop_instance = str(source_ds.get("SOPInstanceUID", ""))
         description = (f"Lossy compression {target.label} ({target.method}) by dcmstream "
                        f"{__version__}{description_extra}")
         hdr.append_lossy_derivation(ds, method=target.method or "", description=description,
@@ -634,8 +667,8 @@ def _prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
     if edit is not None:
         edit(ds)
     ds.file_meta = hdr.new_file_meta(ds, target.transfer_syntax,
-                                     getattr(inst.dataset, "file_meta", None))
-    window = window_from_dataset(inst.dataset) if spec.samples_per_pixel == 1 and \
+                                     getattr(source_ds, "file_meta", None))
+    window = window_from_dataset(source_ds) if spec.samples_per_pixel == 1 and \
         spec.photometric_interpretation.startswith("MONOCHROME") else None
     job = _FrameJob(path=source, raw=raw, encoder=encode_plan.encoder, native=target.native,
                     lossy=target.lossy, syntax=target.transfer_syntax, spec=encode_plan.spec,
@@ -643,7 +676,7 @@ def _prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
     count = len(inst)
     native_estimate = encode_plan.spec.pixels_per_frame * max(
         encode_plan.spec.bits_allocated // 8, 1) * count
-    return _Plan(job, ds, target, count, native_estimate), encode_plan
+    return _Plan(job, ds, target, count, native_estimate, raw_groups), encode_plan
 
 
 def _fill_identity(result: TranscodeResult, inst: Instance | None, target: Target) -> None:
@@ -652,8 +685,8 @@ def _fill_identity(result: TranscodeResult, inst: Instance | None, target: Targe
     if inst is None:
         return
     result.syntax_in = str(inst.transfer_syntax)
-    result.modality = str(inst.dataset.get("Modality", "") or "")
-    result.sop_instance_uid = str(inst.dataset.get("SOPInstanceUID", "") or "")
+    result.modality = str(inst.header_dataset.get("Modality", "") or "")
+    result.sop_instance_uid = str(inst.header_dataset.get("SOPInstanceUID", "") or "")
     if inst.has_pixels:
         spec = inst.pixel_spec
         result.frames = len(inst)

@@ -149,6 +149,29 @@ class Instance:
         return self._header.complete_dataset()
 
     @property
+    def header_dataset(self) -> FileDataset:
+        """The dataset as opening parsed it: every top-level element, except that the
+        Per-Frame Functional Groups Sequence is missing until something reads
+        :attr:`dataset` (cheap, for top-level look-ups)."""
+        return self._header.dataset
+
+    def dataset_and_raw_frame_groups(self) -> tuple[FileDataset, bytes | None]:
+        """The header for copying without parsing its per-frame functional groups.
+
+        When opening stepped over the Per-Frame Functional Groups Sequence, nothing has
+        parsed it since, and the dataset is Explicit VR Little Endian: (the dataset without
+        that element, the element's bytes as stored) - a copy can splice the bytes in
+        instead of parsing and re-encoding one item per frame. Otherwise
+        ``(self.dataset, None)``. The dataset is the instance's own: do not change it.
+        """
+        header = self._header
+        if header.is_little_endian and not header.is_implicit_vr:
+            raw = header.deferred_bytes()
+            if raw is not None:
+                return self.header_dataset, raw
+        return self.dataset, None
+
+    @property
     def transfer_syntax(self) -> UID:
         """The transfer syntax UID the pixel data is stored in."""
         return self._header.transfer_syntax

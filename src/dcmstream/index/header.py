@@ -82,7 +82,17 @@ class Header:
     source: ByteSource  # where pixel bytes are read (an inflated copy for deflate)
     owned_sources: list[ByteSource] = field(default_factory=list)
     deferred_offset: int | None = None
+    deferred_end: int | None = None  # where the deferred element ends
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def deferred_bytes(self) -> bytes | None:
+        """The deferred Per-Frame Functional Groups element exactly as stored (tag to end),
+        or None when there is none or it has been parsed into the dataset since."""
+        with self._lock:
+            start, end = self.deferred_offset, self.deferred_end
+            if start is None or end is None:
+                return None
+            return self.source.read_exact(start, end - start, "the per-frame functional groups")
 
     def complete_dataset(self) -> FileDataset:
         """The dataset with every element before the pixel data, deferred ones parsed."""
@@ -97,7 +107,7 @@ class Header:
                 )
                 if PER_FRAME_GROUPS in part:
                     self.dataset[PER_FRAME_GROUPS] = part[PER_FRAME_GROUPS]
-                self.deferred_offset = None
+                self.deferred_offset = self.deferred_end = None
         return self.dataset
 
 
@@ -111,27 +121,27 @@ def _at_pixel_data_or_frame_groups(tag: BaseTag, vr: str | None, length: int) ->
 
 def _step_over_frame_groups(
     ds: Dataset, reader: SourceReader, stop: int, implicit: bool, little: bool
-) -> tuple[int, int | None]:
+) -> tuple[int, int | None, int | None]:
     """If parsing stopped at the per-frame groups, skip them and parse the rest.
 
     Returns the new stop offset (at the pixel data or the end) and where the
-    deferred sequence starts (None if there was none).
+    deferred sequence starts and ends (None if there was none).
     """
     source = reader.source
     if stop + 4 > source.size:
-        return stop, None
+        return stop, None, None
     endian = "<" if little else ">"
     reader.seek(stop)
     group, elem = struct.unpack(endian + "HH", reader.read(4))
     if (group << 16 | elem) != PER_FRAME_GROUPS:
-        return stop, None
+        return stop, None, None
     end = skip_element(reader, stop, implicit=implicit, little=little)
     reader.seek(end)
     rest = _guard(source.name, read_dataset, reader, implicit, little, stop_when=_at_pixel_data)
     _check_complete(rest, source.name)
     for tag in rest.keys():
         ds[tag] = rest.get_item(tag)
-    return reader.tell(), stop
+    return reader.tell(), stop, end
 
 
 def _read_pixel_element(source: ByteSource, offset: int, little: bool, implicit: bool) -> PixelElement | None:
@@ -296,7 +306,7 @@ def parse_header(source: ByteSource) -> Header:
         # No file meta: pydicom guessed the encoding; name the matching syntax.
         ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     ts = UID(str(ts))
-    stop, deferred = _step_over_frame_groups(ds, body_reader, stop, implicit, little)
+    stop, deferred, deferred_end = _step_over_frame_groups(ds, body_reader, stop, implicit, little)
     pixel = _read_pixel_element(pixel_source, stop, little, implicit) if stop < pixel_source.size else None
     return Header(
         dataset=ds,
@@ -307,4 +317,5 @@ def parse_header(source: ByteSource) -> Header:
         source=pixel_source,
         owned_sources=owned,
         deferred_offset=deferred,
+        deferred_end=deferred_end,
     )
