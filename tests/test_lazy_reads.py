@@ -108,3 +108,33 @@ def test_frame_index_round_trips_through_dict(testfile) -> None:
         assert again.kind == index.kind and again.wrapped == index.wrapped
         np.testing.assert_array_equal(again.offsets, index.offsets)
         np.testing.assert_array_equal(again.lengths, index.lengths)
+
+
+def test_read_writable_is_the_same_bytes_in_a_buffer_of_its_own(tmp_path) -> None:
+    from dcmstream.errors import DicomFormatError, SourceError
+    from dcmstream.io import BytesSource
+
+    data = bytes(range(256)) * 40
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    for source in (FileSource(path), BytesSource(data)):
+        buf = source.read_writable(100, 5000)
+        assert isinstance(buf, bytearray) and buf == data[100:5100]
+        np.frombuffer(buf, np.uint8)[:] = 0  # writable, and not the source's memory
+        assert source.read_at(100, 10) == data[100:110]
+        assert source.read_calls == 2 and source.bytes_read == 5010
+        with pytest.raises(DicomFormatError, match="truncated"):
+            source.read_writable(len(data) - 10, 20, "frame 3")
+        source.close()
+        with pytest.raises(SourceError):
+            source.read_writable(0, 10)
+
+
+def test_native_frames_are_writable_views_not_copies(testfile) -> None:
+    # A native frame is decoded straight from the buffer it was read into.
+    with dcmstream.open(testfile("CT_small.dcm"), cache=False) as inst:
+        inst.source.reset_counters()
+        frame = inst.frame(0)
+        assert frame.flags.writeable and frame.base is not None
+        assert inst.source.read_calls == 1
+        np.testing.assert_array_equal(frame, pydicom.dcmread(testfile("CT_small.dcm")).pixel_array)

@@ -195,13 +195,12 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
     src = tmp_path / "ct.dcm"
     src.write_bytes(synthetic["ct"].read_bytes())
     before = src.read_bytes()
-    original = transcode_module._verify_frame
+    original = transcode_module._verify_frames
 
-    def corrupt(args, i):  # the decoded frame never matches
-        index, _, seconds = original(args, i)
-        return index, b"wrong", seconds
+    def corrupt(args, chunk):  # the written frames never match
+        return [(index, b"wrong", seconds) for index, _, seconds in original(args, chunk)]
 
-    monkeypatch.setattr(transcode_module, "_verify_frame", corrupt)
+    monkeypatch.setattr(transcode_module, "_verify_frames", corrupt)
     result = transcode(src, None, "jpeg-ls", in_place=True)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert src.read_bytes() == before

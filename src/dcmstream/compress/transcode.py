@@ -576,17 +576,26 @@ def _write(plan: _Plan, atomic: writer.AtomicFile, offset_table: str,
     return digests
 
 
-def _verify_frame(args: tuple[str, bool, bool], i: int) -> tuple[int, bytes, float]:
-    """Digest of frame ``i`` of the written file: its decoded pixels for native targets,
-    its codestream (as indexed: the offset table found it) for encapsulated ones."""
-    path, native, raw = args
+#: Frames per task of the post-write check (a task per frame cost more in futures than in
+#: hashing for small codestreams).
+_VERIFY_CHUNK = 16
+
+
+def _verify_frames(args: tuple[str, bool, bool, int], chunk: int) -> list[tuple[int, bytes, float]]:
+    """Digests of frames ``chunk * _VERIFY_CHUNK ...`` of the written file: their decoded
+    pixels for native targets, their codestreams (as indexed: the offset table found them)
+    for encapsulated ones."""
+    path, native, raw, count = args
     inst = _instance(path)
-    t0 = time.perf_counter()
-    if native:
-        value = digest(_raw_frame(inst, i) if raw else inst.frame(i))
-    else:
-        value = digest(inst.encoded_frame(i))
-    return i, value, time.perf_counter() - t0
+    out = []
+    for i in range(chunk * _VERIFY_CHUNK, min((chunk + 1) * _VERIFY_CHUNK, count)):
+        t0 = time.perf_counter()
+        if native:
+            value = digest(_raw_frame(inst, i) if raw else inst.frame(i))
+        else:
+            value = digest(inst.encoded_frame(i))
+        out.append((i, value, time.perf_counter() - t0))
+    return out
 
 
 def _verify(path: Path, plan: _Plan, digests: list[tuple[bytes, bytes]],
@@ -612,8 +621,11 @@ def _verify(path: Path, plan: _Plan, digests: list[tuple[bytes, bytes]],
         seconds = 0.0
         # Reads (and native decodes) in threads of this process (``pool``): the temporary
         # file stays private to this process.
-        for i, value, spent in _ordered(_verify_frame, (key, native, job.raw), plan.count,
-                                        pool, window):
+        chunks = -(-plan.count // _VERIFY_CHUNK)
+        checked = (entry for chunk in _ordered(_verify_frames, (key, native, job.raw, plan.count), chunks,
+                                               pool, max(2, window // _VERIFY_CHUNK))
+                   for entry in chunk)
+        for i, value, spent in checked:
             expected = digests[i][0] if native else digests[i][1]
             if value != expected:
                 what = "pixels differ from the source" if native else \
@@ -806,7 +818,7 @@ def transcode(
         else:
             encode_pool = executor
             verify_pool = executor if isinstance(executor, ThreadPoolExecutor) else None
-        window = 2 * max(jobs, getattr(encode_pool, "_max_workers", 1) or 1)
+        window = 4 * max(jobs, getattr(encode_pool, "_max_workers", 1) or 1)
         offset_table = _estimate_offset_table(plan, eot_threshold)
         dest.parent.mkdir(parents=True, exist_ok=True)
         while True:

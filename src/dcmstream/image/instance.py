@@ -319,6 +319,10 @@ class Instance:
         return self.cache.peek((self.cache_key, int(i) % max(len(self), 1), representation(k)))
 
     def _load_frame(self, j: int, level: int = 0) -> np.ndarray:
+        if self.frame_index.kind == "native" and not self._be_swap_ow:
+            # Read into a writable buffer: the decoded array is a view of it, not a copy.
+            offset, length = self.frame_index.span(j)
+            return self.decode(self._header.source.read_writable(offset, length, f"frame {j}"), j, level)
         return self.decode(self._cached_encoded_frame(j), j, level)
 
     def _load_level(self, j: int, k: int) -> np.ndarray:

@@ -52,9 +52,12 @@ def finish_frame(decoded: Decoded, spec: PixelSpec, transfer_syntax: str) -> np.
     elif spec.pixel_keyword == "PixelData" and spec.bits_allocated > spec.bits_stored and spec.bits_allocated > 1:
         # PS3.5 8.1.1: bits above Bits Stored carry no meaning; pydicom masks
         # them (and sign-extends signed data), so must we.
-        shift = spec.bits_allocated - spec.bits_stored
-        np.left_shift(arr, shift, out=arr)
-        np.right_shift(arr, shift, out=arr)
+        if arr.dtype.kind == "u":  # one pass: the same as shifting up and down again
+            np.bitwise_and(arr, arr.dtype.type((1 << spec.bits_stored) - 1), out=arr)
+        else:
+            shift = spec.bits_allocated - spec.bits_stored
+            np.left_shift(arr, shift, out=arr)
+            np.right_shift(arr, shift, out=arr)
 
     if photometric in ("YBR_FULL", "YBR_FULL_422") and spec.samples_per_pixel == 3:
         arr = convert_color_space(arr, "YBR_FULL", "RGB")

@@ -74,6 +74,11 @@ class ByteSource(ABC):
             )
         return data
 
+    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
+        """Like :meth:`read_exact`, into a new writable buffer (numpy arrays over it can be
+        changed in place, so callers need not copy what they read)."""
+        return bytearray(self.read_exact(offset, length, what))
+
     def reset_counters(self) -> None:
         """Set ``bytes_read`` and ``read_calls`` back to zero."""
         with self._count_lock:
@@ -114,6 +119,35 @@ class FileSource(ByteSource):
     @property
     def size(self) -> int:
         return self._size
+
+    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
+        # preadv fills the buffer itself: one copy (kernel to buffer) instead of two.
+        if self._closed:
+            raise SourceError(f"{self.name}: source is closed")
+        if offset < 0 or length < 0 or offset + length > self.size:
+            return super().read_writable(offset, length, what)  # the checks and messages
+        buf = bytearray(length)
+        view = memoryview(buf)
+        done = 0
+        try:
+            while done < length:
+                n = os.preadv(self._fd, [view[done:]], offset + done)
+                if n <= 0:
+                    break
+                done += n
+        except OSError as exc:
+            raise SourceError(f"{self.name}: read failed at {offset} ({exc.strerror})") from exc
+        finally:
+            view.release()
+        if done < length:
+            from ..errors import DicomFormatError
+
+            raise DicomFormatError(f"{self.name}: {what} at offset {offset} needs {length} bytes but the "
+                                   f"source ends after {done} (truncated file?)")
+        with self._count_lock:
+            self.bytes_read += length
+            self.read_calls += 1
+        return buf
 
     def _read_at(self, offset: int, length: int) -> bytes:
         try:
