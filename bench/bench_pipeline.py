@@ -107,12 +107,21 @@ def _worker_pipeline(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fn_seconds(arr: Any) -> float:
+    """Time of the benchmark's fn on one decoded frame (what a run adds to decoding)."""
+    item = type("Item", (), {"array": np.asarray(arr)})()
+    light_stats(item)
+    t = time.perf_counter()
+    light_stats(item)
+    return time.perf_counter() - t
+
+
 def _worker_decode(payload: dict[str, Any]) -> dict[str, Any]:
     """Sum of raw codec decode times, from a sample of every file's frames."""
     import dcmstream
     from bench.bench_frames import _raw_decoder
 
-    total_s = 0.0
+    total_s = fn_total = 0.0
     per: dict[str, Any] = {}
     series_groups: dict[str, list[str]] = {}
     for p in payload["inputs"]:
@@ -124,16 +133,18 @@ def _worker_decode(payload: dict[str, Any]) -> dict[str, Any]:
         if path.is_dir():
             files = series_groups[str(path)]
             sample = files[:: max(1, len(files) // SAMPLE_SERIES)]
-            times = []
+            times, fn_times = [], []
             for f in sample:
                 with dcmstream.open(f, cache=False) as inst:
                     name, raw = _raw_decoder(str(inst.transfer_syntax), inst.pixel_spec)
                     data = inst.encoded_frame(0)
                 raw(data)
                 t = time.perf_counter()
-                raw(data)
+                arr = raw(data)
                 times.append(time.perf_counter() - t)
+                fn_times.append(_fn_seconds(arr))
             est = float(np.mean(times)) * len(files)
+            fn_total += float(np.mean(fn_times)) * len(files)
             per[path.name] = {"codec": name, "frames": len(files), "sampled": len(sample), "ms": 1e3 * float(np.mean(times)), "total_s": est}
         else:
             with dcmstream.open(path, cache=False) as inst:
@@ -142,15 +153,17 @@ def _worker_decode(payload: dict[str, Any]) -> dict[str, Any]:
                 idx = list(range(0, n, max(1, n // SAMPLE_PER_FILE)))
                 encoded = [inst.encoded_frame(i) for i in idx]
             raw(encoded[0])
-            times = []
+            times, fn_times = [], []
             for data in encoded:
                 t = time.perf_counter()
-                raw(data)
+                arr = raw(data)
                 times.append(time.perf_counter() - t)
+                fn_times.append(_fn_seconds(arr))
             est = float(np.mean(times)) * n
+            fn_total += float(np.mean(fn_times)) * n
             per[path.name] = {"codec": name, "frames": n, "sampled": len(idx), "ms": 1e3 * float(np.mean(times)), "total_s": est}
         total_s += est
-    return {"total_s": total_s, "files": per}
+    return {"total_s": total_s, "fn_total_s": fn_total, "files": per}
 
 
 def _worker_naive(payload: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +408,15 @@ def _targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     if "mb_per_s" in r1 and "mb_per_s" in r2 and r1["mb_per_s"]:
         s = r2["mb_per_s"] / r1["mb_per_s"]
         add("2 workers vs 1", f"{s:.2f}x", f">= {SPEEDUP_MIN}x", s >= SPEEDUP_MIN)
+    fn_s = data["decode"].get("fn_total_s")
+    if dec and fn_s:
+        both = raw / 1e6 / (dec + fn_s)
+        for w, cores in (("1", 1), ("2", 2)):
+            r = runs.get(w, {})
+            if "mb_per_s" in r:
+                ratio = r["mb_per_s"] / (both * cores)
+                add(f"{w} worker(s) vs decode + fn on {cores} core(s) (for reading: the pipeline's own overhead)",
+                    f"{ratio:.2f}x ({r['mb_per_s']:,.0f} vs {both * cores:,.0f} MB/s)", "", None)
     if limit1:
         for w, cores in (("1", 1), ("2", 2)):
             r = runs.get(w, {})
@@ -420,8 +442,9 @@ def _markdown(data: dict[str, Any]) -> str:
         f"- budget: {data['budget'] / 1e9:g} GB; fn: min, max and exact sum per frame (decoding is the work)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
         "",
-        "The machine is shared with other jobs: the rounds are interleaved and the best run of each",
-        "configuration is compared (time, MB/s: best; peak RSS: worst of all rounds). Check the load.",
+        "The rounds are interleaved and the best run of each configuration is compared (time, MB/s:",
+        "best; peak RSS: worst of all rounds); the machine is a 2-core VM whose speed varies by a few",
+        "per cent from run to run, so check the load and the rounds.",
         "",
         "## Results",
         "",
@@ -433,6 +456,10 @@ def _markdown(data: dict[str, Any]) -> str:
                      "", "", f"rounds: {dec.get('runs_total_s')} s"])
         rows.append(["decode limit, 2 cores (ideal)", f"{dec['total_s'] / 2:.1f}", f"{2 * raw / 1e6 / dec['total_s']:,.0f}",
                      "", "", ""])
+    if "fn_total_s" in dec and "total_s" in dec:
+        both = dec["total_s"] + dec["fn_total_s"]
+        rows.append(["decode + fn, 1 core (raw codec and the run's fn, no pipeline)", f"{both:.1f}", f"{raw / 1e6 / both:,.0f}",
+                     "", "", f"fn alone {dec['fn_total_s']:.1f} s"])
     for w, r in data["pipeline"].items():
         if "error" in r:
             rows.append([f"dcmstream pipeline, {w} worker(s)", "error", r["error"][:80], "", "", ""])
