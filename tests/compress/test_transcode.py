@@ -336,3 +336,30 @@ def test_raw_frame_groups_only_while_nothing_parsed_them(synthetic) -> None:
         assert len(inst.dataset.PerFrameFunctionalGroupsSequence) == FRAMES  # parses them now
         ds, raw = inst.dataset_and_raw_frame_groups()
         assert raw is None and "PerFrameFunctionalGroupsSequence" in ds
+
+
+def test_a_frame_that_fails_its_check_is_encoded_again_alone(synthetic, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A codec that misbehaves once (as OpenJPH did under concurrency here) costs a second,
+    # serialized encode of that frame, still verified - not the file; one that keeps
+    # misbehaving fails the file, and nothing is written.
+    source = synthetic["ct"]
+    real = encoders.JpegLsEncoder.__call__
+    calls = {"n": 0}
+
+    def flaky(self, frame):
+        calls["n"] += 1
+        data = real(self, frame)
+        return data[: len(data) // 2] if calls["n"] == 2 else data  # frame 1, first try
+
+    monkeypatch.setattr(encoders.JpegLsEncoder, "__call__", flaky)
+    result = transcode(source, tmp_path / "ok.dcm", "jpeg-ls", ssim=False)
+    assert result.status == "written" and result.verified and result.retried_frames == 1
+    assert "encoded again alone" in result.message
+    np.testing.assert_array_equal(frames_of(tmp_path / "ok.dcm"), frames_of(source))
+
+    monkeypatch.setattr(encoders.JpegLsEncoder, "__call__", lambda self, frame: real(self, frame)[:-40])
+    result = transcode(source, tmp_path / "bad.dcm", "jpeg-ls", ssim=False)
+    assert result.status == "failed" and "verification failed at frame 0" in result.message
+    assert not (tmp_path / "bad.dcm").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.dcm"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+import threading
 
 import numpy as np
 from pydicom.pixels.utils import _get_jpg_parameters
@@ -32,7 +33,7 @@ from ..index.pixel_spec import PixelSpec
 from .base import Decoded, FrameDecoder
 from .j2k_levels import decode_reduced, decomposition_levels, is_reversible, openjpeg_available
 
-__all__ = ["IMAGECODECS_DECODERS"]
+__all__ = ["IMAGECODECS_DECODERS", "openjph_ready"]
 
 _HAVE = importlib.util.find_spec("imagecodecs") is not None
 if _HAVE:
@@ -168,7 +169,30 @@ def _jpeg2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
     return Decoded(arr, photometric=_j2k_photometric(spec), precision=precision, signed=signed)
 
 
+_OJPH_LOCK = threading.Lock()
+_ojph_warm = False
+
+
+def openjph_ready() -> None:
+    """Run OpenJPH once (encode and decode a small image) under a lock, before any thread
+    uses it. Seen here: two threads making their first HTJ2K calls at once got a corrupt
+    decode ("ojph error") about once in 25 runs, never afterwards - the signature of state
+    built lazily on first use; doing that first use alone removes the race."""
+    global _ojph_warm
+    if _ojph_warm:
+        return
+    with _OJPH_LOCK:
+        if not _ojph_warm:
+            sample = (np.arange(64 * 64, dtype=np.uint16) * 7 % 4096).reshape(64, 64)
+            for rgb in (False, True):
+                image = np.dstack([sample] * 3) if rgb else sample
+                imagecodecs.htj2k_decode(imagecodecs.htj2k_encode(image, reversible=True, rgb=rgb or None))
+            imagecodecs.htj2k_decode(imagecodecs.htj2k_encode(sample, level=0.01, reversible=False))
+            _ojph_warm = True
+
+
 def _htj2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
+    openjph_ready()
     precision, signed = _j2k_params(data, spec)
     native, rest = _split_level(data, level)
     try:

@@ -34,6 +34,7 @@ import imagecodecs
 import numpy as np
 
 from ..codecs import charls
+from ..codecs.imagecodecs_backend import openjph_ready
 from ..index.pixel_spec import PixelSpec
 
 __all__ = [
@@ -176,6 +177,7 @@ class Htj2kEncoder:
     releases_gil: bool = True
 
     def __call__(self, frame: np.ndarray) -> bytes:
+        openjph_ready()
         lossy = self.step is not None
         return bytes(imagecodecs.htj2k_encode(
             np.ascontiguousarray(frame), level=self.step if lossy else None,
