@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,8 @@ from ..io.source import ByteSource, as_source
 from .levels import check_level, decimate, geometric_max_level, level_for_size, level_shape, representation
 from .postprocess import finish_frame
 from .render import Renderer, check_size, resize_area, target_shape
+
+_ITEM_HEADER = struct.Struct("<HHL")
 
 __all__ = ["Instance", "open"]
 
@@ -243,7 +246,15 @@ class Instance:
         if index.kind == "native":
             return self._native_bytes(j)
         offset, length = index.span(j)
-        data = self._header.source.read_exact(offset, length, f"frame {j}")
+        src = self._header.source
+        if index.wrapped and length > 8:
+            # Usually one fragment per frame: read its item header, then exactly its value
+            # (no copy out of a larger read). Anything else is read whole and unwrapped.
+            head = src.read_exact(offset, 8, f"frame {j}")
+            tag_group, tag_elem, item_length = _ITEM_HEADER.unpack(head)
+            if (tag_group, tag_elem) == (0xFFFE, 0xE000) and item_length == length - 8:
+                return src.read_exact(offset + 8, item_length, f"frame {j}")
+        data = src.read_exact(offset, length, f"frame {j}")
         return unwrap_items(data, self.name, j) if index.wrapped else data
 
     def decode(self, data: bytes, i: int = 0, level: int = 0) -> np.ndarray:
