@@ -124,7 +124,7 @@ def tune_malloc(profile: str = "budget", *, mmap_threshold: int | None = None,
     * ``"throughput"`` (``dcmstream compress``): blocks up to 64 MiB come from the heap and up
       to 64 MiB of free heap is kept. Codecs such as OpenJPH allocate and free their work
       buffers per frame; with the default every frame paid fresh mappings and page faults
-      (HTJ2K transcoding 25 % slower, ``bench/results/compress.md``). Memory stays bounded:
+      (HTJ2K transcoding about 20 % slower, ``bench/results/compress.md``). Memory stays bounded:
       at most the kept 64 MiB above what is in use.
 
     The keyword arguments override the profile's values. It changes the whole process's
