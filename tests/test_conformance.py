@@ -96,3 +96,26 @@ def test_conformance_covers_every_index_kind_and_many_syntaxes() -> None:
     # EOT is exercised by generated fixtures (no corpus file carries one).
     assert {"native", "bot", "fragments"} <= kinds
     assert len(syntaxes) >= 12, sorted(syntaxes)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[os.path.relpath(p, os.path.dirname(os.path.dirname(p))) for p in FILES])
+def test_header_matches_pydicom(path: str) -> None:
+    # Opening reads the file meta (usually by our own plain-meta reader) and the dataset
+    # up to the pixel data: both must equal what pydicom reads.
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - files pydicom rejects are covered above
+        return
+    try:
+        inst = dcmstream.open(path, cache=False)
+    except dcmstream.DcmstreamError:
+        return  # a typed refusal; test_frames_match_pydicom checks it is justified
+    with inst:
+        mine = inst.dataset
+        assert mine.file_meta == ds.file_meta
+        assert mine.preamble == ds.preamble
+        theirs = {e.tag: e for e in ds if e.tag not in (0x7FE00008, 0x7FE00009, 0x7FE00010)}
+        ours = {e.tag: e for e in mine}
+        assert set(ours) == set(theirs)
+        for tag, elem in theirs.items():
+            assert ours[tag].value == elem.value, f"{elem.keyword or tag}"

@@ -13,6 +13,7 @@ from math import ceil
 from typing import Any
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -99,8 +100,36 @@ def dataset_value(ds: Dataset, keyword: str, where: str) -> Any:
         raise DicomFormatError(f"{where}: {keyword} cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
+#: Image Pixel attributes whose VR is US: read straight from their raw bytes when they are
+#: still raw (two little-endian bytes), which costs a tenth of pydicom's conversion.
+_US_TAGS = {
+    "Rows": 0x00280010, "Columns": 0x00280011, "SamplesPerPixel": 0x00280002,
+    "BitsAllocated": 0x00280100, "BitsStored": 0x00280101, "PixelRepresentation": 0x00280103,
+    "PlanarConfiguration": 0x00280006,
+}
+_NOT_RAW = object()
+
+
+def _raw_us(ds: Dataset, keyword: str) -> Any:
+    tag = _US_TAGS.get(keyword)
+    if tag is None:
+        return _NOT_RAW
+    try:
+        elem = ds.get_item(tag, keep_deferred=True)
+    except Exception:  # noqa: BLE001 - let the general path report it
+        return _NOT_RAW
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement) and elem.VR == "US" and elem.is_little_endian \
+            and isinstance(elem.value, bytes) and len(elem.value) == 2:
+        return int.from_bytes(elem.value, "little")
+    return _NOT_RAW
+
+
 def _require_int(ds: Dataset, keyword: str, where: str, default: int | None = None) -> int:
-    value = dataset_value(ds, keyword, where)
+    value = _raw_us(ds, keyword)
+    if value is _NOT_RAW:
+        value = dataset_value(ds, keyword, where)
     if value is None or value == "":
         if default is not None:
             return default
