@@ -90,13 +90,9 @@ def _raw_codec_speed(path: str, target: str, max_frames: int = 200) -> dict[str,
 
 
 def _worker(payload: dict[str, Any]) -> dict[str, Any]:
-    """One transcode in this fresh interpreter, with the allocator set as the CLI sets it."""
-    from dcmstream.cache import tune_malloc
+    """One transcode in this fresh interpreter."""
     from dcmstream.compress import transcode
 
-    malloc = payload.get("malloc", "throughput")
-    if malloc != "default":
-        tune_malloc(malloc)
     out = Path(payload["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     rss = PeakRss().start()
@@ -110,7 +106,7 @@ def _worker(payload: dict[str, Any]) -> dict[str, Any]:
             "encode_s": result.encode_seconds, "decode_s": result.decode_seconds,
             "source_s": result.source_seconds, "frames": result.frames,
             "input_bytes": result.input_bytes, "output_bytes": result.output_bytes,
-            "peak_rss_above": memory["above"], "rss_method": memory["method"], "malloc": malloc}
+            "peak_rss_above": memory["above"], "rss_method": memory["method"]}
     if payload.get("raw"):
         data.update(_raw_codec_speed(payload["path"], payload["target"]))
     out.unlink(missing_ok=True)
@@ -196,19 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         size = path.stat().st_size
         for target in LARGE_TARGETS:
             limits: dict[str, Any] = {}
-            runs = [(1, True, "throughput"), (1, False, "throughput"), (2, True, "throughput"),
-                    (2, False, "throughput")]
-            if label == "CT native":
-                runs.append((1, True, "default"))  # what the allocator profile is worth
-            for jobs, verify, malloc in runs:
-                _log(f"large {label} -> {target} jobs={jobs} verify={verify} malloc={malloc}")
+            for jobs, verify in ((1, True), (1, False), (2, True), (2, False)):
+                _log(f"large {label} -> {target} jobs={jobs} verify={verify}")
                 r = run_worker(f"bench_{NAME}", {
                     "path": str(path), "target": target, "jobs": jobs, "verify": verify,
-                    "malloc": malloc, "out": str(work / f"{path.stem}.{target}.dcm"),
-                    "raw": not limits})
-                large[f"{label}/{target}/jobs{jobs}/{'verify' if verify else 'noverify'}/{malloc}"] = r
+                    "out": str(work / f"{path.stem}.{target}.dcm"), "raw": not limits})
+                large[f"{label}/{target}/jobs{jobs}/{'verify' if verify else 'noverify'}"] = r
                 if "error" in r:
-                    large_rows.append([label, target, jobs, "error: " + r["error"][:60]] + [""] * 8)
+                    large_rows.append([label, target, jobs, "error: " + r["error"][:60]] + [""] * 7)
                     status = 1
                     continue
                 limits = limits or r
@@ -223,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 rss_ok = r["peak_rss_above"] <= RSS_TARGET
                 large_rows.append([
-                    label, target, jobs, "yes" if verify else "no",
-                    "glibc default" if malloc == "default" else malloc, _f(r["ratio"], 2),
+                    label, target, jobs, "yes" if verify else "no", _f(r["ratio"], 2),
                     _f(raw_speed), _f(bound), _f(through), verdict(x_raw), verdict(x_bound),
                     f"{r['peak_rss_above'] / MiB:.0f} MiB ({'met' if rss_ok else 'missed'})"])
                 if label == "CT native" and frames >= 1000 and not rss_ok:
@@ -239,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v}" for k, v in versions(
             ["imagecodecs", "pyjpegls", "pylibjpeg-rle", "pydicom", "numpy"]).items()),
         "",
-        "The machine was shared with other jobs while this ran: compare ratios freely, speeds "
-        "only within one run.",
+        "Speeds are comparable within one run only (a 2-core VM whose speed varies by a few per "
+        "cent from run to run); ratios are exact.",
         "",
         "## Real files (pydicom-data), one job",
         "",
@@ -260,13 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         "(the most a verified lossless transcode can reach per core). x raw = throughput / raw "
         "enc (the issue's targets: >= 0.85 with 1 job, >= 1.7 with 2 jobs); x enc+dec = "
         "throughput / enc+dec, the same targets against what verification allows. Every run in "
-        "a fresh process with the allocator profile `dcmstream compress` sets "
-        "(`tune_malloc(\"throughput\")`), except the `glibc default` row. Peak RSS above the "
-        "interpreter's baseline (kernel VmHWM), target <= 150 MiB for the 500 MB native CT.",
+        "a fresh process. Peak RSS above the interpreter's baseline (kernel VmHWM), target <= "
+        "150 MiB for the 500 MB native CT.",
         "",
-        markdown_table(["file", "target", "jobs", "verify", "malloc", "ratio", "raw enc MB/s",
+        markdown_table(["file", "target", "jobs", "verify", "ratio", "raw enc MB/s",
                         "enc+dec MB/s", "throughput MB/s", "x raw enc", "x enc+dec", "peak RSS"],
-                       large_rows, "lllllrrrrrrr"),
+                       large_rows, "llllrrrrrrr"),
         "",
         f"Total time {time.perf_counter() - started:.0f} s.",
     ]

@@ -98,47 +98,25 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
-#: What :func:`tune_malloc` sets, per profile (bytes; arenas: a count; None: leave it).
-MALLOC_PROFILES: dict[str, dict[str, int | None]] = {
-    # Caches and servers: freed frames go back to the system at once (RSS tracks budgets).
-    "budget": {"mmap_threshold": 64 * 1024, "trim_threshold": None, "arenas": 2},
-    # Batch codecs (transcoding): freed frame-sized buffers stay mapped for the next frame.
-    "throughput": {"mmap_threshold": 64 << 20, "trim_threshold": 64 << 20, "arenas": None},
-}
+def tune_malloc(mmap_threshold: int = 64 * 1024, *, trim_threshold: int | None = None,
+                arenas: int | None = 2) -> bool:
+    """Make glibc give freed frame-sized buffers back to the system at once; returns whether
+    it applied (Linux with glibc).
 
+    Why: with glibc's default *dynamic* threshold, frame-sized blocks (encoded frames of
+    ~100 KiB, decoded frames of 512 KiB once the threshold has drifted up) are carved from
+    per-thread heaps; when a cache evicts them the holes stay resident, so RSS runs 12-20 %
+    above the cache budget (``bench/results/cache.md``). With a fixed 64 KiB threshold
+    (which also turns the dynamic raise off) and two arenas, an evicted frame goes back to
+    the system at once and RSS tracks the budget within a few percent, for ~30 extra page
+    faults per frame. ``dcmstream serve`` calls it; ``trim_threshold`` (bytes of free heap
+    kept) and ``arenas`` (None: leave as is) are glibc's knobs of the same name.
 
-def tune_malloc(profile: str = "budget", *, mmap_threshold: int | None = None,
-                trim_threshold: int | None = None, arenas: int | None = None) -> bool:
-    """Set glibc's allocator for frame-sized buffers; returns whether it applied (Linux).
-
-    glibc's defaults adapt to the last free: blocks above a *dynamic* mmap threshold get
-    their own mapping, and the heap is trimmed when its free top passes twice that. Frame
-    workloads defeat both ways, so the process picks one:
-
-    * ``"budget"`` (caches, ``dcmstream serve``): a fixed 64 KiB threshold and two arenas.
-      With the default, frame-sized blocks (encoded frames of ~100 KiB, decoded ones of
-      512 KiB once the threshold has drifted up) are carved from per-thread heaps; when a
-      cache evicts them the holes stay resident, so RSS runs 12-20 % above the cache budget
-      (``bench/results/cache.md``). Fixed, an evicted frame goes back to the system at once
-      and RSS tracks the budget within a few percent, for ~30 extra page faults per frame.
-    * ``"throughput"`` (``dcmstream compress``): blocks up to 64 MiB come from the heap and up
-      to 64 MiB of free heap is kept. Codecs such as OpenJPH allocate and free their work
-      buffers per frame; with the default every frame paid fresh mappings and page faults
-      (HTJ2K transcoding about 20 % slower, ``bench/results/compress.md``). Memory stays bounded:
-      at most the kept 64 MiB above what is in use.
-
-    The keyword arguments override the profile's values. It changes the whole process's
-    allocator, so it is opt-in: call it once at start (the environment variables
-    ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_ARENA_MAX`` do the
-    same). Returns False where glibc's ``mallopt`` is unavailable (other platforms, musl).
+    It changes the whole process's allocator, so it is opt-in: call it once at start (the
+    environment variables ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and
+    ``MALLOC_ARENA_MAX`` do the same). Returns False where glibc's ``mallopt`` is
+    unavailable (other platforms, musl).
     """
-    try:
-        settings = dict(MALLOC_PROFILES[profile])
-    except KeyError:
-        raise ValueError(f"profile must be one of {sorted(MALLOC_PROFILES)}, not {profile!r}") from None
-    for key, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold), ("arenas", arenas)):
-        if value is not None:
-            settings[key] = value
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -148,9 +126,8 @@ def tune_malloc(profile: str = "budget", *, mmap_threshold: int | None = None,
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    ok = True
-    for param, key in ((_M_MMAP_THRESHOLD, "mmap_threshold"), (_M_TRIM_THRESHOLD, "trim_threshold"), (_M_ARENA_MAX, "arenas")):
-        value = settings[key]
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)))
+    for param, value in ((_M_TRIM_THRESHOLD, trim_threshold), (_M_ARENA_MAX, arenas)):
         if value is not None:
             ok = bool(mallopt(param, int(value))) and ok
     return ok

@@ -98,11 +98,6 @@ def compress(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
 
-    from ..cache import tune_malloc
-
-    # This process does nothing but transcode: let codec work buffers be reused from
-    # frame to frame instead of mapped afresh (see tune_malloc's "throughput" profile).
-    tune_malloc("throughput")
     total = sum(max(item.frames, 1) for item in items)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -82,7 +82,7 @@ def serve(
     console = Console(stderr=True)
     # Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
     # threads: keep glibc from hoarding them, so RSS stays at the cache budget.
-    tune_malloc("budget")
+    tune_malloc()
     # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
     # cache gets a fixed share rather than the library default (5% of RAM).
     set_default_cache(FrameCache(max(cache_mb, 1) << 20, max(cache_mb << 18, 1 << 20)))
