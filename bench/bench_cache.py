@@ -418,7 +418,7 @@ def render(data: dict[str, Any]) -> str:
         rows.append(
             [
                 _mb(r["budget"]),
-                "glibc default" if r["malloc"] == "default" else "tune_malloc() (64 KiB mmap threshold)",
+                "glibc default" if r["malloc"] == "default" else "tune_malloc() (64 KiB mmap threshold, 2 arenas)",
                 f"{r['rss']['above'] / r['budget']:.2f}x",
                 _mb(r["rss"]["above"]),
                 _mb(r["limit_above_baseline"]),
