@@ -5,7 +5,10 @@ The local run (threads, the default) is a three-stage pipeline::
     planner (this thread)  --refs-->  readers (thread pool: read + decode)
         --items-->  workers (thread pool: fn)  --results-->  writer (one thread: sink)
 
-Codecs and numpy release the GIL, so threads run in parallel. Every item holds a
+Codecs and numpy release the GIL, so threads run in parallel. Frames travel between the
+threads in chunks of up to :data:`MAX_CHUNK` (one hand-over, one open-file look-up per
+source and one credit release per chunk: per-frame book-keeping held the GIL long enough
+to starve two workers). Every item holds a
 *credit* from the moment the planner admits it until the writer has handed its result
 to the sink; there are ``3 x batch`` credits (the window), the batch following
 :class:`~dcmstream.pipeline.budget.BatchSizer`. Before admitting anything the planner
