@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from dcmstream.web.app import UVICORN_OPTIONS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -19,7 +21,7 @@ def free_port() -> int:
 def start_server(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
     """uvicorn on a free loopback port in a daemon thread; returns (url, server, thread)."""
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", log_level="warning", lifespan="off"))
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

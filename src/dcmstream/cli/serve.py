@@ -75,6 +75,7 @@ def serve(
     from ..archive import Archive
     from ..cache import FrameCache, set_default_cache
     from ..web import create_app
+    from ..web.app import UVICORN_OPTIONS
     from ..web.common import ServerConfig
 
     from ..cache import tune_malloc
@@ -107,7 +108,7 @@ def serve(
         + (f"\nCORS allowed for {', '.join(cors_origin)}" if cors_origin else "")
     )
     try:
-        uvicorn.run(app, host=host, port=port, http="h11", log_level=log_level, lifespan="off", timeout_keep_alive=30)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30, **UVICORN_OPTIONS)
     finally:
         if worker is not None:
             worker.stop(drain=False)  # queued instances just stay as stored

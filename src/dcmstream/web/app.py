@@ -50,7 +50,7 @@ from .common import ServerConfig, WebContext, context, error
 from .metrics import MetricsMiddleware
 from .viewer_routes import viewer_routes
 
-__all__ = ["create_app", "ServerConfig", "DICOMWEB_ROOT"]
+__all__ = ["create_app", "ServerConfig", "DICOMWEB_ROOT", "UVICORN_OPTIONS"]
 
 log = logging.getLogger(__name__)
 DICOMWEB_ROOT = "/dicomweb"
@@ -143,6 +143,13 @@ async def _missing_blob(request: Request, exc: Exception) -> Response:
 async def _dicom_error(request: Request, exc: Exception) -> Response:
     log.warning("%s: %s", request.url.path, exc)
     return error(500, f"{type(exc).__name__}: {exc}")
+
+
+#: How uvicorn runs the app (``dcmstream serve`` and the test servers alike). h11 refuses a
+#: request head it has to buffer beyond ``h11_max_incomplete_event_size`` with a bare 400;
+#: kept well above RequestLimitsMiddleware's limits, an oversized head gets the typed
+#: 431/414 whether it arrived in one read or in several.
+UVICORN_OPTIONS: dict[str, Any] = {"http": "h11", "lifespan": "off", "h11_max_incomplete_event_size": 256 * 1024}
 
 
 class RequestLimitsMiddleware:
