@@ -34,6 +34,7 @@ import gc
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,7 @@ def _worker_pipeline(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _fn_seconds(arr: Any) -> float:
     """Time of the benchmark's fn on one decoded frame (what a run adds to decoding)."""
-    item = type("Item", (), {"array": np.asarray(arr)})()
+    item = SimpleNamespace(array=np.asarray(arr))
     light_stats(item)
     t = time.perf_counter()
     light_stats(item)

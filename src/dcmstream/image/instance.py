@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
@@ -26,13 +25,12 @@ from ..index import (
     pixel_spec_from_dataset,
     unwrap_items,
 )
+from ..index.encapsulated import ITEM_TAG, item_header
 from ..index.pixel_spec import dataset_value
 from ..io.source import ByteSource, as_source
 from .levels import check_level, decimate, geometric_max_level, level_for_size, level_shape, representation
 from .postprocess import finish_frame
 from .render import Renderer, check_size, resize_area, target_shape
-
-_ITEM_HEADER = struct.Struct("<HHL")
 
 __all__ = ["Instance", "open"]
 
@@ -250,9 +248,8 @@ class Instance:
         if index.wrapped and length > 8:
             # Usually one fragment per frame: read its item header, then exactly its value
             # (no copy out of a larger read). Anything else is read whole and unwrapped.
-            head = src.read_exact(offset, 8, f"frame {j}")
-            tag_group, tag_elem, item_length = _ITEM_HEADER.unpack(head)
-            if (tag_group, tag_elem) == (0xFFFE, 0xE000) and item_length == length - 8:
+            tag, item_length = item_header(src, offset, self.name)
+            if tag == ITEM_TAG and item_length == length - 8:
                 return src.read_exact(offset + 8, item_length, f"frame {j}")
         data = src.read_exact(offset, length, f"frame {j}")
         return unwrap_items(data, self.name, j) if index.wrapped else data

@@ -19,7 +19,7 @@ from ..errors import FrameIndexError
 from ..io.source import ByteSource
 from .frame_index import FrameIndex, OffsetTableKind
 
-__all__ = ["encapsulated_frame_index", "unwrap_items", "ITEM_TAG", "SEQUENCE_DELIMITER"]
+__all__ = ["encapsulated_frame_index", "item_header", "unwrap_items", "ITEM_TAG", "SEQUENCE_DELIMITER"]
 
 ITEM_TAG = 0xFFFEE000
 SEQUENCE_DELIMITER = 0xFFFEE0DD
@@ -31,7 +31,8 @@ _J2K_SOC = b"\xff\x4f\xff\x51"
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
 
 
-def _item_header(source: ByteSource, offset: int, name: str) -> tuple[int, int]:
+def item_header(source: ByteSource, offset: int, name: str) -> tuple[int, int]:
+    """(tag, length) of the item header at ``offset``."""
     head = source.read_at(offset, 8)
     if len(head) < 8:
         raise FrameIndexError(f"{name}: encapsulated pixel data is truncated at offset {offset} (no item header)")
@@ -55,7 +56,7 @@ def _walk(source: ByteSource, start: int, name: str, stop_after: int | None = No
     while pos < size:
         if stop_after is not None and len(offsets) >= stop_after:
             break
-        tag, length = _item_header(source, pos, name)
+        tag, length = item_header(source, pos, name)
         if tag == SEQUENCE_DELIMITER:
             return _Fragments(offsets, lengths, pos)
         if tag != ITEM_TAG:
@@ -120,7 +121,7 @@ def _from_eot(eot: bytes, eot_lengths: bytes, first_item: int, n: int, source: B
         warnings.warn(f"{name}: Extended Offset Table points outside the pixel data; ignored", stacklevel=3)
         return None
     # Check one item header so a table pointing at the wrong bytes is caught now.
-    tag, length = _item_header(source, int(first_item + rel[0]), name)
+    tag, length = item_header(source, int(first_item + rel[0]), name)
     if tag != ITEM_TAG or length < lengths[0]:
         warnings.warn(f"{name}: Extended Offset Table does not point at items; ignored", stacklevel=3)
         return None
@@ -133,7 +134,7 @@ def _from_bot(bot: bytes, first_item: int, n: int, source: ByteSource, name: str
         warnings.warn(f"{name}: Basic Offset Table is inconsistent ({len(rel)} entries for {n} frames); walking the items instead", stacklevel=3)
         return None
     starts = first_item + rel
-    tag, _ = _item_header(source, int(starts[-1]), name)
+    tag, _ = item_header(source, int(starts[-1]), name)
     if tag != ITEM_TAG:
         warnings.warn(f"{name}: Basic Offset Table does not point at an item; walking the items instead", stacklevel=3)
         return None
@@ -153,7 +154,7 @@ def encapsulated_frame_index(
     strict: bool = True,
 ) -> FrameIndex:
     """Build the index of encapsulated pixel data whose value starts at ``value_offset``."""
-    tag, bot_length = _item_header(source, value_offset, name)
+    tag, bot_length = item_header(source, value_offset, name)
     if tag != ITEM_TAG:
         raise FrameIndexError(f"{name}: encapsulated pixel data does not start with the Basic Offset Table item")
     if bot_length % 4 or value_offset + 8 + bot_length > source.size:

@@ -250,14 +250,15 @@ _META_PEEK = 16384  # bytes read at once for the file meta (a few hundred, usual
 _TAG_VR = struct.Struct("<HH2s")
 
 
-def _plain_file_meta(source: ByteSource) -> tuple[bytes, FileMetaDataset, int] | None:
+def _plain_file_meta(reader: SourceReader) -> tuple[bytes, FileMetaDataset, int] | None:
     """(preamble, file meta, where the dataset starts) of the usual Part 10 file, without
     pydicom's element reader: a 128-byte preamble, "DICM", then group 0002 in Explicit VR
     Little Endian with defined lengths, all in the first 16 KiB. The values stay raw
     (converted on access, as pydicom's own would). None for anything else, which pydicom
     reads with its repairs and warnings. A third of the time to open a small file went to
     pydicom's general-purpose reading of these few elements."""
-    head = source.read_at(0, _META_PEEK)
+    reader.seek(0)
+    head = reader.peek(_META_PEEK)  # the dataset that follows is read from this buffer
     if len(head) < 140 or head[128:132] != b"DICM":
         return None
     raw: dict[BaseTag, RawDataElement] = {}
@@ -300,7 +301,7 @@ def parse_header(source: ByteSource) -> Header:
     reader = SourceReader(source)
     # Peek at the file meta first: a deflated dataset must not be handed to
     # pydicom, which would inflate all of it in memory.
-    fast = _plain_file_meta(source)
+    fast = _plain_file_meta(reader)
     if fast is not None:
         preamble, meta, body_start = fast
         reader.seek(body_start)

@@ -56,6 +56,16 @@ class SourceReader(io.RawIOBase):
         self._pos = pos
         return pos
 
+    def peek(self, size: int) -> bytes:
+        """Up to ``size`` bytes at the current position, without moving it: they stay in
+        the read-ahead buffer, so reading them afterwards costs no second read."""
+        size = max(0, min(size, self.source.size - self._pos))
+        if not (self._buf_start <= self._pos and self._pos + size <= self._buf_start + len(self._buf)):
+            self._buf = self.source.read_at(self._pos, max(size, self._min_block))
+            self._buf_start = self._pos
+        rel = self._pos - self._buf_start
+        return self._buf[rel : rel + size]
+
     def read(self, size: int | None = -1) -> bytes:
         remaining = max(0, self.source.size - self._pos)
         if size is None or size < 0 or size > remaining:

@@ -50,7 +50,6 @@ from .work import (
     ReadOptions,
     WorkRef,
     _failure,
-    decode_frame_item,
     decoded_of,
     encoded_of,
     process_batch,
@@ -546,7 +545,7 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
                 with opener.use(group[0][0].input) as inst:
                     for ref, encoded in group:
                         try:
-                            item = decode_frame_item(ref, None, opener, opts) if encoded is None \
+                            item = read_item(ref, opener, opts)[0] if encoded is None \
                                 else decoded_of(inst, ref, encoded, opts)
                         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                             out.append((ref.info.seq, ref.info, None, _failure(ref.info, "read", exc)))

@@ -88,10 +88,10 @@ class ImageInfo:
 
 
 def _header_dataset(inst: Any) -> Any:
-    # The header without the per-frame functional groups: parsing those (one item per
-    # frame) is what makes inst.dataset slow on enhanced multi-frame objects.
-    header = getattr(inst, "_header", None)
-    return header.dataset if header is not None else inst.dataset
+    # The header without the per-frame functional groups (Instance.header_dataset): parsing
+    # those (one item per frame) is what makes inst.dataset slow on enhanced multi-frames.
+    ds = getattr(inst, "header_dataset", None)
+    return ds if ds is not None else inst.dataset
 
 
 def image_info(inst: Any) -> ImageInfo:

@@ -25,11 +25,9 @@ from .tiles import SlideGeometry, read_region
 __all__ = [
     "ReadOptions",
     "WorkRef",
-    "decode_frame_item",
     "decoded_of",
     "encoded_of",
     "process_batch",
-    "read_encoded",
     "read_item",
     "values_of",
 ]
@@ -121,33 +119,17 @@ def read_item(ref: WorkRef, opener: Opener, opts: ReadOptions) -> tuple[Any, Cal
         return tile, None
 
 
-def read_encoded(ref: WorkRef, opener: Opener) -> bytes | None:
-    """The stored bytes of a frame item: the I/O half of reading it (None when the source
-    cannot split reading from decoding, e.g. DICOMweb, whose frames arrive decoded)."""
-    assert ref.input is not None
-    with opener.use(ref.input) as inst:
-        return encoded_of(inst, ref)
-
-
 def encoded_of(inst: Any, ref: WorkRef) -> bytes | None:
-    """:func:`read_encoded` on an instance already in use (a chunk of its frames)."""
+    """The stored bytes of a frame item, read through ``inst`` (already in use for a chunk of
+    its frames): the I/O half of reading it. None when the source cannot split reading from
+    decoding (DICOMweb, whose frames arrive decoded): :func:`read_item` reads those."""
     assert ref.info.frame is not None
     encoded = getattr(inst, "encoded_frame", None)
     return None if encoded is None or not hasattr(inst, "decode") else encoded(ref.info.frame)
 
 
-def decode_frame_item(ref: WorkRef, data: bytes | None, opener: Opener, opts: ReadOptions) -> Frame:
-    """The CPU half: decode ``data`` (from :func:`read_encoded`) into the item for ``fn``."""
-    if data is None:
-        item, _ = read_item(ref, opener, opts)
-        return item
-    assert ref.input is not None
-    with opener.use(ref.input) as inst:
-        return decoded_of(inst, ref, data, opts)
-
-
 def decoded_of(inst: Any, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
-    """:func:`decode_frame_item` on an instance already in use."""
+    """The CPU half: decode ``data`` (from :func:`encoded_of`) into the item for ``fn``."""
     info = ref.info
     assert info.frame is not None
     level = min(info.level, inst.max_level) if info.level else 0
