@@ -195,12 +195,13 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
     src = tmp_path / "ct.dcm"
     src.write_bytes(synthetic["ct"].read_bytes())
     before = src.read_bytes()
-    original = transcode_module._verify_frames
+    original = transcode_module._verify_frame
 
-    def corrupt(args, chunk):  # the written frames never match
-        return [(index, b"wrong", seconds) for index, _, seconds in original(args, chunk)]
+    def corrupt(args, i):  # the written frames never match
+        index, _, seconds = original(args, i)
+        return index, b"wrong", seconds
 
-    monkeypatch.setattr(transcode_module, "_verify_frames", corrupt)
+    monkeypatch.setattr(transcode_module, "_verify_frame", corrupt)
     result = transcode(src, None, "jpeg-ls", in_place=True)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert src.read_bytes() == before
@@ -270,6 +271,92 @@ def test_jobs_give_identical_files(synthetic, tmp_path: Path, target: str, jobs:
     many = transcode(synthetic["ct"], tmp_path / "many.dcm", target, jobs=jobs)
     assert one.status == many.status == "written", many.message
     assert Path(one.output).read_bytes() == Path(many.output).read_bytes()
+
+
+@pytest.mark.parametrize("target", ["htj2k", "rle"])
+def test_frames_in_tasks_of_several_keep_their_order(tmp_path: Path, target: str) -> None:
+    # 37 small frames go in tasks of 16 (threads for HTJ2K, processes for RLE): the last
+    # task is short, and every frame must land in its place.
+    source = write_multiframe(tmp_path / "src.dcm", frames=37, rows=40, columns=24,
+                              kind="ct", syntax="explicit")
+    one = transcode(source, tmp_path / "one.dcm", target, jobs=1)
+    two = transcode(source, tmp_path / "two.dcm", target, jobs=2)
+    assert one.status == two.status == "written", two.message
+    assert Path(one.output).read_bytes() == Path(two.output).read_bytes()
+    np.testing.assert_array_equal(frames_of(two.output), frames_of(source))
+
+
+def test_ordered_runs_chunks_within_the_window() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    import time
+
+    lock, state = threading.Lock(), {"running": 0, "most": 0}
+
+    def run(job: str, i: int) -> tuple[str, int]:
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+        time.sleep(0.002)
+        with lock:
+            state["running"] -= 1
+        return job, i
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(transcode_module._ordered(run, "j", 23, pool, window=9, chunk=4))
+    assert got == [("j", i) for i in range(23)]
+    assert state["most"] <= 2 * 4  # two tasks of 4 fit the window of 9, a third does not
+    assert list(transcode_module._ordered(run, "k", 5, None, window=9, chunk=4)) == \
+        [("k", i) for i in range(5)]
+
+
+def test_in_flight_sizes_tasks_by_frame_bytes(synthetic) -> None:
+    with dcmstream.open(synthetic["ct"], cache=False) as inst:
+        plan, _ = transcode_module._prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"],
+                                            qa=transcode_module.QaThresholds(), with_ssim=False)
+    big = transcode_module.replace(plan, native_estimate=512 * 512 * 2 * plan.count)
+    assert transcode_module._in_flight(big, 2) == (8, 2)  # CT frames go in pairs
+    huge = transcode_module.replace(plan, native_estimate=(4 << 20) * plan.count)
+    assert transcode_module._in_flight(huge, 2) == (8, 1)
+    assert transcode_module._in_flight(plan, 2) == (64, 16)  # 6 KB frames: 16 a task
+
+
+@pytest.mark.parametrize("target", ["htj2k", "jpeg-ls", "explicit"])
+def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, target: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A byte changed on its way to the file (storage, a torn write) after the codestream
+    # was checked in memory: the check of the reopened file must refuse it.
+    source = synthetic["ct"]
+    if target == "explicit":  # a native target needs a compressed source
+        source = Path(transcode(source, tmp_path / "src.dcm", "jpeg-ls").output)
+    real_close = transcode_module.writer.AtomicFile.close
+
+    def close_and_flip(self) -> None:
+        fh = self._fh
+        real_close(self)
+        if fh is not None:
+            data = bytearray(self.path.read_bytes())
+            data[-20] ^= 0x01  # inside the last frame (before the 8-byte delimiter if any)
+            self.path.write_bytes(bytes(data))
+
+    monkeypatch.setattr(transcode_module.writer.AtomicFile, "close", close_and_flip)
+    result = transcode(source, tmp_path / "out.dcm", target)
+    assert result.status == "failed" and f"verification failed at frame {FRAMES - 1}" in \
+        result.message, result.message
+    assert not (tmp_path / "out.dcm").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_digest_covers_padding_length_and_content() -> None:
+    digest = transcode_module.digest
+    assert digest(b"abc", pad=True) == digest(b"abc\0") != digest(b"abc")
+    assert digest(b"abd") != digest(b"abc") != digest(b"ab")
+    frame = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    assert digest(frame) == digest(frame.copy()) != digest(frame.reshape(4, 3))
+    assert digest(frame) != digest(frame.astype(np.int16))
+    changed = frame.copy()
+    changed[2, 3] ^= 1
+    assert digest(changed) != digest(frame)
 
 
 def test_memory_is_bounded(tmp_path: Path) -> None:
