@@ -91,13 +91,27 @@ def output_dataset(source: Dataset, *, photometric: str, samples: int,
                    big_endian_source: bool) -> Dataset:
     """A copy of the source header (no pixel data) with the pixel encoding updated.
 
-    The copy is deep: nothing the caller changes reaches the source's dataset.
+    Nothing the caller changes reaches the source's dataset: elements not parsed yet (raw,
+    immutable tuples) are shared, parsed ones deep-copied. When every raw element is stored
+    as every output is written (explicit VR little endian, as most sources), the copy says
+    so (its original encoding), and pydicom writes those elements back as stored: parsing
+    and re-encoding them all cost more than encoding and verifying a 512 x 512 frame.
+    Otherwise (implicit VR, big endian, or a body that contradicts its transfer syntax)
+    pydicom parses and re-encodes everything, ambiguous VRs resolved.
     """
     # Element by element into a plain Dataset: deep-copying the FileDataset would try to copy
     # the file handle it was read from.
     ds = Dataset()
-    for elem in source:
-        ds.add(copy.deepcopy(elem))
+    as_output = True
+    for elem in source.elements():
+        if elem.is_raw:
+            as_output = as_output and elem.VR is not None and not elem.is_implicit_VR \
+                and elem.is_little_endian
+            ds[elem.tag] = elem
+        else:
+            ds[elem.tag] = copy.deepcopy(elem)
+    if as_output:
+        ds.set_original_encoding(False, True, source.original_character_set)
     for tag in _DROPPED:
         if tag in ds:
             del ds[tag]

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.charset import default_encoding
 from pydicom.dataset import Dataset
 
 from .. import __version__
@@ -520,17 +521,23 @@ def _header_bytes(ds, enc: writer.Encoding, lossy: bool,
     def emit() -> None:
         nonlocal piece
         if len(piece):
+            # The piece's raw elements are written as stored when its original encoding is
+            # the output's (see hdr.output_dataset): the one of ``ds``, and the character set
+            # the piece itself declares (pydicom's default when (0008,0005) is elsewhere;
+            # its parsed text elements are encoded with ``charset`` all the same).
+            piece.set_original_encoding(*ds.original_encoding, ds.original_character_set
+                                        if 0x00080005 in piece else default_encoding)
             out.extend(enc.dataset(piece, charset))
         piece = Dataset()
 
-    for elem in ds:
+    for elem in ds.elements():
         if raw_groups is not None and elem.tag > writer.PER_FRAME_GROUPS:
             emit()
             out.extend(raw_groups)
             raw_groups = None
         if elem.tag == ratio_tag:
             emit()
-            piece.add(elem)
+            piece[elem.tag] = elem
             middle = enc.dataset(piece, charset)
             at = middle.rfind(hdr.ratio_placeholder().encode("ascii"))
             if at < 0:  # pragma: no cover - defensive
@@ -539,7 +546,7 @@ def _header_bytes(ds, enc: writer.Encoding, lossy: bool,
             out.extend(middle)
             piece = Dataset()
             continue
-        piece.add(elem)
+        piece[elem.tag] = elem
     emit()
     if raw_groups is not None:
         out.extend(raw_groups)
