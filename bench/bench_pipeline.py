@@ -213,46 +213,8 @@ def _log(msg: str) -> None:
     print(f"[bench_pipeline] {msg}", file=sys.stderr, flush=True)
 
 
-def _write_series(folder: Path, n: int, seed: int) -> None:
-    """``n`` single-frame JPEG-LS CT slices of one series (one Series Instance UID)."""
-    import imagecodecs
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import CTImageStorage, JPEGLSLossless
-
-    from dcmstream.samples import synthetic_frames
-
-    tmp = folder.with_name(folder.name + ".part")
-    tmp.mkdir(parents=True, exist_ok=True)
-    source = synthetic_frames("ct", seed=seed)
-    study = f"1.2.826.0.1.3680043.8.498.7.{seed}"
-    series = f"{study}.1"
-    for i in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = JPEGLSLossless
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        sop = f"{series}.{i + 1}"
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.Modality, ds.PatientName, ds.PatientID = "CT", f"Bench^Series{seed}", f"B{seed}"
-        ds.InstanceNumber = i + 1
-        ds.ImagePositionPatient = [0.0, 0.0, -1.25 * i]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.Rows = ds.Columns = 512
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.PixelData = encapsulate([imagecodecs.jpegls_encode(source(i))])
-        ds["PixelData"].VR = "OB"
-        ds.save_as(tmp / f"slice-{i:04d}.dcm", enforce_file_format=True)
-    tmp.rename(folder)
-
-
 def _cohort(data_dir: Path, scale: float) -> list[Path]:
-    from dcmstream.samples import ensure_sample
+    from dcmstream.samples import ensure_sample, write_series
 
     n = max(20, int(round(1000 * scale)))
     inputs: list[Path] = []
@@ -271,7 +233,7 @@ def _cohort(data_dir: Path, scale: float) -> list[Path]:
         folder = data_dir / "pipeline" / f"series{s}-{n}"
         if not folder.exists():
             _log(f"generating {folder.name} ({n} files)")
-            _write_series(folder, n, seed=200 + s)
+            write_series(folder, files=n, syntax="jpeg-ls", seed=200 + s)
         inputs.append(folder)
     return inputs
 

@@ -404,3 +404,25 @@ def test_split_fragments(data: bytes, count: int) -> None:
     assert b"".join(parts) == data and len(parts) == count
     assert all(len(p) % 2 == 0 for p in parts[:-1]) and all(len(p) for p in parts)
     assert all(p[0] != 0xFF for p in parts[1:])
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit", "jpeg-ls", "htj2k-lossless", "rle"])
+def test_series_of_single_frame_slices(tmp_path: Path, syntax: str) -> None:
+    folder = samples.write_series(tmp_path / "series", files=3, syntax=syntax, rows=ROWS,
+                                  columns=COLUMNS, seed=4)
+    paths = sorted(folder.iterdir())
+    assert [p.name for p in paths] == ["slice-0000.dcm", "slice-0001.dcm", "slice-0002.dcm"]
+    source = synthetic_frames("ct", rows=ROWS, columns=COLUMNS, seed=4)
+    datasets = [pydicom.dcmread(p) for p in paths]
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert len({ds.SOPInstanceUID for ds in datasets}) == 3
+    for i, ds in enumerate(datasets):
+        assert ds.file_meta.TransferSyntaxUID == SYNTAXES[syntax]
+        assert ds.SOPClassUID == pydicom.uid.CTImageStorage and ds.InstanceNumber == i + 1
+        assert float(ds.ImagePositionPatient[2]) == pytest.approx(-1.25 * i)
+        np.testing.assert_array_equal(ds.pixel_array, source(i))
+    with pytest.raises(FileExistsError):
+        samples.write_series(folder, files=1)
+    with pytest.raises(ValueError, match="not offered"):
+        samples.write_series(tmp_path / "other", files=1, syntax="deflated")
+    assert not (tmp_path / "other").exists() and not (tmp_path / ".series.part").exists()

@@ -28,14 +28,15 @@ from typing import BinaryIO
 import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import generate_uid
+from pydicom.uid import CTImageStorage, generate_uid
 
 from .compress import writer
 from .compress.encoders import jpegls_encode, unsigned_pattern
 
-__all__ = ["SYNTAXES", "ensure_sample", "synthetic_frames", "write_multiframe"]
+__all__ = ["SYNTAXES", "ensure_sample", "synthetic_frames", "write_multiframe", "write_series"]
 
 SYNTAXES: dict[str, str] = {
     "implicit": "1.2.840.10008.1.2",
@@ -682,6 +683,63 @@ def write_multiframe(
             body.finish()
         out.commit()
     return path
+
+
+def write_series(folder: str | Path, *, files: int, syntax: str = "explicit", seed: int = 0,
+                 rows: int = 512, columns: int = 512) -> Path:
+    """Write ``files`` single-frame CT slices of one series (CT Image Storage: one Series
+    Instance UID, consecutive positions) into ``folder`` and return it.
+
+    The slices are the frames of the synthetic CT stack (12 bits stored, unsigned) in any
+    single-frame ``syntax`` of :data:`SYNTAXES` but big-endian and deflated. The folder
+    appears whole (written under a temporary name, then renamed); an existing one is an error.
+    """
+    if syntax not in SYNTAXES or syntax in ("big-endian", "deflated"):
+        raise ValueError(f"syntax {syntax!r} is not offered for series")
+    if files < 1:
+        raise ValueError("files must be >= 1")
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(folder)
+    layout = _layout("ct", False)
+    codec = _codec(syntax, layout, None)
+    source = synthetic_frames("ct", rows=rows, columns=columns, seed=seed)
+    study = _uid("series-study", seed)
+    series = _uid("series", seed, syntax, rows, columns, files)
+    tmp = folder.with_name(f".{folder.name}.part")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = SYNTAXES[syntax]
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        sop = _uid(series, i)
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality, ds.PatientName, ds.PatientID = "CT", f"Sample^Series{seed}", f"S{seed}"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0.0, 0.0, -1.25 * i]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 1.25
+        ds.Rows, ds.Columns = rows, columns
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, codec.photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _CT_INTERCEPT_UNSIGNED, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        frame = source(i)
+        if codec.encode is None:
+            ds.PixelData = frame.tobytes()
+        else:
+            ds.PixelData = encapsulate([codec.encode(frame)])
+            ds["PixelData"].VR = "OB"
+        if codec.lossy_method is not None:
+            ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", codec.lossy_method
+        ds.save_as(tmp / f"slice-{i:04d}.dcm", implicit_vr=syntax == "implicit",
+                   enforce_file_format=True)
+    tmp.rename(folder)
+    return folder
 
 
 def ensure_sample(path: str | Path, **kwargs: object) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from typer.testing import CliRunner
 
 from dcmstream.cli.main import app
@@ -65,3 +66,34 @@ def test_compress_in_place_and_hybrid(synthetic, tmp_path: Path) -> None:
                                  "htj2k-rpcl", "--hybrid", "--preview-size", "32", "-q"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["mr.dcm", "mr.preview.dcm"]
+
+
+def test_many_small_files_run_in_worker_processes(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A series of slices with 2 jobs: whole files in worker processes; results in input
+    # order, progress and on_result for each, outputs bit-exact; a bad file among them
+    # fails alone.
+    from dcmstream.compress import batch, compress
+    from dcmstream.samples import write_series
+
+    folder = write_series(tmp_path / "series", files=17, syntax="explicit", rows=64, columns=48)
+    (folder / "slice-0005.dcm").write_bytes(b"DICM? no")
+    calls = []
+    real = batch._in_processes
+    monkeypatch.setattr(batch, "_in_processes",
+                        lambda indexes, *a: calls.append(len(indexes)) or real(indexes, *a))
+    seen, ticks = [], []
+    run = compress([folder], tmp_path / "out", "htj2k", jobs=2, on_result=seen.append,
+                   progress=lambda frames, nbytes: ticks.append((frames, nbytes)))
+    assert calls == [17]  # unreadable files count as small: they fail fast anywhere
+    names = [Path(r.source).name for r in run.results]
+    assert names == sorted(p.name for p in folder.iterdir())
+    assert sorted(Path(r.source).name for r in seen) == names
+    bad = run.results[5]
+    assert bad.status == "failed" and bad.output is None
+    good = [r for i, r in enumerate(run.results) if i != 5]
+    assert all(r.status == "written" and r.verified for r in good)
+    assert sum(f for f, _ in ticks) == 16 and sum(b for _, b in ticks) == 16 * 64 * 48 * 2
+    for r in good:
+        np.testing.assert_array_equal(frames_of(r.output), frames_of(r.source))
+    assert not (tmp_path / "out" / "slice-0005.dcm").exists()

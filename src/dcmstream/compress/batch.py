@@ -3,16 +3,20 @@
 Inputs are files or folders (recursive; hidden files skipped). Each file goes to
 ``outdir/<path relative to its input>`` (a file given directly: ``outdir/<name>``), or over
 itself with ``in_place``. Files run concurrently in ``jobs`` threads and share one set of
-frame workers (:class:`~.transcode.Pools`), so a folder of single-frame CT slices and one
-2,000-frame angiogram both keep every core busy. A hybrid run also writes
+frame workers (:class:`~.transcode.Pools`); many small files (single-frame CT slices) go
+whole to ``jobs`` worker processes instead, since their time goes mostly to Python work that
+threads cannot overlap. So a folder of slices and one 2,000-frame angiogram both keep every
+core busy. A hybrid run also writes
 ``<stem>.preview<suffix>`` next to each archive copy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +26,12 @@ from .background import BackgroundEstimate, analyse_background
 from .encoders import Target, parse_target
 from .hybrid import DEFAULT_PREVIEW_SIZE, hybrid
 from .report import write_report
-from .transcode import EOT_THRESHOLD, Pools, Progress, TranscodeResult, iter_inputs, transcode
+from .transcode import (EOT_THRESHOLD, Pools, Progress, TranscodeResult, iter_inputs, make_executor,
+                        transcode)
 
 __all__ = ["CompressRun", "WorkItem", "compress", "plan_work"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,45 @@ class CompressRun:
     report: Path | None
 
 
+@dataclass(frozen=True)
+class _FileJob:
+    """What every file of a run goes through (picklable: worker processes get it too)."""
+
+    target: Target
+    min_psnr: float | None
+    max_error: int | None
+    min_ssim: float | None
+    in_place: bool
+    with_hybrid: bool
+    preview_size: int
+    eot_threshold: int
+
+
+def _run_item(item: WorkItem, job: _FileJob, jobs: int = 1, pools: Pools | None = None,
+              progress: Progress | None = None) -> TranscodeResult:
+    """Transcode one work item (the archive copy and the preview in a hybrid run)."""
+    if job.with_hybrid:
+        assert item.preview is not None
+        if job.in_place:
+            raise ValueError("--hybrid and --in-place together are not supported")
+        return hybrid(item.source, item.destination, item.preview,
+                      archive_target=job.target, max_size=job.preview_size,
+                      min_psnr=job.min_psnr, max_error=job.max_error, jobs=jobs,
+                      executor=pools, progress=progress, eot_threshold=job.eot_threshold)
+    return transcode(item.source, None if job.in_place else item.destination, job.target,
+                     min_psnr=job.min_psnr, max_error=job.max_error, min_ssim=job.min_ssim,
+                     jobs=jobs, executor=pools, in_place=job.in_place,
+                     eot_threshold=job.eot_threshold, progress=progress)
+
+
+#: Files of at most this many frames go whole to worker processes when a run has several
+#: jobs and enough of them (``_PROCESS_FILES_PER_JOB`` per job): a single-frame slice spends
+#: about half its time in Python (header parse and write, checks), which threads cannot
+#: overlap - two file threads gained nothing on a folder of 512 x 512 CT slices.
+_SMALL_FILE_FRAMES = 4
+_PROCESS_FILES_PER_JOB = 8
+
+
 def compress(
     inputs: Iterable[str | os.PathLike[str]],
     outdir: str | os.PathLike[str] | None,
@@ -102,15 +148,34 @@ def compress(
     makes ``target`` the lossless archive syntax and adds a preview per file;
     ``background`` adds the content-aware analysis to the report. Results come back in
     input order; ``on_result`` sees each as soon as it is done.
+
+    With ``jobs`` > 1, small files (a few frames: slices of a series) go whole to ``jobs``
+    worker processes when there are many of them; the others run in ``jobs`` threads with
+    their frames in shared worker pools.
     """
     target = parse_target(target) if isinstance(target, str) else target
     if with_hybrid and target.lossy:
         raise ValueError("--hybrid keeps a lossless archive copy: choose a lossless --to")
+    if with_hybrid and in_place:
+        raise ValueError("--hybrid and --in-place together are not supported")
     if items is None:
         items = plan_work(inputs, outdir, in_place=in_place, with_preview=with_hybrid)
     jobs = max(1, jobs)
+    job = _FileJob(target, min_psnr, max_error, min_ssim, in_place, with_hybrid,
+                   preview_size, eot_threshold)
+    results: list[TranscodeResult | None] = [None] * len(items)
 
-    def one(item: WorkItem) -> TranscodeResult:
+    def done(index: int, result: TranscodeResult, counted: int, nbytes: int = 0) -> None:
+        item = items[index]
+        if progress is not None and item.frames > counted:
+            # Frames of files that stopped early, or ran in a worker process (``nbytes``
+            # done there), count as done here.
+            progress(item.frames - counted, nbytes)
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    def one(index: int) -> None:
         counted = 0
 
         def step(frames: int, nbytes: int) -> None:
@@ -119,33 +184,28 @@ def compress(
             if progress is not None:
                 progress(frames, nbytes)
 
-        if with_hybrid:
-            assert item.preview is not None
-            if in_place:
-                raise ValueError("--hybrid and --in-place together are not supported")
-            result = hybrid(item.source, item.destination, item.preview,
-                            archive_target=target, max_size=preview_size, min_psnr=min_psnr,
-                            max_error=max_error, jobs=jobs, executor=pools,
-                            progress=step, eot_threshold=eot_threshold)
-        else:
-            result = transcode(item.source, None if in_place else item.destination, target,
-                               min_psnr=min_psnr, max_error=max_error, min_ssim=min_ssim,
-                               jobs=jobs, executor=pools, in_place=in_place,
-                               eot_threshold=eot_threshold, progress=step)
-        if progress is not None and item.frames > counted:
-            # Frames of files that stopped early still count as done for the progress bar.
-            progress(item.frames - counted, 0)
-        if on_result is not None:
-            on_result(result)
-        return result
+        done(index, _run_item(items[index], job, jobs, pools, step), counted)
 
+    small = [i for i, item in enumerate(items) if item.frames <= _SMALL_FILE_FRAMES]
+    if jobs == 1 or len(small) < _PROCESS_FILES_PER_JOB * jobs:
+        small = []
+    if small:
+        try:
+            _in_processes(small, items, job, jobs, done)
+        except (BrokenProcessPool, OSError) as exc:
+            # No usable worker processes here (a __main__ they cannot import, such as a
+            # script read from stdin; no fork server): what is left runs in threads.
+            log.warning("worker processes failed (%s): the remaining files run in threads", exc)
+    rest = [i for i in range(len(items)) if results[i] is None]
     with Pools(jobs) as pools:
-        if jobs == 1 or len(items) == 1:
-            results = [one(item) for item in items]
+        if jobs == 1 or len(rest) <= 1:
+            for index in rest:
+                one(index)
         else:
-            # Files concurrently (single-frame series), frames in the shared pools (big files).
+            # Files concurrently, frames in the shared pools (big files).
             with ThreadPoolExecutor(jobs, thread_name_prefix="dcmstream-file") as files:
-                results = list(files.map(one, items))
+                list(files.map(one, rest))
+    final = [r for r in results if r is not None]
     estimates: list[BackgroundEstimate] = []
     if background:
         for item in items:
@@ -159,7 +219,29 @@ def compress(
     if report is not None:
         settings = {"target": target.label, "jobs": jobs, "hybrid": with_hybrid,
                     "min PSNR": min_psnr, "max error": max_error, "in place": in_place}
-        written_report = write_report(report, results, background=estimates,
+        written_report = write_report(report, final, background=estimates,
                                       settings={k: v for k, v in settings.items()
                                                 if v not in (None, False)})
-    return CompressRun(results, estimates, written_report)
+    return CompressRun(final, estimates, written_report)
+
+
+def _in_processes(indexes: list[int], items: list[WorkItem], job: _FileJob, jobs: int,
+                  done: Callable[[int, TranscodeResult, int, int], None]) -> None:
+    """Transcode ``items[i]`` for i in ``indexes`` whole, one file per task, in ``jobs``
+    worker processes; at most a few tasks per process wait at any time."""
+    executor = make_executor(jobs, processes=True)
+    try:
+        pending: dict[Future[TranscodeResult], int] = {}
+        queue = iter(indexes)
+        for index in queue:
+            pending[executor.submit(_run_item, items[index], job)] = index
+            while len(pending) >= 4 * jobs:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()
+                    done(pending.pop(future), result, 0, result.raw_bytes)
+        for future in as_completed(list(pending)):
+            result = future.result()
+            done(pending.pop(future), result, 0, result.raw_bytes)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
