@@ -85,3 +85,30 @@ def test_the_source_dataset_is_not_changed(testfile) -> None:
         source = inst.dataset
         assert [(e.tag, e.VR, e.value) for e in source if e.tag != 0x7FE00010] == \
             [(e.tag, e.VR, e.value) for e in stored]
+
+
+@pytest.mark.slow
+def test_raw_elements_are_written_byte_for_byte_as_pydicom_would() -> None:
+    # writer.Encoding.dataset copies raw elements itself: the bytes must be pydicom's.
+    from pydicom.filewriter import write_dataset
+
+    compared = 0
+    enc = writer.encoding_for(TARGET.transfer_syntax)
+    for path in _with_pixels():
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - unreadable by pydicom: nothing to compare
+            continue
+        if ds.original_encoding != (False, True):
+            continue
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = False, True
+        try:
+            write_dataset(buffer, ds)
+        except Exception:  # noqa: BLE001 - then ours must refuse too
+            with pytest.raises(Exception):  # noqa: B017
+                enc.dataset(ds)
+            continue
+        assert enc.dataset(ds) == buffer.getvalue(), path
+        compared += enc._as_stored(ds)  # our copying path, not pydicom's writer
+    assert compared > 50
