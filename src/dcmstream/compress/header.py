@@ -94,8 +94,9 @@ def output_dataset(source: Dataset, *, photometric: str, samples: int,
     Nothing the caller changes reaches the source's dataset: elements not parsed yet (raw,
     immutable tuples) are shared, parsed ones deep-copied. When every raw element is stored
     as every output is written (explicit VR little endian, as most sources), the copy says
-    so (its original encoding), and pydicom writes those elements back as stored: parsing
-    and re-encoding them all cost more than encoding and verifying a 512 x 512 frame.
+    so (its original encoding), and the writer copies those elements as stored (see
+    ``writer.Encoding.dataset``): parsing and re-encoding them all cost more than encoding
+    and verifying a 512 x 512 frame.
     Otherwise (implicit VR, big endian, or a body that contradicts its transfer syntax)
     pydicom parses and re-encodes everything, ambiguous VRs resolved.
     """

@@ -14,7 +14,8 @@
    measured (lossy); once the file is complete it is reopened with dcmstream and every
    frame's codestream, found through the written offset table, must be the one checked
    (by length, CRC-32 and Adler-32, so frames need not be kept). Native targets (explicit,
-   deflate) are decoded from the reopened file and compared with the source frames so;
+   deflate) are decoded from the reopened file, and the same digests of their pixels must be
+   those of the source frames;
 4. commit (fsync, rename) - or keep the input when a compressing target did not make the
    file smaller, or refuse when a lossy frame missed its QA thresholds.
 
