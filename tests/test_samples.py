@@ -4,7 +4,9 @@ tables and fragments are where they should be, and writing streams in bounded me
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 import time
 import tracemalloc
 import zlib
@@ -93,7 +95,16 @@ def test_round_trip_with_pydicom(tmp_path: Path, syntax: str, kind: str, signed:
         groups = ds.PerFrameFunctionalGroupsSequence
         assert len(groups) == FRAMES
         assert groups[-1].PlanePositionSequence[0].ImagePositionPatient[2] == -(FRAMES - 1)
-        assert groups[-1].FrameContentSequence[0].InStackPositionNumber == FRAMES
+        content = groups[-1].FrameContentSequence[0]
+        assert content.InStackPositionNumber == FRAMES
+        assert content.DimensionIndexValues == FRAMES
+        # 12.5 ms a frame (1 mm at 80 mm/s), data centred half a 0.5 s rotation later.
+        assert content.FrameAcquisitionDateTime == "20240115120000.037500"
+        assert content.FrameReferenceDateTime == "20240115120000.287500"
+        assert content.FrameAcquisitionDuration == 500.0
+        position = groups[-1].CTPositionSequence[0]
+        assert position.TablePosition == -(FRAMES - 1)
+        assert position.ReconstructionTargetCenterPatient == [0.0, 0.0, -(FRAMES - 1)]
 
 
 @pytest.mark.parametrize(("syntax", "kind", "signed"), [
@@ -257,6 +268,44 @@ def test_header(tmp_path: Path) -> None:
                                           rows=ROWS, columns=COLUMNS))
     assert mr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7.3"
     assert len(mr.SliceLocationVector) == 3
+
+
+@pytest.mark.parametrize("kind", ["ct", "mr", "us"])
+@pytest.mark.parametrize("syntax", ["jpeg-ls-near", "j2k"])
+def test_lossy_ratio_is_filled_in(tmp_path: Path, kind: str, syntax: str) -> None:
+    # Reserved in the header, patched once every frame is encoded.
+    ds = pydicom.dcmread(write_multiframe(tmp_path / "x.dcm", frames=FRAMES, syntax=syntax,
+                                          kind=kind, rows=ROWS, columns=COLUMNS))
+    # (Items may carry a padding byte the ratio does not count.)
+    encoded = sum(len(f) for f in generate_frames(ds.PixelData, number_of_frames=FRAMES))
+    expected = FRAMES * ROWS * COLUMNS * ds.SamplesPerPixel * ds.BitsAllocated // 8 / encoded
+    assert ds.LossyImageCompression == "01"
+    assert float(ds.LossyImageCompressionRatio) == pytest.approx(expected, rel=0.01)
+    assert ds.LossyImageCompressionMethod == samples._LOSSY_METHODS[syntax]
+
+
+def test_enhanced_ct_shared_groups(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(write_multiframe(tmp_path / "x.dcm", frames=FRAMES, syntax="rle",
+                                          rows=ROWS, columns=COLUMNS))
+    assert ds.LossyImageCompression == "00"  # required by Enhanced CT, lossless or not
+    assert "LossyImageCompressionRatio" not in ds
+    (shared,) = ds.SharedFunctionalGroupsSequence
+    # One item each (more only for multi-energy), and nothing that varies per frame.
+    for keyword in ("CTImageFrameTypeSequence", "CTAcquisitionTypeSequence",
+                    "CTAcquisitionDetailsSequence", "CTTableDynamicsSequence",
+                    "CTGeometrySequence", "CTReconstructionSequence", "CTExposureSequence",
+                    "CTXRayDetailsSequence", "FrameAnatomySequence",
+                    "IrradiationEventIdentificationSequence", "PixelMeasuresSequence"):
+        assert len(shared[keyword].value) == 1, keyword
+    for keyword in ("FrameContentSequence", "PlanePositionSequence", "CTPositionSequence"):
+        assert keyword not in shared
+    assert shared.CTImageFrameTypeSequence[0].FrameType == ds.ImageType
+    details = shared.CTTableDynamicsSequence[0]
+    assert details.TableFeedPerRotation == details.TableSpeed * \
+        shared.CTAcquisitionDetailsSequence[0].RevolutionTime
+    spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    assert shared.CTReconstructionSequence[0].ReconstructionPixelSpacing == spacing
+    assert ds.AcquisitionDuration == pytest.approx(((FRAMES - 1) * 12.5 + 500) / 1000)
 
 
 def test_deterministic_and_distinct(tmp_path: Path) -> None:
@@ -426,3 +475,49 @@ def test_series_of_single_frame_slices(tmp_path: Path, syntax: str) -> None:
     with pytest.raises(ValueError, match="not offered"):
         samples.write_series(tmp_path / "other", files=1, syntax="deflated")
     assert not (tmp_path / "other").exists() and not (tmp_path / ".series.part").exists()
+
+
+# --- IOD conformance (dicom3tools) ---------------------------------------------------------
+
+DCIODVFY = shutil.which("dciodvfy")
+needs_dciodvfy = pytest.mark.skipif(
+    DCIODVFY is None, reason="dicom3tools' dciodvfy is not on PATH (scripts/install.sh)")
+# Enhanced CT keeps a top-level copy of rescale and window for readers that look only there
+# (the web viewer's QIDO metadata does): dciodvfy warns that they are not in the IOD.
+ALLOWED_WARNINGS = ("Attribute is not present in standard DICOM IOD",
+                    "this is a Standard Extended SOP Class")
+
+
+def _dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """(Error lines, Warning lines) dciodvfy prints for ``path``."""
+    # Not check=True: dciodvfy exits non-zero when it finds errors, which are asserted on.
+    proc = subprocess.run([DCIODVFY, str(path)], check=False, capture_output=True, text=True,
+                          timeout=60)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return ([line for line in lines if line.startswith("Error")],
+            [line for line in lines if line.startswith("Warning")])
+
+
+def _assert_valid(path: Path) -> None:
+    errors, warnings = _dciodvfy(path)
+    assert errors == [], f"{path.name}: dciodvfy reports\n" + "\n".join(errors)
+    unexpected = [w for w in warnings if not any(a in w for a in ALLOWED_WARNINGS)]
+    assert unexpected == [], f"{path.name}: dciodvfy warns\n" + "\n".join(unexpected)
+
+
+# This dciodvfy (dicom3tools 2022) knows no HTJ2K and does not inflate Deflated files.
+@needs_dciodvfy
+@pytest.mark.parametrize("syntax", ["explicit", "implicit", "jpeg-ls", "rle"])
+@pytest.mark.parametrize("kind", ["ct", "mr", "us"])
+def test_dciodvfy_finds_no_error(tmp_path: Path, kind: str, syntax: str) -> None:
+    _assert_valid(write_multiframe(tmp_path / "x.dcm", frames=3, syntax=syntax, kind=kind,
+                                   rows=ROWS, columns=COLUMNS))
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("syntax", ["explicit", "jpeg-ls"])
+def test_dciodvfy_finds_no_error_in_series(tmp_path: Path, syntax: str) -> None:
+    folder = samples.write_series(tmp_path / "series", files=2, syntax=syntax, rows=ROWS,
+                                  columns=COLUMNS)
+    for path in sorted(folder.iterdir()):
+        _assert_valid(path)

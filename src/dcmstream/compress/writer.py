@@ -301,10 +301,17 @@ def file_meta_bytes(meta: FileMetaDataset) -> bytes:
 
 
 def write_sequence(out: BinaryIO | DeflateWriter, enc: Encoding, tag: int,
-                   items: Iterable[Dataset]) -> None:
-    """Write a sequence item by item (undefined lengths), so it is never whole in memory."""
+                   items: Iterable[Dataset | bytes]) -> None:
+    """Write a sequence item by item (undefined length), so it is never whole in memory.
+
+    An item is a Dataset (encoded here; undefined length) or its contents already encoded
+    in ``enc`` (bytes; defined length), for generators that encode items faster by hand."""
     out.write(enc.element_header(tag, "SQ", UNDEFINED_LENGTH))
     for item in items:
+        if isinstance(item, (bytes, bytearray)):
+            out.write(enc.delimiter(ITEM, len(item)))
+            out.write(item)
+            continue
         out.write(enc.delimiter(ITEM, UNDEFINED_LENGTH))
         out.write(enc.dataset(item))
         out.write(enc.delimiter(ITEM_DELIMITER))

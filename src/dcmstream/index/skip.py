@@ -18,7 +18,10 @@ __all__ = ["skip_element"]
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_WINDOW = 1 << 18  # most bytes of the source held at once while walking
+# Most bytes of the source held at once while walking: also the most read past the
+# sequence's end, which opening a file should keep well under its 64 KiB read-ahead
+# (a read per 32 KiB of sequence costs nothing next to walking it).
+_WINDOW = 1 << 15
 
 
 def skip_element(reader: SourceReader, offset: int, *, implicit: bool, little: bool) -> int:
