@@ -36,6 +36,7 @@ __all__ = [
     "REPO",
     "MiB",
     "PeakRss",
+    "DescendantsRss",
     "io_counters",
     "summarize",
     "run_worker",
@@ -133,6 +134,37 @@ class PeakRss:
 
     def __exit__(self, *exc: object) -> None:
         self.result = self.stop()
+
+
+class DescendantsRss:
+    """Peak of the summed RSS of this process's descendants (worker processes, a fork
+    server), sampled every ``interval`` seconds with psutil while running: what
+    :class:`PeakRss` (this process only) does not see."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="descendants-rss", daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(self.interval):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> "DescendantsRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def io_counters() -> dict[str, int]:

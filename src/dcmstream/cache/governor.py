@@ -21,16 +21,16 @@ pressure is simulated, never produced.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
 import psutil
+
+from ..libc import libc
 
 _log = logging.getLogger(__name__)
 
@@ -77,12 +77,9 @@ class GovernorStats:
 
 
 def _malloc_trim() -> Callable[[], None]:
-    if not sys.platform.startswith("linux"):
-        return lambda: None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+        trim = libc().malloc_trim  # type: ignore[union-attr]
+    except AttributeError:  # not Linux/glibc
         return lambda: None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
@@ -117,12 +114,9 @@ def tune_malloc(mmap_threshold: int = 64 * 1024, *, trim_threshold: int | None =
     ``MALLOC_ARENA_MAX`` do the same). Returns False where glibc's ``mallopt`` is
     unavailable (other platforms, musl).
     """
-    if not sys.platform.startswith("linux"):
-        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = libc().mallopt  # type: ignore[union-attr]
+    except AttributeError:  # not Linux/glibc
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -23,6 +23,7 @@ import glob
 import os
 import sysconfig
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -54,24 +55,32 @@ _lib_path: str | None = None
 _tried = False
 
 
-def _candidates() -> list[str]:
-    paths: list[str] = []
-    try:  # pyjpegls' extension: the same CharLS pydicom's JPEG-LS plugin uses
-        import importlib.util
+def _candidates() -> Iterator[str]:
+    """Library files to try, in order, each once; lazily, since ``find_library`` starts a
+    subprocess (``ldconfig``) that the first candidates usually make unnecessary."""
+    seen: set[str] = set()
 
-        spec = importlib.util.find_spec("_CharLS")
-        if spec is not None and spec.origin:
-            paths.append(spec.origin)
-    except (ImportError, ValueError):  # pragma: no cover - broken environment
-        pass
-    purelib = sysconfig.get_paths().get("platlib") or ""
-    paths += sorted(glob.glob(os.path.join(purelib, "_CharLS*.so")))
-    for name in ("charls", "CharLS"):
-        found = ctypes.util.find_library(name)
-        if found:
-            paths.append(found)
-    paths += ["libcharls.so.2", "libCharLS.so.2"]
-    return list(dict.fromkeys(paths))
+    def paths() -> Iterator[str]:
+        try:  # pyjpegls' extension: the same CharLS pydicom's JPEG-LS plugin uses
+            import importlib.util
+
+            spec = importlib.util.find_spec("_CharLS")
+            if spec is not None and spec.origin:
+                yield spec.origin
+        except (ImportError, ValueError):  # pragma: no cover - broken environment
+            pass
+        purelib = sysconfig.get_paths().get("platlib") or ""
+        yield from sorted(glob.glob(os.path.join(purelib, "_CharLS*.so")))
+        yield from ("libcharls.so.2", "libCharLS.so.2")
+        for name in ("charls", "CharLS"):
+            found = ctypes.util.find_library(name)
+            if found:
+                yield found
+
+    for path in paths():
+        if path not in seen:
+            seen.add(path)
+            yield path
 
 
 def _bind(lib: ctypes.CDLL) -> None:

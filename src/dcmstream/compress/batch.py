@@ -15,7 +15,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +32,15 @@ from .background import BackgroundEstimate, analyse_background
 from .encoders import Target, parse_target
 from .hybrid import DEFAULT_PREVIEW_SIZE, hybrid
 from .report import write_report
-from .transcode import (EOT_THRESHOLD, Pools, Progress, TranscodeResult, iter_inputs, make_executor,
-                        transcode)
+from .transcode import (
+    EOT_THRESHOLD,
+    Pools,
+    Progress,
+    TranscodeResult,
+    iter_inputs,
+    make_executor,
+    transcode,
+)
 
 __all__ = ["CompressRun", "WorkItem", "compress", "plan_work"]
 

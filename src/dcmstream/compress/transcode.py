@@ -55,7 +55,14 @@ from ..image.postprocess import finish_frame
 from ..index.pixel_spec import PixelSpec
 from . import header as hdr
 from . import writer
-from .encoders import LOSSY_SYNTAXES, EncodePlan, FrameEncoder, Target, UnsupportedTarget, parse_target
+from .encoders import (
+    LOSSY_SYNTAXES,
+    EncodePlan,
+    FrameEncoder,
+    Target,
+    UnsupportedTarget,
+    parse_target,
+)
 from .metrics import FrameMetrics, Window, frame_metrics, window_from_dataset
 
 __all__ = [

@@ -19,7 +19,6 @@ hybrid previews):
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 import uuid
@@ -30,12 +29,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+from ..libc import libc
 
 __all__ = [
     "AtomicFile",
@@ -144,9 +145,8 @@ class AtomicFile:
 
 def _writeback_starter():  # noqa: ANN202 - a ctypes function or None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):  # not Linux / not glibc: fsync alone does the work
+        function = libc().sync_file_range  # type: ignore[union-attr]
+    except AttributeError:  # not Linux: fsync alone does the work
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     function.restype = ctypes.c_int
