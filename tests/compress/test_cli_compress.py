@@ -97,3 +97,23 @@ def test_many_small_files_run_in_worker_processes(tmp_path: Path,
     for r in good:
         np.testing.assert_array_equal(frames_of(r.output), frames_of(r.source))
     assert not (tmp_path / "out" / "slice-0005.dcm").exists()
+
+
+def test_planning_without_a_progress_bar_reads_no_header(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Frame counts only feed a progress bar: without one, planning takes file sizes alone
+    # (the parent would otherwise parse every slice's header, one by one).
+    from dcmstream.compress import batch
+    from dcmstream.samples import write_series
+
+    folder = write_series(tmp_path / "series", files=3, syntax="explicit", rows=64, columns=48)
+    items = batch.plan_work([folder], tmp_path / "out", count_frames=False)
+    assert [(i.frames, i.raw_bytes) for i in items] == [(0, 0)] * 3
+    assert [i.file_bytes for i in items] == [p.stat().st_size for p in sorted(folder.iterdir())]
+    counted = batch.plan_work([folder], tmp_path / "out")
+    assert [(i.frames, i.raw_bytes) for i in counted] == [(1, 64 * 48 * 2)] * 3
+
+    opened = []
+    monkeypatch.setattr(batch, "open_instance", lambda *a, **k: opened.append(a))
+    run = batch.compress([folder], tmp_path / "out", "jpeg-ls")
+    assert opened == [] and [r.status for r in run.results] == ["written"] * 3

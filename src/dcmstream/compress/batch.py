@@ -54,8 +54,9 @@ class WorkItem:
     source: Path
     destination: Path
     preview: Path | None
-    frames: int
+    frames: int  # 0 when not counted (or no pixels)
     raw_bytes: int
+    file_bytes: int = 0  # size on disk
 
 
 def _preview_path(destination: Path) -> Path:
@@ -63,8 +64,10 @@ def _preview_path(destination: Path) -> Path:
 
 
 def plan_work(inputs: Iterable[str | os.PathLike[str]], outdir: str | os.PathLike[str] | None,
-              *, in_place: bool = False, with_preview: bool = False) -> list[WorkItem]:
-    """Resolve inputs to work items (reads each header once to count frames)."""
+              *, in_place: bool = False, with_preview: bool = False,
+              count_frames: bool = True) -> list[WorkItem]:
+    """Resolve inputs to work items. ``count_frames`` reads each header once for the frames
+    and raw bytes (a progress bar's totals); without it only the file sizes are taken."""
     if not in_place and outdir is None:
         raise ValueError("an output folder is required unless in_place")
     items: list[WorkItem] = []
@@ -76,16 +79,18 @@ def plan_work(inputs: Iterable[str | os.PathLike[str]], outdir: str | os.PathLik
         if key in seen:
             raise ValueError(f"{path} and {seen[key]} would both be written to {destination}")
         seen[key] = path
-        frames = raw = 0
+        frames = raw = size = 0
         try:
-            with open_instance(path, cache=False) as inst:
-                if inst.has_pixels:
-                    frames = len(inst)
-                    raw = inst.pixel_spec.decoded_frame_bytes * frames
+            size = path.stat().st_size
+            if count_frames:
+                with open_instance(path, cache=False) as inst:
+                    if inst.has_pixels:
+                        frames = len(inst)
+                        raw = inst.pixel_spec.decoded_frame_bytes * frames
         except (DcmstreamError, OSError):
             pass  # transcode() reports it
         preview = _preview_path(destination) if with_preview else None
-        items.append(WorkItem(path, destination, preview, frames, raw))
+        items.append(WorkItem(path, destination, preview, frames, raw, size))
     return items
 
 
@@ -129,11 +134,12 @@ def _run_item(item: WorkItem, job: _FileJob, jobs: int = 1, pools: Pools | None 
                      eot_threshold=job.eot_threshold, progress=progress)
 
 
-#: Files of at most this many frames go whole to worker processes when a run has several
-#: jobs and enough of them (``_PROCESS_FILES_PER_JOB`` per job): a single-frame slice spends
-#: about half its time in Python (header parse and write, checks), which threads cannot
-#: overlap - two file threads gained nothing on a folder of 512 x 512 CT slices.
-_SMALL_FILE_FRAMES = 4
+#: Files of at most this size go whole to worker processes when a run has several jobs and
+#: enough of them (``_PROCESS_FILES_PER_JOB`` per job): a single-frame slice spends about
+#: half its time in Python (header parse and write, checks), which threads cannot overlap -
+#: two file threads gained nothing on a folder of 512 x 512 CT slices. (The size, not the
+#: frame count: knowing it needs no header read, which the parent would do one by one.)
+_SMALL_FILE_BYTES = 16 << 20
 _PROCESS_FILES_PER_JOB = 8
 
 
@@ -172,7 +178,8 @@ def compress(
     if with_hybrid and in_place:
         raise ValueError("--hybrid and --in-place together are not supported")
     if items is None:
-        items = plan_work(inputs, outdir, in_place=in_place, with_preview=with_hybrid)
+        items = plan_work(inputs, outdir, in_place=in_place, with_preview=with_hybrid,
+                          count_frames=progress is not None)
     jobs = max(1, jobs)
     job = _FileJob(target, min_psnr, max_error, min_ssim, in_place, with_hybrid,
                    preview_size, eot_threshold)
@@ -199,7 +206,7 @@ def compress(
 
         done(index, _run_item(items[index], job, jobs, pools, step), counted)
 
-    small = [i for i, item in enumerate(items) if item.frames <= _SMALL_FILE_FRAMES]
+    small = [i for i, item in enumerate(items) if item.file_bytes <= _SMALL_FILE_BYTES]
     if jobs == 1 or len(small) < _PROCESS_FILES_PER_JOB * jobs:
         small = []
     if small:
