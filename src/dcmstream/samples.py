@@ -42,7 +42,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from .compress import writer
 from .compress.encoders import jpegls_encode, unsigned_pattern
-from .compress.header import format_ratio, ratio_placeholder
+from .compress.header import patch_ratio, ratio_placeholder
 
 __all__ = ["SYNTAXES", "ensure_sample", "synthetic_frames", "write_multiframe", "write_series"]
 
@@ -486,14 +486,6 @@ def _ratio_offset(header: bytes) -> int:
     return header.index(element) + len(element) - len(placeholder)
 
 
-def _patch_ratio(fh: BinaryIO, at: int, ratio: float) -> None:
-    """Overwrite the reserved ratio text at ``at`` (same width) and come back to the end."""
-    end = fh.tell()
-    fh.seek(at)
-    fh.write(format_ratio(ratio))
-    fh.seek(end)
-
-
 def _write_native(out: BinaryIO | writer.DeflateWriter, enc: writer.Encoding, layout: _Layout,
                   frames: Iterator[np.ndarray], count: int, frame_bytes: int) -> None:
     writer.write_native(out, enc, frames, count, frame_bytes=frame_bytes,
@@ -606,7 +598,7 @@ def _build_dataset(*, kind: str, syntax: str, layout: _Layout, codec: _Codec, fr
     ds.NumberOfFrames = frames
     if codec.lossy_method:
         ds.LossyImageCompression = "01"
-        # Known once every frame is encoded: reserved here, filled in by _patch_ratio.
+        # Known once every frame is encoded: reserved here, filled in by patch_ratio.
         ds.LossyImageCompressionRatio = ratio_placeholder()
         ds.LossyImageCompressionMethod = codec.lossy_method
     elif kind == "ct":
@@ -913,7 +905,7 @@ def write_multiframe(
                                       fragments_per_frame=fragments_per_frame)
             if codec.lossy_method:
                 ratio = frames * layout.frame_bytes(rows, columns) / encode.total
-                _patch_ratio(fh, header_at + _ratio_offset(header), ratio)
+                patch_ratio(fh, header_at + _ratio_offset(header), ratio)
         if isinstance(body, writer.DeflateWriter):
             body.finish()
         out.commit()

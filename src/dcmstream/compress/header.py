@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -34,6 +35,7 @@ __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "append_lossy_derivation",
     "format_ratio",
+    "patch_ratio",
     "new_file_meta",
     "output_dataset",
     "ratio_placeholder",
@@ -70,6 +72,15 @@ def format_ratio(ratio: float) -> bytes:
         if len(text) <= RATIO_WIDTH:
             return text.ljust(RATIO_WIDTH).encode("ascii")
     return f"{ratio:.3g}"[:RATIO_WIDTH].ljust(RATIO_WIDTH).encode("ascii")
+
+
+def patch_ratio(fh: BinaryIO, at: int, ratio: float) -> None:
+    """Overwrite the reserved ratio text at file offset ``at`` (same width: nothing else
+    moves) once the ratio is known, and come back to where writing was."""
+    end = fh.tell()
+    fh.seek(at)
+    fh.write(format_ratio(ratio))
+    fh.seek(end)
 
 
 def _swap_big_endian(ds: Dataset) -> None:

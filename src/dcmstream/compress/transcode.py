@@ -656,11 +656,7 @@ def _write(plan: _Plan, atomic: writer.AtomicFile, offset_table: str,
     if isinstance(body, writer.DeflateWriter):
         body.finish()
     if ratio_at is not None:
-        ratio = result.raw_bytes / max(result.pixel_bytes, 1)
-        end = fh.tell()
-        fh.seek(header_start + ratio_at)
-        fh.write(hdr.format_ratio(ratio))
-        fh.seek(end)
+        hdr.patch_ratio(fh, header_start + ratio_at, result.raw_bytes / max(result.pixel_bytes, 1))
     result.psnr, result.ssim, result.window_psnr = psnrs, ssims, wpsnrs
     result.max_error = max(errors) if errors else None
     return digests
