@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..io.source import ByteSource, FileSource
+from ..errors import DcmstreamError
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
 
@@ -32,11 +33,19 @@ _MAX_KEY = 1024
 _CHUNK = 1 << 20
 
 
-class BlobNotFoundError(KeyError):
-    """No blob under this key."""
+class BlobNotFoundError(DcmstreamError, KeyError):
+    """No blob under this key (a KeyError too, for mapping-style callers)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument; say what is missing instead.
+        return f"no blob under key {self.key!r}"
 
 
-class InvalidKeyError(ValueError):
+class InvalidKeyError(DcmstreamError, ValueError):
     """A key that could escape the store or is not a plain relative path."""
 
 

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from ..errors import DcmstreamError
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
 from .common import DICOM_JSON, base_url, context, error, path_uid, run
 from .dicomjson import dumps
@@ -31,8 +32,8 @@ from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartH
 __all__ = ["store"]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(DcmstreamError):
+    """The body passed the upload limit: unwinds the parse loop into a 413."""
 
 
 def _sop_item(result: IngestResult, base: str | None) -> dict[str, Any]:
