@@ -23,8 +23,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..io.source import ByteSource, FileSource
 from ..errors import DcmstreamError
+from ..io.source import ByteSource, FileSource
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
 

@@ -231,7 +231,7 @@ class Archive:
             return lock
 
     def _record(self, ds: Any, inst: Any, ts: str, study: str, series: str, sop: str, sop_class: str) -> InstanceRecord:
-        from ..web.dicomjson import BULK_MARKER, dataset_to_json, dumps
+        from ..dicomjson import BULK_MARKER, dataset_to_json, dumps
 
         def uri(tag: int) -> str:
             return BULK_MARKER + bulk_path(study, series, sop, tag)

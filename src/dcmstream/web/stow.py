@@ -22,10 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..errors import DcmstreamError
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
+from ..dicomjson import dumps
+from ..errors import DcmstreamError
 from .common import DICOM_JSON, base_url, context, error, path_uid, run
-from .dicomjson import dumps
 from .media import parse_content_type
 from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartHeaders
 
