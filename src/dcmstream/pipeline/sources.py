@@ -36,6 +36,7 @@ from .tiles import SlideGeometry, slide_geometry
 
 if TYPE_CHECKING:
     from ..archive import Archive
+    from ..image.render import Renderer
 
 __all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
 
@@ -224,6 +225,7 @@ class DicomWebInstance:
         self.dataset = Dataset.from_json(meta, bulk_data_uri_handler=lambda *a: None)
         self.pixel_spec = pixel_spec_from_dataset(self.dataset, "PixelData", self.name)
         self.transfer_syntax = "1.2.840.10008.1.2.1"  # what the octet-stream frames are
+        self._renderer: Renderer | None = None
 
     def __len__(self) -> int:
         return self.pixel_spec.number_of_frames
@@ -247,10 +249,17 @@ class DicomWebInstance:
             arr = np.frombuffer(data, spec.dtype.newbyteorder("<")).reshape(spec.shape).astype(spec.dtype)
         return decimate(arr, level)
 
-    def render(self, i: int, window: tuple[float, float] | None = None, level: int | None = None) -> np.ndarray:
-        from ..image.render import Renderer
+    @property
+    def renderer(self) -> Renderer:
+        """The display chain of this instance's header (built once), as :attr:`Instance.renderer`."""
+        if self._renderer is None:
+            from ..image.render import Renderer
 
-        return Renderer(self.dataset).render(self.frame(i, level=level or 0), i, window)
+            self._renderer = Renderer(self.dataset)
+        return self._renderer
+
+    def render(self, i: int, window: tuple[float, float] | None = None, level: int | None = None) -> np.ndarray:
+        return self.renderer.render(self.frame(i, level=level or 0), i, window)
 
     def close(self) -> None:
         pass
