@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README, CI): install, then run the whole suite with pytest.
+# The test command (README, CI): install, check the import layers, then run the whole suite with pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh test
+# The layers (pyproject.toml [tool.importlinter]) of this checkout's sources, before the tests.
+PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" lint-imports --no-logo --no-cache
 exec python3 -m pytest -q "$@"

@@ -22,7 +22,9 @@ from pydicom.encaps import generate_frames, get_frame, parse_basic_offsets, pars
 from pydicom.uid import UID
 
 from dcmstream import samples
+from dcmstream.compress.writer import split_fragments
 from dcmstream.samples import SYNTAXES, ensure_sample, synthetic_frames, write_multiframe
+from dcmstream.samples.syntaxes import LOSSY_METHODS
 
 ROWS, COLUMNS, FRAMES = 64, 48, 4  # non-square on purpose: catches rows/columns mix-ups
 
@@ -281,7 +283,7 @@ def test_lossy_ratio_is_filled_in(tmp_path: Path, kind: str, syntax: str) -> Non
     expected = FRAMES * ROWS * COLUMNS * ds.SamplesPerPixel * ds.BitsAllocated // 8 / encoded
     assert ds.LossyImageCompression == "01"
     assert float(ds.LossyImageCompressionRatio) == pytest.approx(expected, rel=0.01)
-    assert ds.LossyImageCompressionMethod == samples._LOSSY_METHODS[syntax]
+    assert ds.LossyImageCompressionMethod == LOSSY_METHODS[syntax]
 
 
 def test_enhanced_ct_shared_groups(tmp_path: Path) -> None:
@@ -445,7 +447,7 @@ def test_frame_generation_is_fast() -> None:
 @given(data=st.binary(min_size=1, max_size=400), count=st.integers(1, 8))
 def test_split_fragments(data: bytes, count: int) -> None:
     try:
-        parts = samples._split_fragments(data, count)
+        parts = split_fragments(data, count)
     except ValueError:
         # Only when the frame is too short, or 0xFF runs push the cuts to its end.
         assert len(data) < 2 * count or 0xFF in data[1:]

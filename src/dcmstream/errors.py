@@ -1,6 +1,8 @@
 """The exceptions dcmstream raises.
 
-One tree, so callers can catch as broadly or as narrowly as they need::
+One tree, so callers can catch as broadly or as narrowly as they need: every error the
+project raises on purpose derives from :class:`DcmstreamError`, and keeps the builtin base
+a caller would have caught before (``except KeyError`` still sees a missing blob)::
 
     DcmstreamError
     ├── DicomFormatError (also ValueError)        malformed or inconsistent input
@@ -8,7 +10,25 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     ├── UnsupportedTransferSyntaxError (also NotImplementedError)
     │                                              no installed codec for the syntax
     ├── DecodeError (also ValueError)              a codec rejected one frame's bytes
-    └── SourceError (also OSError)                 the byte source failed (I/O, closed)
+    │   └── CharlsError             codecs/charls.py     CharLS returned an error code
+    ├── SourceError (also OSError)                 the byte source failed (I/O, closed)
+    ├── CacheBudgetError (also ValueError)    cache/tier.py        item larger than budget
+    ├── PoolFullError (also RuntimeError)     cache/pool.py        decode queue is full
+    ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key
+    ├── InvalidKeyError (also ValueError)     archive/blobstore.py a key that could escape
+    ├── InvalidUIDError (also ValueError)     archive/uids.py      not a DICOM UID (400)
+    ├── CatalogConflictError (also ValueError) archive/catalog.py  contradicts the catalog
+    ├── QueryError (also ValueError)          archive/catalog.py   malformed query (400)
+    ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
+    ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
+    ├── QaFailure                             compress/transcode.py lossy frame missed QA
+    ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
+    └── _TooLarge                             web/stow.py          internal: STOW body > limit
+
+The classes after SourceError live next to the code that raises them (they are part of
+that package's API); this drawing is the one place that lists them all, and
+``tests/test_errors.py`` fails when a new exception class is missing from it or from the
+tree.
 
 Every message names where the problem is: the file (or source), the element tag
 or frame number, and the cause.

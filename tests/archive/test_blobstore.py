@@ -134,3 +134,13 @@ class TestFilesystemBlobStore(BlobStoreTests):
 
 def test_validate_key_accepts_uid_paths() -> None:
     assert validate_key("1.2.840.1/1.2.3/1.2.3.4.dcm") == "1.2.840.1/1.2.3/1.2.3.4.dcm"
+
+
+def test_local_path_of_the_filesystem_store(tmp_path) -> None:
+    from dcmstream.archive import FilesystemBlobStore
+
+    store = FilesystemBlobStore(tmp_path)
+    store.put_bytes("a/b.dcm", b"data")
+    assert store.local_path("a/b.dcm").read_bytes() == b"data"
+    with pytest.raises(BlobNotFoundError):
+        store.local_path("a/missing.dcm")

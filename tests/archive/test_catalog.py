@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 
 from dcmstream.archive.attributes import column_values
 from dcmstream.archive.catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SQLiteCatalog
-from dcmstream.web.dicomjson import dataset_to_json, dumps
+from dcmstream.dicomjson import dataset_to_json, dumps
 
 ST1, ST2, ST3 = "1.2.3.1", "1.2.3.2", "1.2.3.3"
 

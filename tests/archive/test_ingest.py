@@ -128,3 +128,23 @@ def test_metadata_json_has_pixel_bulk_uri(archive: Archive, testfile) -> None:
     assert data["7FE00010"]["BulkDataURI"].endswith(f"/instances/{result.sop_uid}/bulkdata/7FE00010")
     assert data["00083002"]["Value"] == ["1.2.840.10008.1.2.1"]
     assert data["00100010"]["Value"][0]["Alphabetic"] == "CompressedSamples^CT1"
+
+
+def test_public_layout_api(archive: Archive, testfile, tmp_path) -> None:
+    # What other packages use instead of the archive's internals.
+    assert Archive.is_archive(archive.root) and not Archive.is_archive(tmp_path)
+    seen = []
+    archive.add_listener(seen.append)
+    archive.add_listener(lambda result: 1 / 0)  # a failing listener does not stop the others
+    ct = archive.ingest_file(testfile("CT_small.dcm"))
+    mr = archive.ingest_file(testfile("MR_small.dcm"))
+    assert [r.sop_uid for r in seen] == [ct.sop_uid, mr.sop_uid]
+    records = list(archive.iter_records())
+    assert sorted(r.sop_uid for r in records) == sorted([ct.sop_uid, mr.sop_uid])
+    for record in records:
+        path = archive.blobs.local_path(record.blob_key)
+        assert path is not None and path.read_bytes() == archive.blobs.read_range(record.blob_key)
+    record = archive.record(ct.sop_uid)
+    new_key = archive.replacement_key(record)
+    assert new_key != record.blob_key and new_key.endswith(f"/{ct.sop_uid}.dcm")
+    assert archive.instance_lock(ct.sop_uid) is archive.instance_lock(ct.sop_uid)

@@ -135,3 +135,13 @@ def test_dicomweb_url_is_an_input(cohort: Path, dicomweb) -> None:
     study = archive.ingest_file(cohort / "ct-jls.dcm").study_uid
     n = pipeline.run(f"{url}/studies/{study}", stats, memory_budget="64MB").items
     assert 12 <= n < 26
+    # uint8 views of DICOMweb frames go through the instance's own renderer, as local files do
+    from dcmstream.pipeline.sources import DicomWebInstance, iter_inputs
+    from dcmstream.pipeline.work import ReadOptions, values_of
+
+    sop = archive.ingest_file(cohort / "ct-jls.dcm").sop_uid
+    (ref,) = [r for r in iter_inputs(f"{url}/studies/{study}") if r.sop == sop]
+    remote = DicomWebInstance(ref)
+    view = values_of(remote, remote.frame(1), 1, ReadOptions(values="uint8", window=(40, 400)))
+    with dcmstream.open(cohort / "ct-jls.dcm") as local:
+        np.testing.assert_array_equal(view, local.render(1, window=(40, 400)))

@@ -1,8 +1,15 @@
-"""The archive: catalog (SQLite by default) + blob store (filesystem by default) + ingest."""
+"""The archive: catalog (SQLite by default) + blob store (filesystem by default) + ingest.
+
+:mod:`.archive` holds the :class:`Archive` class, :mod:`.ingest` the ingest step,
+:mod:`.stored` frame access through the stored index. The compression policy that
+rewrites archived blobs needs :mod:`dcmstream.compress` too, so it lives above both
+packages, in :mod:`dcmstream.policy`.
+"""
 
 from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, InvalidKeyError, validate_key
 from .catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SearchResult, SQLCatalog, SQLiteCatalog
-from .ingest import Archive, IngestResult, iter_files
+from .archive import Archive
+from .ingest import IngestResult, iter_files
 from .stored import StoredInstance
 from .uids import InvalidUIDError, is_valid_uid, validate_uid
 

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..errors import DcmstreamError
 from ..io.source import ByteSource, FileSource
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
@@ -32,11 +33,19 @@ _MAX_KEY = 1024
 _CHUNK = 1 << 20
 
 
-class BlobNotFoundError(KeyError):
-    """No blob under this key."""
+class BlobNotFoundError(DcmstreamError, KeyError):
+    """No blob under this key (a KeyError too, for mapping-style callers)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument; say what is missing instead.
+        return f"no blob under key {self.key!r}"
 
 
-class InvalidKeyError(ValueError):
+class InvalidKeyError(DcmstreamError, ValueError):
     """A key that could escape the store or is not a plain relative path."""
 
 
@@ -118,6 +127,15 @@ class BlobStore(ABC):
         final put is a rename.
         """
 
+    # -- optional --------------------------------------------------------------------
+    def local_path(self, key: str) -> Path | None:
+        """The blob's file on the local file system, or None when the store keeps none.
+
+        Lets a reader that needs a path (a transcoder, a worker process) skip a copy;
+        the file must be treated as read-only.
+        """
+        return None
+
     # -- derived ---------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes | Iterable[bytes]) -> int:
         """Store ``data`` (bytes or an iterable of chunks) under ``key`` atomically."""
@@ -182,11 +200,14 @@ def _fsync_dir(path: Path) -> None:
 class FilesystemBlobStore(BlobStore):
     """Blobs as files under ``root/objects``; staging files under ``root/tmp``."""
 
+    OBJECTS = "objects"  # the folder of the blobs, under root
+    STAGING = "tmp"  # the folder of staging files, under root (same file system: renames)
+
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         super().__init__()
         self.root = Path(root).resolve()
-        self.objects = self.root / "objects"
-        self.tmp = self.root / "tmp"
+        self.objects = self.root / self.OBJECTS
+        self.tmp = self.root / self.STAGING
         self.fsync = fsync
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -200,6 +221,13 @@ class FilesystemBlobStore(BlobStore):
         # validate_key already forbids "..", this is the belt to those braces.
         if self.objects not in path.parents:
             raise InvalidKeyError(f"blob key {key!r} escapes the store")
+        return path
+
+    def local_path(self, key: str) -> Path:
+        """The blob's file (``root/objects/<key>``); BlobNotFoundError if absent."""
+        path = self._path(key)
+        if not path.is_file():
+            raise BlobNotFoundError(key)
         return path
 
     def staging_path(self, suffix: str = ".tmp") -> Path:

@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import DcmstreamError
 from .attributes import COLUMNS_BY_KEYWORD, COLUMNS_BY_LEVEL, LEVELS, Column
 
 __all__ = [
@@ -64,11 +65,11 @@ _LEVEL_DEPTH = {level: i for i, level in enumerate(LEVELS)}
 _SUMMARY_MAX = 2048
 
 
-class CatalogConflictError(ValueError):
+class CatalogConflictError(DcmstreamError, ValueError):
     """The instance contradicts the catalog (e.g. its series belongs to another study)."""
 
 
-class QueryError(ValueError):
+class QueryError(DcmstreamError, ValueError):
     """A malformed query value (e.g. a date range that is not a date); 400 on the web."""
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 
+from ..errors import DcmstreamError
+
 __all__ = ["UID_PATTERN", "InvalidUIDError", "is_valid_uid", "validate_uid"]
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _MAX_LENGTH = 64
 
 
-class InvalidUIDError(ValueError):
+class InvalidUIDError(DcmstreamError, ValueError):
     """A string that should be a UID is not one (400 Bad Request on the web)."""
 
 

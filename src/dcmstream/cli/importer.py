@@ -28,13 +28,13 @@ def import_files(
     failures: list[tuple[Path, str]] = []
     policy = None
     if compress_policy is not None:
-        from ..archive.policy import load_policy
+        from ..policy import load_policy
 
         policy = load_policy(compress_policy)
     with Archive(archive, cache=False) as arc:
         worker = None
         if policy is not None and policy.rules:
-            from ..archive.policy import PolicyWorker
+            from ..policy import PolicyWorker
 
             worker = PolicyWorker(arc, policy, block=True).start()  # blocking queue: backpressure
         with Progress(

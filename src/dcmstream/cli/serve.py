@@ -90,7 +90,7 @@ def serve(
     archive = Archive(archive_dir)
     worker = None
     if compress_policy is not None:
-        from ..archive.policy import PolicyWorker, load_policy
+        from ..policy import PolicyWorker, load_policy
 
         policy = load_policy(compress_policy)
         if policy.rules:

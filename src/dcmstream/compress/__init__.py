@@ -12,16 +12,28 @@ Modules: :mod:`.encoders` (targets and frame encoders), :mod:`.transcode` (one f
 frame by frame, verified, atomic), :mod:`.metrics` (PSNR, SSIM, max error, windowed PSNR),
 :mod:`.hybrid` (archive + preview), :mod:`.background` (content-aware analysis),
 :mod:`.report` (HTML), :mod:`.batch` (many files), :mod:`.writer` (the streaming DICOM
-writer shared with :mod:`dcmstream.samples`).
+writer, exported here for :mod:`dcmstream.samples`, which writes through it).
 """
 
 from .background import BackgroundEstimate, analyse_background, background_mask
 from .batch import CompressRun, compress, plan_work
-from .encoders import TARGETS, EncodePlan, Target, UnsupportedTarget, parse_target
+from .encoders import TARGETS, EncodePlan, Target, UnsupportedTarget, jpegls_encode, parse_target, unsigned_pattern
+from .header import patch_ratio, ratio_placeholder
 from .hybrid import hybrid
 from .metrics import FrameMetrics, frame_metrics, max_abs_error, psnr, ssim, window_psnr
 from .report import render_report, write_report
-from .transcode import EOT_THRESHOLD, FrameTransform, Pools, QaThresholds, TranscodeResult, transcode
+from .transcode import EOT_THRESHOLD, FrameTransform, Pools, QaFailure, QaThresholds, TranscodeResult, transcode
+from .writer import (
+    AtomicFile,
+    DeflateWriter,
+    Encoding,
+    PixelDataTooLarge,
+    encoding_for,
+    file_meta_bytes,
+    write_encapsulated,
+    write_native,
+    write_sequence,
+)
 
 __all__ = [
     "EOT_THRESHOLD",
@@ -32,6 +44,7 @@ __all__ = [
     "FrameMetrics",
     "FrameTransform",
     "Pools",
+    "QaFailure",
     "QaThresholds",
     "Target",
     "TranscodeResult",
@@ -50,4 +63,19 @@ __all__ = [
     "transcode",
     "window_psnr",
     "write_report",
+    # The streaming DICOM writer and the precision-exact JPEG-LS encoder, shared with
+    # dcmstream.samples (which writes its synthetic files through them).
+    "AtomicFile",
+    "DeflateWriter",
+    "Encoding",
+    "PixelDataTooLarge",
+    "encoding_for",
+    "file_meta_bytes",
+    "jpegls_encode",
+    "patch_ratio",
+    "ratio_placeholder",
+    "unsigned_pattern",
+    "write_encapsulated",
+    "write_native",
+    "write_sequence",
 ]

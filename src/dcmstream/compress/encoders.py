@@ -35,6 +35,7 @@ import numpy as np
 
 from ..codecs import charls
 from ..codecs.imagecodecs_backend import openjph_ready
+from ..errors import DcmstreamError
 from ..index.pixel_spec import PixelSpec
 
 __all__ = [
@@ -71,7 +72,7 @@ LOSSY_SYNTAXES = {
 }
 
 
-class UnsupportedTarget(ValueError):
+class UnsupportedTarget(DcmstreamError, ValueError):
     """The target cannot hold this image (bit depth, colour, pixel kind) or the text is bad."""
 
 

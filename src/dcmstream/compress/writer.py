@@ -36,6 +36,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from ..errors import DcmstreamError
 from ..libc import libc
 
 __all__ = [
@@ -72,7 +73,7 @@ _EXPLICIT_BIG_UID = "1.2.840.10008.1.2.2"
 _DEFLATED_UID = "1.2.840.10008.1.2.1.99"
 
 
-class PixelDataTooLarge(ValueError):
+class PixelDataTooLarge(DcmstreamError, ValueError):
     """Encapsulated Pixel Data outgrew the 32-bit offsets of the Basic Offset Table."""
 
 

@@ -105,10 +105,16 @@ class HistogramSink(Sink):
 
 
 class MipSink(Sink):
-    """Running maximum per series (or per instance without a Series Instance UID)."""
+    """Running maximum per series (or per instance without a Series Instance UID).
 
-    def __init__(self, outdir: str | os.PathLike[str] | None) -> None:
+    ``window`` (center, width) windows the grey PNGs; it is in *stored* values, because
+    the MIP is kept in the stored dtype and a series' frames need not share one rescale.
+    Without it each PNG spans its own MIP's range (lowest value black, highest white).
+    """
+
+    def __init__(self, outdir: str | os.PathLike[str] | None, window: tuple[float, float] | None = None) -> None:
         self.outdir = None if outdir is None else Path(outdir)
+        self.window = window
         self.mips: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 
     def write(self, info: ItemInfo, result: Any) -> None:
@@ -126,7 +132,7 @@ class MipSink(Sink):
         self.outdir.mkdir(parents=True, exist_ok=True)
         import imagecodecs
 
-        from ..image.render import window_to_uint8
+        from ..image.render import DisplayParams, render_array
 
         names: set[str] = set()
         for (key, _shape), mip in self.mips.items():
@@ -137,9 +143,12 @@ class MipSink(Sink):
                 name = f"{base}-{n}"
             names.add(name)
             np.save(self.outdir / f"{name}.mip.npy", mip)
-            grey = mip if mip.ndim == 2 else mip[..., 0]
-            lo, hi = float(grey.min()), float(grey.max())
-            png = window_to_uint8(grey, ((lo + hi) / 2, max(hi - lo, 1.0))) if mip.ndim == 2 else mip.astype(np.uint8)
+            if mip.ndim == 2:
+                # Stored values, no rescale: identity modality step, then the window (or the range).
+                params = DisplayParams(bits_stored=8 * mip.dtype.itemsize, signed=mip.dtype.kind == "i")
+                png = render_array(mip, params, self.window)
+            else:
+                png = mip.astype(np.uint8)
             (self.outdir / f"{name}.mip.png").write_bytes(imagecodecs.png_encode(np.ascontiguousarray(png)))
         return str(self.outdir)
 
@@ -217,10 +226,13 @@ OPS: dict[str, Operation] = {
 }
 
 
-def operation(name: str, *, thumbnail_size: int = 256) -> Operation:
+def operation(name: str, *, thumbnail_size: int = 256, mip_window: tuple[float, float] | None = None) -> Operation:
+    """The operation ``name``; ``thumbnail_size`` and ``mip_window`` (stored values) tune theirs."""
     if name not in OPS:
         raise ValueError(f"unknown operation {name!r}; choose from {', '.join(OPS)}")
     op = OPS[name]
     if name == "thumbnails" and thumbnail_size != 256:
         op = Operation(op.name, _thumbnail(thumbnail_size), op.unit, op.make_sink, op.values, op.help)
+    if name == "mip" and mip_window is not None:
+        op = Operation(op.name, op.fn, op.unit, lambda p: MipSink(p, mip_window), op.values, op.help)
     return op

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,10 @@ from ..errors import DcmstreamError, DicomFormatError
 from ..image.levels import decimate, level_shape
 from ..index import PixelSpec
 from .tiles import SlideGeometry, slide_geometry
+
+if TYPE_CHECKING:
+    from ..archive import Archive
+    from ..image.render import Renderer
 
 __all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
 
@@ -122,10 +126,6 @@ def image_info(inst: Any) -> ImageInfo:
 
 
 # -- enumeration ----------------------------------------------------------------------------
-def _is_archive(path: Path) -> bool:
-    return (path / "catalog.sqlite").is_file() and (path / "objects").is_dir()
-
-
 def _walk(path: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -134,27 +134,14 @@ def _walk(path: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _archive_refs(root: Path, catalog: Any = None, blobs: Any = None) -> Iterator[InputRef]:
-    """Every catalogued instance of an archive with a filesystem blob store."""
-    from ..archive.blobstore import FilesystemBlobStore
-    from ..archive.catalog import SQLiteCatalog
-
-    own = catalog is None
-    catalog = catalog if catalog is not None else SQLiteCatalog(root / "catalog.sqlite")
-    blobs = blobs if blobs is not None else FilesystemBlobStore(root, fsync=False)
-    if not isinstance(blobs, FilesystemBlobStore):
-        raise DcmstreamError(f"{root}: the pipeline reads archives with a filesystem blob store only")
-    try:
-        for key in blobs.keys():
-            sop = Path(key).stem
-            record = catalog.get(sop)
-            if record is None or record.blob_key != key:
-                continue  # a blob without its catalog row (an interrupted ingest)
-            yield InputRef(name=f"{root.name}/{key}", path=str(blobs.objects / key), sop=sop,
-                           study=record.study_uid, series=record.series_uid)
-    finally:
-        if own:
-            catalog.close()
+def _archive_refs(archive: Archive) -> Iterator[InputRef]:
+    """Every catalogued instance of an archive whose blob store keeps local files."""
+    for record in archive.iter_records():
+        path = archive.blobs.local_path(record.blob_key)
+        if path is None:
+            raise DcmstreamError(f"{archive.root}: the pipeline reads archives whose blob store keeps local files")
+        yield InputRef(name=f"{archive.root.name}/{record.blob_key}", path=str(path), sop=record.sop_uid,
+                       study=record.study_uid, series=record.series_uid)
 
 
 def _dicomweb_refs(url: str) -> Iterator[InputRef]:
@@ -185,14 +172,16 @@ def _dicomweb_refs(url: str) -> Iterator[InputRef]:
 
 def iter_inputs(sources: Any) -> Iterator[InputRef]:
     """InputRefs of every instance ``sources`` names, lazily (see the module docstring)."""
+    from ..archive import Archive  # here: SQLAlchemy costs ~0.1 s at import, most runs read files
+
     if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, Iterable):
         sources = [sources]
     for src in sources:
         if isinstance(src, InputRef):
             yield src
             continue
-        if hasattr(src, "catalog") and hasattr(src, "blobs") and hasattr(src, "root"):  # an Archive
-            yield from _archive_refs(Path(src.root), src.catalog, src.blobs)
+        if isinstance(src, Archive):
+            yield from _archive_refs(src)
             continue
         if isinstance(src, str) and src.startswith(("http://", "https://")):
             yield from _dicomweb_refs(src)
@@ -201,8 +190,10 @@ def iter_inputs(sources: Any) -> Iterator[InputRef]:
             raise TypeError(f"cannot read pipeline inputs from {type(src).__name__}")
         path = Path(src)
         if path.is_dir():
-            if _is_archive(path):
-                yield from _archive_refs(path)
+            if Archive.is_archive(path):
+                # Read-only use: no fsync, no frame cache (workers open the files themselves).
+                with Archive(path, cache=False, fsync=False) as archive:
+                    yield from _archive_refs(archive)
             else:
                 for f in _walk(path):
                     yield InputRef(name=str(f), path=str(f))
@@ -234,6 +225,7 @@ class DicomWebInstance:
         self.dataset = Dataset.from_json(meta, bulk_data_uri_handler=lambda *a: None)
         self.pixel_spec = pixel_spec_from_dataset(self.dataset, "PixelData", self.name)
         self.transfer_syntax = "1.2.840.10008.1.2.1"  # what the octet-stream frames are
+        self._renderer: Renderer | None = None
 
     def __len__(self) -> int:
         return self.pixel_spec.number_of_frames
@@ -257,10 +249,17 @@ class DicomWebInstance:
             arr = np.frombuffer(data, spec.dtype.newbyteorder("<")).reshape(spec.shape).astype(spec.dtype)
         return decimate(arr, level)
 
-    def render(self, i: int, window: tuple[float, float] | None = None, level: int | None = None) -> np.ndarray:
-        from ..image.render import Renderer
+    @property
+    def renderer(self) -> Renderer:
+        """The display chain of this instance's header (built once), as :attr:`Instance.renderer`."""
+        if self._renderer is None:
+            from ..image.render import Renderer
 
-        return Renderer(self.dataset).render(self.frame(i, level=level or 0), i, window)
+            self._renderer = Renderer(self.dataset)
+        return self._renderer
+
+    def render(self, i: int, window: tuple[float, float] | None = None, level: int | None = None) -> np.ndarray:
+        return self.renderer.render(self.frame(i, level=level or 0), i, window)
 
     def close(self) -> None:
         pass

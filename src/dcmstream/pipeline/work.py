@@ -55,22 +55,17 @@ class WorkRef:
     slide: SlideGeometry | None = None  # TILED_FULL geometry at the read level
 
 
-def _renderer(inst: Any) -> Any:
-    r = getattr(inst, "renderer", None)
-    if r is None:
-        from ..image.render import Renderer
-
-        r = inst._pipeline_renderer = getattr(inst, "_pipeline_renderer", None) or Renderer(inst.dataset)
-    return r
-
-
 def values_of(inst: Any, arr: np.ndarray, frame: int, opts: ReadOptions) -> np.ndarray:
-    """``arr`` (stored values of ``frame`` or part of it) in the view ``opts.values`` asks for."""
+    """``arr`` (stored values of ``frame`` or part of it) in the view ``opts.values`` asks for.
+
+    ``inst`` is what :class:`~.sources.Opener` opens (an :class:`~dcmstream.Instance` or a
+    :class:`~.sources.DicomWebInstance`); both build their ``renderer`` once.
+    """
     if opts.values == "stored":
         return arr
     if opts.values == "uint8":
-        return _renderer(inst).render(arr, frame, opts.window)
-    p = _renderer(inst).params(frame)
+        return inst.renderer.render(arr, frame, opts.window)
+    p = inst.renderer.params(frame)
     if p.modality_lut is not None:
         return p.modality_lut.apply(arr)
     spec = inst.pixel_spec

@@ -1,7 +1,7 @@
 """The DICOMweb server (QIDO-RS, WADO-RS, STOW-RS, rendered, metrics) as a Starlette app.
 
-``create_app`` is imported lazily so that ``dcmstream.web.dicomjson`` (used by the
-archive at ingest) does not pull in the web stack.
+``create_app`` is imported lazily so that importing one module of the package (e.g.
+``dcmstream.web.multipart``) does not pull in the whole web stack.
 """
 
 from __future__ import annotations

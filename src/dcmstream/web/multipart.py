@@ -12,6 +12,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from ..errors import DcmstreamError
+
 __all__ = [
     "MultipartWriter",
     "MultipartParser",
@@ -24,7 +26,7 @@ __all__ = [
 _MAX_BOUNDARY = 70  # RFC 2046 5.1.1
 
 
-class MultipartError(ValueError):
+class MultipartError(DcmstreamError, ValueError):
     """The body is not well-formed multipart (truncated, oversized headers, ...)."""
 
 

@@ -21,8 +21,8 @@ from starlette.responses import Response
 from ..archive import Query, QueryError
 from ..archive.attributes import REQUIRED_INSTANCE, REQUIRED_SERIES, REQUIRED_STUDY, resolve_attribute
 from ..archive.uids import is_valid_uid
+from ..dicomjson import dumps
 from .common import DICOM_JSON, base_url, context, path_uid, require_json_accept, run
-from .dicomjson import dumps
 
 __all__ = ["search_studies", "search_series", "search_instances", "STUDY_ALL", "SERIES_ALL"]
 

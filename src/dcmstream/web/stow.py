@@ -23,16 +23,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
+from ..dicomjson import dumps
+from ..errors import DcmstreamError
 from .common import DICOM_JSON, base_url, context, error, path_uid, run
-from .dicomjson import dumps
 from .media import parse_content_type
 from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartHeaders
 
 __all__ = ["store"]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(DcmstreamError):
+    """The body passed the upload limit: unwinds the parse loop into a 413."""
 
 
 def _sop_item(result: IngestResult, base: str | None) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..archive import InstanceRecord
+from ..dicomjson import resolve_bulk_uris
 from .common import DICOM_JSON, base_url, context, find_instance, path_uid, require_json_accept, run
-from .dicomjson import resolve_bulk_uris
 from .media import EXPLICIT_LE, PixelChoice, negotiate_instance, negotiate_pixels, parse_accept
 from .multipart import MultipartWriter
 from .transcode import CHUNK, explicit_le_stream

@@ -31,6 +31,12 @@ when the result is written and smaller swaps it in. The order makes every crash 
 
 Any failure (transcode refused/failed, index mismatch, catalog error) is logged and
 counted; the archived instance is left untouched and the new blob, if any, removed.
+
+Why this module sits at the top of the package, beside :mod:`dcmstream.web` and
+:mod:`dcmstream.pipeline`, and not in :mod:`dcmstream.archive`: it joins the archive
+(records, blobs, listeners) and the compressor (targets, the verified transcoder), and
+those two packages must not import each other. It uses only their public API; the
+server and ``dcmstream import`` (the CLI) attach a worker to an archive.
 """
 
 from __future__ import annotations
@@ -40,14 +46,14 @@ import logging
 import os
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..compress.encoders import UnsupportedTarget, parse_target
-from .blobstore import FilesystemBlobStore
+from .archive import Archive, IngestResult
+from .archive.ingest import instance_record
+from .compress import UnsupportedTarget, parse_target
 
 __all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
 
@@ -187,7 +193,7 @@ class PolicyWorker:
 
     def __init__(
         self,
-        archive: Any,
+        archive: Archive,
         policy: CompressionPolicy,
         *,
         queue_size: int = 1024,
@@ -320,7 +326,7 @@ class PolicyWorker:
         new_key: str | None = None
         committed = False
         try:
-            source = self._local_path(record.blob_key)
+            source = archive.blobs.local_path(record.blob_key)
             if source is None:
                 local_copy = archive.staging_path(".src")
                 with open(local_copy, "xb") as fh:
@@ -328,7 +334,7 @@ class PolicyWorker:
                 source = local_copy
             transcode = self._transcode
             if transcode is None:
-                from ..compress.transcode import transcode
+                from .compress import transcode
             result = transcode(source, out, target, copy_kept=False)
             if result.status != "written" or not out.is_file():
                 kind = "failed" if result.status == "failed" else "kept"
@@ -338,7 +344,7 @@ class PolicyWorker:
             if out.stat().st_size >= record.size:
                 return self._outcome("kept", sop_uid, "result not smaller than the stored blob")
             # 1. the new blob, under a new key (temp + fsync + rename)
-            new_key = f"{record.study_uid}/{record.series_uid}/c{uuid.uuid4().hex[:16]}/{record.sop_uid}.dcm"
+            new_key = archive.replacement_key(record)
             size = archive.blobs.put_file(new_key, out, move=True)
             # 2. the frame index from the stored new blob, and the catalog row in one transaction
             new_record = self._new_record(record, new_key, size)
@@ -368,23 +374,15 @@ class PolicyWorker:
             if local_copy is not None:
                 local_copy.unlink(missing_ok=True)
 
-    def _local_path(self, key: str) -> Path | None:
-        blobs = self.archive.blobs
-        if isinstance(blobs, FilesystemBlobStore):
-            return blobs._path(key)
-        return None
-
     def _new_record(self, record: Any, new_key: str, size: int) -> Any:
-        from ..image.instance import open as open_instance
+        from .image.instance import open as open_instance
 
         inst = open_instance(self.archive.blobs.open(new_key), cache=False, strict=True)
         try:
             ds = inst.dataset
             if str(ds.get("SOPInstanceUID", "")) != record.sop_uid:
                 raise ValueError("the transcoded file has another SOP Instance UID")
-            fresh = self.archive._record(
-                ds, inst, str(inst.transfer_syntax), record.study_uid, record.series_uid, record.sop_uid, record.sop_class_uid
-            )
+            fresh = instance_record(ds, inst, str(inst.transfer_syntax), blob_key=new_key)
         finally:
             inst.close()
         old_frames = record.frame_index and len(record.frame_index["offsets"])
@@ -394,19 +392,11 @@ class PolicyWorker:
         return replace(fresh, blob_key=new_key, size=size, columns=record.columns, ingested_at=record.ingested_at)
 
     def _notify(self, record: Any) -> None:
-        from .ingest import IngestResult
-
-        result = IngestResult(
+        # Caches drop the old bytes; this worker's own listener ignores "replaced".
+        self.archive.notify(IngestResult(
             "replaced", sop_uid=record.sop_uid, sop_class_uid=record.sop_class_uid,
             study_uid=record.study_uid, series_uid=record.series_uid,
-        )
-        for callback in list(self.archive._listeners):
-            if callback == self._on_ingest:
-                continue
-            try:
-                callback(result)
-            except Exception:
-                log.exception("listener failed after a compression swap")
+        ))
 
     def _outcome(self, kind: str, sop_uid: str, message: str) -> str:
         self._bump(kind)

@@ -10,7 +10,7 @@ import pytest
 
 import dcmstream
 from dcmstream.archive import Archive
-from dcmstream.archive.policy import (
+from dcmstream.policy import (
     CompressionPolicy,
     CompressionRule,
     PolicyWorker,

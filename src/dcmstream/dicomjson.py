@@ -7,6 +7,10 @@ BulkDataURI names a top-level tag the server can fetch with one header parse.
 BulkDataURIs are stored in the catalog *relative* to the DICOMweb root behind the
 marker :data:`BULK_MARKER` and made absolute when served (:func:`resolve_bulk_uris`),
 so the archive does not depend on the host name it was reached by.
+
+Why here, at the bottom of the package (beside ``errors`` and ``libc``): the archive
+converts a header at ingest and the web serves and resolves the result, and archive must
+not import web. The module needs pydicom only, so every layer may use it.
 """
 
 from __future__ import annotations

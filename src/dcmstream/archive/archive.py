@@ -1,0 +1,214 @@
+"""The :class:`Archive`: one catalog plus one blob store, and what reads and writes them.
+
+The catalog (SQLite by default, :mod:`.catalog`) holds a row per SOP Instance with its
+DICOM JSON, frame index and pixel description; the blob store (files by default,
+:mod:`.blobstore`) holds the bytes. ``Archive`` ties them together: it ingests files
+(the step itself is :mod:`.ingest`), tells listeners about stored instances, memoises
+records and frame readers, and is the one place that knows the on-disk layout
+(``catalog.sqlite`` + ``objects/`` + ``tmp/``), so other packages open an ``Archive``
+instead of its parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..cache import FrameCache, default_cache
+from ..errors import DicomFormatError, UnsupportedTransferSyntaxError
+from .blobstore import BlobStore, FilesystemBlobStore
+from .catalog import Catalog, InstanceRecord, SQLiteCatalog
+from .ingest import IngestResult, ingest_file, iter_files
+from .stored import StoredInstance
+from .uids import validate_uid
+
+__all__ = ["Archive"]
+
+log = logging.getLogger(__name__)
+
+_CATALOG_FILE = "catalog.sqlite"
+
+
+class Archive:
+    """A DICOM archive in one folder: ``catalog.sqlite`` + ``objects/`` + ``tmp/``.
+
+    Other catalogs or blob stores can be passed in (PostgreSQL, object storage).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        catalog: Catalog | None = None,
+        blobs: BlobStore | None = None,
+        cache: FrameCache | None | bool = None,
+        stored_cache_size: int = 512,
+        fsync: bool = True,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.blobs = blobs if blobs is not None else FilesystemBlobStore(self.root, fsync=fsync)
+        self.catalog = catalog if catalog is not None else SQLiteCatalog(self.root / _CATALOG_FILE)
+        self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
+        self._listeners: list[Callable[[IngestResult], None]] = []
+        self._stored: OrderedDict[str, StoredInstance] = OrderedDict()
+        self._records: OrderedDict[str, InstanceRecord] = OrderedDict()
+        self._stored_max = stored_cache_size
+        self._lock = threading.Lock()
+        self._sop_locks: dict[str, threading.Lock] = {}
+        #: The compression policy worker (:class:`dcmstream.policy.PolicyWorker`) attached
+        #: to this archive, if any; the server reports its metrics.
+        self.policy_worker: Any = None
+        if isinstance(self.blobs, FilesystemBlobStore):
+            self.blobs.clean_staging(older_than=6 * 3600)
+
+    @staticmethod
+    def is_archive(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` is the folder of an archive with the default catalog and blob store."""
+        path = Path(path)
+        return (path / _CATALOG_FILE).is_file() and (path / FilesystemBlobStore.OBJECTS).is_dir()
+
+    # -- keys, locks and listeners -----------------------------------------------------------
+    @staticmethod
+    def blob_key(study: str, series: str, sop: str) -> str:
+        """Storage key of an instance: derived from validated UIDs only."""
+        return f"{validate_uid(study)}/{validate_uid(series)}/{validate_uid(sop)}.dcm"
+
+    @staticmethod
+    def replacement_key(record: InstanceRecord) -> str:
+        """A fresh key for new bytes of a stored instance (a compression swap).
+
+        Never the current key, so the old blob stays readable until the catalog row
+        points to the new one; the file name stays ``<sop>.dcm``.
+        """
+        token = uuid.uuid4().hex[:16]
+        return f"{validate_uid(record.study_uid)}/{validate_uid(record.series_uid)}/c{token}/{validate_uid(record.sop_uid)}.dcm"
+
+    def add_listener(self, callback: Callable[[IngestResult], None]) -> None:
+        """Call ``callback(result)`` after every stored instance (cache invalidation)."""
+        self._listeners.append(callback)
+
+    def notify(self, result: IngestResult) -> None:
+        """Tell every listener about ``result`` (a stored or a replaced instance).
+
+        A failing listener is logged and does not stop the others.
+        """
+        for callback in list(self._listeners):
+            try:
+                callback(result)
+            except Exception:  # noqa: BLE001
+                log.exception("archive listener failed on %s (%s)", result.sop_uid, result.status)
+
+    def instance_lock(self, sop: str) -> threading.Lock:
+        """The lock that serialises the ingest of one SOP Instance UID (de-duplication)."""
+        with self._lock:
+            lock = self._sop_locks.get(sop)
+            if lock is None:
+                if len(self._sop_locks) > 4096:
+                    self._sop_locks = {k: v for k, v in self._sop_locks.items() if v.locked()}
+                lock = self._sop_locks[sop] = threading.Lock()
+            return lock
+
+    def staging_path(self, suffix: str = ".part") -> Path:
+        return self.blobs.staging_path(suffix)
+
+    # -- ingest ------------------------------------------------------------------------------
+    def ingest_file(self, path: str | os.PathLike[str], *, move: bool = False, expected_study: str | None = None) -> IngestResult:
+        """Archive one DICOM file (copied, or moved when ``move=True``); see :func:`.ingest.ingest_file`.
+
+        Never raises for bad input: the result says what went wrong. With
+        ``expected_study`` (STOW-RS to /studies/{study}) an instance of another study
+        fails with FailureReason 0xA900.
+        """
+        return ingest_file(self, path, move=move, expected_study=expected_study)
+
+    def ingest_paths(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, IngestResult]]:
+        """Ingest every file of ``paths`` (folders are walked), yielding each result."""
+        for path in iter_files(paths):
+            yield path, self.ingest_file(path)
+
+    # -- reading -----------------------------------------------------------------------------
+    def iter_records(self) -> Iterator[InstanceRecord]:
+        """Every catalogued instance whose blob is stored, in blob-key order.
+
+        A blob without its row (an interrupted ingest) or a row pointing elsewhere (an
+        old blob a compression swap has not deleted yet) is skipped.
+        """
+        for key in self.blobs.keys():
+            record = self.catalog.get(Path(key).stem)
+            if record is not None and record.blob_key == key:
+                yield record
+
+    def record(self, sop_uid: str) -> InstanceRecord | None:
+        """The catalog record of an instance (without its DICOM JSON), memoised.
+
+        Records never change once stored (a second copy of a SOP Instance is a
+        duplicate and ignored), so serving a frame costs no SQL after the first time;
+        the one exception, the compression policy's blob swap, calls :meth:`forget`.
+        """
+        with self._lock:
+            hit = self._records.get(sop_uid)
+            if hit is not None:
+                self._records.move_to_end(sop_uid)
+                return hit
+        record = self.catalog.get(sop_uid)
+        if record is not None:
+            with self._lock:
+                self._records[sop_uid] = record
+                while len(self._records) > self._stored_max * 8:
+                    self._records.popitem(last=False)
+        return record
+
+    def peek(self, sop_uid: str) -> tuple[InstanceRecord | None, StoredInstance | None]:
+        """The memoised record and frame reader of an instance, without any I/O."""
+        with self._lock:
+            return self._records.get(sop_uid), self._stored.get(sop_uid)
+
+    def forget(self, sop_uid: str) -> None:
+        """Drop memoised state of an instance (after removing it from the catalog)."""
+        with self._lock:
+            self._records.pop(sop_uid, None)
+            self._stored.pop(sop_uid, None)
+
+    def stored(self, record: InstanceRecord) -> StoredInstance | None:
+        """Frame access through the stored index (memoised); None if the blob needs a full parse."""
+        if record.frame_index is None or record.pixel is None or record.pixel.get("swap_ow"):
+            return None
+        with self._lock:
+            hit = self._stored.get(record.sop_uid)
+            if hit is not None:
+                self._stored.move_to_end(record.sop_uid)
+                return hit
+        try:
+            stored = StoredInstance(record, self.blobs, self.cache)
+        except (DicomFormatError, UnsupportedTransferSyntaxError):
+            return None
+        with self._lock:
+            self._stored[record.sop_uid] = stored
+            while len(self._stored) > self._stored_max:
+                self._stored.popitem(last=False)
+        return stored
+
+    def open_instance(self, record: InstanceRecord) -> Any:
+        """The full :class:`~dcmstream.Instance` of a stored blob (parses its header)."""
+        from ..image.instance import open as open_instance
+
+        return open_instance(self.blobs.open(record.blob_key), cache=self.cache or False, strict=False)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.root)!r}, catalog={self.catalog!r}, blobs={self.blobs!r})"
