@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -35,6 +35,11 @@ from .blobstore import BlobStore, FilesystemBlobStore
 from .catalog import Catalog, CatalogConflictError, InstanceRecord, SQLiteCatalog
 from .stored import StoredInstance, pixel_record
 from .uids import InvalidUIDError, validate_uid
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from ..image.instance import Instance
 
 __all__ = [
     "Archive",
@@ -164,7 +169,7 @@ class Archive:
             log.exception("ingest of %s failed", path)
             return IngestResult("failed", failure_reason=FAILURE_PROCESSING, message=f"{type(exc).__name__}: {_short(exc)}")
 
-    def _ingest_opened(self, path: Path, inst: Any, *, move: bool, expected_study: str | None) -> IngestResult:
+    def _ingest_opened(self, path: Path, inst: Instance | None, *, move: bool, expected_study: str | None) -> IngestResult:
         if inst is not None:
             ds = inst.dataset
             ts = str(inst.transfer_syntax)
@@ -230,7 +235,9 @@ class Archive:
                 lock = self._sop_locks[sop] = threading.Lock()
             return lock
 
-    def _record(self, ds: Any, inst: Any, ts: str, study: str, series: str, sop: str, sop_class: str) -> InstanceRecord:
+    def _record(
+        self, ds: Dataset, inst: Instance | None, ts: str, study: str, series: str, sop: str, sop_class: str
+    ) -> InstanceRecord:
         from ..web.dicomjson import BULK_MARKER, dataset_to_json, dumps
 
         def uri(tag: int) -> str:
@@ -319,7 +326,7 @@ class Archive:
                 self._stored.popitem(last=False)
         return stored
 
-    def open_instance(self, record: InstanceRecord) -> Any:
+    def open_instance(self, record: InstanceRecord) -> Instance:
         """The full :class:`~dcmstream.Instance` of a stored blob (parses its header)."""
         from ..image.instance import open as open_instance
 

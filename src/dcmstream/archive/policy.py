@@ -48,6 +48,7 @@ from typing import Any
 
 from ..compress.encoders import UnsupportedTarget, parse_target
 from .blobstore import FilesystemBlobStore
+from .catalog import InstanceRecord
 
 __all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
 
@@ -119,7 +120,7 @@ class CompressionPolicy:
             if lossy:
                 raise ValueError(f"lossy targets {lossy} are not allowed in a compression policy (allow_lossy=False)")
 
-    def match(self, instance: Any) -> str | None:
+    def match(self, instance: InstanceRecord | Mapping[str, Any]) -> str | None:
         """The target for an :class:`InstanceRecord` (with ``dataset_json`` or a
         ``modality`` column) or a mapping with ``modality``, ``transfer_syntax``, ``size``."""
         modality, syntax, size = _attrs(instance)

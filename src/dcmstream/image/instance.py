@@ -85,7 +85,7 @@ class Instance:
         pixel = header.pixel
         self._spec: PixelSpec | None = None
         self._index: FrameIndex | None = None
-        self._reader: FrameReader | None = None
+        self._reader = None
         if pixel is None:
             return
         ds = header.dataset

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
@@ -29,7 +29,7 @@ _PIXEL_TABLE_TAGS = (0x7FE00001, 0x7FE00002, 0x7FE00003)  # EOT, EOT lengths, av
 
 def _header(inst: Instance) -> tuple[bytes, int, str, int]:
     """Part 10 preamble + meta + dataset (Explicit VR LE), and the pixel element layout."""
-    ds = inst.dataset
+    ds: Dataset = inst.dataset
     ds = ds.copy() if hasattr(ds, "copy") else ds
     for tag in _PIXEL_TABLE_TAGS:
         if tag in ds:
