@@ -274,10 +274,10 @@ class Instance:
 
     def is_cached(self, i: int, level: int = 0) -> bool:
         """Whether frame ``i`` (at ``level``) is decoded in the cache now (no side effects)."""
-        if self.cache is None:
+        if self.cache is None or self._reader is None:
             return False
         k = self._level(level)
-        return self.reader.is_cached(int(i) % max(len(self), 1), k)
+        return self._reader.is_cached(int(i) % max(len(self), 1), k)
 
     # -- resolution levels -------------------------------------------------------
     @property
