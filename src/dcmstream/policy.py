@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .archive import Archive, IngestResult
+from .archive import Archive, IngestResult, InstanceRecord
 from .archive.ingest import instance_record
 from .compress import UnsupportedTarget, parse_target
 
@@ -125,7 +125,7 @@ class CompressionPolicy:
             if lossy:
                 raise ValueError(f"lossy targets {lossy} are not allowed in a compression policy (allow_lossy=False)")
 
-    def match(self, instance: Any) -> str | None:
+    def match(self, instance: InstanceRecord | Mapping[str, Any]) -> str | None:
         """The target for an :class:`InstanceRecord` (with ``dataset_json`` or a
         ``modality`` column) or a mapping with ``modality``, ``transfer_syntax``, ``size``."""
         modality, syntax, size = _attrs(instance)

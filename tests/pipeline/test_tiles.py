@@ -10,6 +10,7 @@ import pytest
 
 import dcmstream
 from dcmstream import pipeline
+from dcmstream.image.frame_reader import FrameReader
 from dcmstream.pipeline.tiles import SlideGeometry, read_region, tile_grid
 from dcmstream.samples import write_multiframe
 
@@ -121,18 +122,18 @@ def test_region_of_interest_from_jpeg2000_resolution_levels(tmp_path: Path) -> N
     img[10:40, 300:330] = 30
     path = write_wsi(tmp_path / "j2k.dcm", img, tile=128, j2k=True)  # one slide, no pyramid
     decoded_levels = []
-    orig = dcmstream.Instance.decode
+    orig = FrameReader.decode  # where every frame of an Instance is decoded
 
     def spy(self, data, i=0, level=0):  # every actual decode (cache hits do not decode)
         decoded_levels.append(level)
         return orig(self, data, i, level)
 
-    dcmstream.Instance.decode = spy
+    FrameReader.decode = spy
     try:
         sink = pipeline.ListSink()
         report = pipeline.run(path, lambda t: t, unit="tile", tile_size=64, roi=tissue, roi_level=2, sink=sink)
     finally:
-        dcmstream.Instance.decode = orig
+        FrameReader.decode = orig
     assert {t.grid for t in sink.results} == {(0, 4), (0, 5)}
     assert report.items == 2
     for t in sink.results:

@@ -18,7 +18,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cache import FrameCache, default_cache
 from ..errors import DicomFormatError, UnsupportedTransferSyntaxError
@@ -27,6 +27,9 @@ from .catalog import Catalog, InstanceRecord, SQLiteCatalog
 from .ingest import IngestResult, ingest_file, iter_files
 from .stored import StoredInstance
 from .uids import validate_uid
+
+if TYPE_CHECKING:
+    from ..image.instance import Instance
 
 __all__ = ["Archive"]
 
@@ -195,7 +198,7 @@ class Archive:
                 self._stored.popitem(last=False)
         return stored
 
-    def open_instance(self, record: InstanceRecord) -> Any:
+    def open_instance(self, record: InstanceRecord) -> Instance:
         """The full :class:`~dcmstream.Instance` of a stored blob (parses its header)."""
         from ..image.instance import open as open_instance
 

@@ -183,6 +183,13 @@ class _CountingFileSource(FileSource):
         self._store._count(len(data))
         return data
 
+    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
+        # FileSource reads these with preadv, past _read_at: count them here. (Its
+        # fallback through _read_at only returns when a short read raises anyway.)
+        buf = super().read_writable(offset, length, what)
+        self._store._count(len(buf))
+        return buf
+
 
 def _fsync_dir(path: Path) -> None:
     try:

@@ -33,6 +33,9 @@ from .stored import pixel_record
 from .uids import InvalidUIDError, validate_uid
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from ..image.instance import Instance
     from .archive import Archive
 
 __all__ = [
@@ -123,7 +126,7 @@ def ingest_file(
         return IngestResult("failed", failure_reason=FAILURE_PROCESSING, message=f"{type(exc).__name__}: {_short(exc)}")
 
 
-def _ingest_opened(archive: Archive, path: Path, inst: Any, *, move: bool, expected_study: str | None) -> IngestResult:
+def _ingest_opened(archive: Archive, path: Path, inst: Instance | None, *, move: bool, expected_study: str | None) -> IngestResult:
     if inst is not None:
         ds = inst.dataset
         ts = str(inst.transfer_syntax)
@@ -178,7 +181,7 @@ def _ingest_opened(archive: Archive, path: Path, inst: Any, *, move: bool, expec
     return result
 
 
-def instance_record(ds: Any, inst: Any, transfer_syntax: str, *, blob_key: str) -> InstanceRecord:
+def instance_record(ds: Dataset, inst: Instance | None, transfer_syntax: str, *, blob_key: str) -> InstanceRecord:
     """The catalog row of an instance: its DICOM JSON, searchable columns, frame index and
     pixel description (``size`` 0: the caller sets it once the blob is stored).
 

@@ -9,30 +9,32 @@ the catalog record and reads exactly one frame's bytes from the blob.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ..cache import FrameCache
-from ..codecs import ENCAPSULATED_UNCOMPRESSED, decode_native, decoder_for
-from ..errors import DecodeError, DicomFormatError, SourceError, UnsupportedTransferSyntaxError
-from ..image.postprocess import finish_frame
-from ..index import FrameIndex, PixelSpec, unwrap_items
+from ..codecs import ENCAPSULATED_UNCOMPRESSED
+from ..errors import DicomFormatError
+from ..image.frame_reader import FrameReader
+from ..index import FrameIndex, PixelSpec
 from ..io.source import ByteSource
 from .blobstore import BlobStore
 from .catalog import InstanceRecord
 
+if TYPE_CHECKING:
+    from ..image.instance import Instance
+
 __all__ = ["StoredInstance", "pixel_record", "spec_from_record"]
 
 
-def pixel_record(inst: Any) -> dict[str, Any] | None:
-    """The ``pixel`` entry of a catalog record, from an opened :class:`~dcmstream.Instance`."""
-    if not inst.has_pixels:
-        return None
+def pixel_record(inst: "Instance") -> dict[str, Any] | None:
+    """The ``pixel`` entry of a catalog record, from an opened :class:`~dcmstream.Instance`:
+    what :class:`StoredInstance` needs, with the frame index, to build a FrameReader."""
     element = inst.pixel_element
-    spec = inst.pixel_spec
-    header = inst._header  # noqa: SLF001 - the encoding flags live on the parsed header
+    if not inst.has_pixels or element is None:
+        return None
     return {
         "tag": element.tag,
         "keyword": element.keyword,
@@ -40,9 +42,9 @@ def pixel_record(inst: Any) -> dict[str, Any] | None:
         "element_offset": element.element_offset,
         "value_offset": element.value_offset,
         "length": element.length,
-        "little_endian": bool(header.is_little_endian),
-        "swap_ow": bool(getattr(inst, "_be_swap_ow", False)),
-        "spec": dataclasses.asdict(spec),
+        "little_endian": inst.is_little_endian,
+        "swap_ow": inst.reader.be_swap_ow,
+        "spec": dataclasses.asdict(inst.pixel_spec),
     }
 
 
@@ -57,13 +59,14 @@ class StoredInstance:
     Only instances whose stored frame index is valid against the blob get one
     (``record.frame_index`` is None for deflated files, whose index refers to the
     inflated bytes); callers fall back to ``dcmstream.open`` on the blob for those.
+    Frames are read and decoded by a :class:`~dcmstream.image.frame_reader.FrameReader`
+    built from the record, the same one :class:`~dcmstream.Instance` uses; every call
+    takes an open ``source`` of the blob, or opens (and closes) one itself.
     """
 
     def __init__(self, record: InstanceRecord, blobs: BlobStore, cache: FrameCache | None = None) -> None:
         if record.frame_index is None or record.pixel is None:
             raise DicomFormatError(f"{record.sop_uid}: no stored frame index")
-        if record.pixel.get("swap_ow"):
-            raise DicomFormatError(f"{record.sop_uid}: byte-swapped OW pixel data needs the full reader")
         self.record = record
         self.blobs = blobs
         self.cache = cache
@@ -73,12 +76,27 @@ class StoredInstance:
         self.little_endian = bool(record.pixel.get("little_endian", True))
         self.native = self.index.kind == "native"
         self.cache_key = ("archive", record.sop_uid, record.blob_key)
-        self._decoder = None
-        if not self.native and self.transfer_syntax != ENCAPSULATED_UNCOMPRESSED:
-            self._decoder = decoder_for(self.transfer_syntax)  # raises if nothing decodes it
+        blob_key = record.blob_key
+        self.reader = FrameReader(  # raises if nothing decodes the transfer syntax
+            self.spec,
+            self.transfer_syntax,
+            index=self.index,
+            open_source=lambda: blobs.open(blob_key),
+            name=record.sop_uid,
+            little_endian=self.little_endian,
+            be_swap_ow=bool(record.pixel.get("swap_ow")),
+            value_offset=int(record.pixel.get("value_offset") or 0),
+            cache=cache,
+            cache_key=self.cache_key,
+        )
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def pixel_spec(self) -> PixelSpec:
+        """Rows, columns, samples, bits and photometric interpretation (from the record)."""
+        return self.spec
 
     @property
     def is_uncompressed_le(self) -> bool:
@@ -90,52 +108,19 @@ class StoredInstance:
             raise IndexError(f"frame {i + 1} out of range (1..{len(self.index)})")
         return i
 
-    def _read(self, i: int, source: ByteSource | None) -> bytes:
-        offset, length = self.index.span(i)
-        own = source is None
-        src = self.blobs.open(self.record.blob_key) if own else source
-        try:
-            data = src.read_exact(offset, length, f"frame {i}")
-        finally:
-            if own:
-                src.close()
-        if self.index.wrapped:
-            data = unwrap_items(data, self.record.sop_uid, i)
-        return data
-
     def encoded_frame(self, i: int, source: ByteSource | None = None) -> bytes:
         """Frame ``i`` (0-based) as stored: codestream, or native pixel bytes."""
         self.check(i)
-        if self.cache is None or self.native:
-            return self._read(i, source)
-        return self.cache.get_or_load((self.cache_key, i, "encoded"), lambda: self._read(i, source), "encoded")
+        return self.reader.cached_encoded_frame(i, source)
 
     def decode(self, data: bytes, i: int) -> np.ndarray:
-        spec = self.spec
-        try:
-            if self.native:
-                bits = self.index.bit_offsets
-                decoded = decode_native(data, spec, self.little_endian, 0 if bits is None else int(bits[i]))
-            elif self._decoder is None:
-                decoded = decode_native(data, spec, True)
-            else:
-                decoded = self._decoder.decode(data, spec, 0)
-        except (DicomFormatError, UnsupportedTransferSyntaxError, SourceError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - codecs raise their own types
-            raise DecodeError(f"{self.record.sop_uid}: frame {i} could not be decoded ({type(exc).__name__}: {exc})") from exc
-        if decoded.array.shape != spec.shape:
-            raise DecodeError(f"{self.record.sop_uid}: frame {i} decodes to {decoded.array.shape}, header says {spec.shape}")
-        return finish_frame(decoded, spec, self.transfer_syntax)
+        """Decode ``data`` (the stored bytes of frame ``i``), as :meth:`dcmstream.Instance.decode`."""
+        return self.reader.decode(data, i)
 
     def frame(self, i: int, source: ByteSource | None = None) -> np.ndarray:
         """Frame ``i`` (0-based) decoded, identical to ``dcmstream.open(blob).frame(i)``."""
         self.check(i)
-        if self.cache is None:
-            return self.decode(self.encoded_frame(i, source), i)
-        return self.cache.get_or_load(
-            (self.cache_key, i, "full"), lambda: self.decode(self.encoded_frame(i, source), i)
-        )
+        return self.reader.frame(i, 0, source)
 
     def uncompressed_frame(self, i: int, source: ByteSource | None = None) -> bytes:
         """Frame ``i`` as Explicit VR Little Endian pixel bytes (what octet-stream serves).

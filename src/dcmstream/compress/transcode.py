@@ -47,11 +47,10 @@ from pydicom.charset import default_encoding
 from pydicom.dataset import Dataset
 
 from .. import __version__
-from ..codecs import decode_native, decoder_for
 from ..errors import DcmstreamError
 from ..image import Instance
 from ..image import open as open_instance
-from ..image.postprocess import finish_frame
+from ..image.frame_reader import codestream_reader
 from ..index.pixel_spec import PixelSpec
 from . import header as hdr
 from . import writer
@@ -237,11 +236,7 @@ def digest(frame: np.ndarray | bytes, pad: bool = False) -> bytes:
 def _raw_frame(inst: Instance, i: int) -> np.ndarray:
     """Frame ``i`` as stored, without the YCbCr -> RGB conversion of :meth:`Instance.frame`
     (8-bit colour only: used to keep native YBR_FULL samples exactly)."""
-    spec = inst.pixel_spec
-    data = inst.encoded_frame(i)
-    if inst.frame_index.kind == "native":
-        return np.array(decode_native(data, spec, True).array, copy=True)
-    return np.array(decoder_for(inst.transfer_syntax).decode(data, spec, 0).array, copy=True)
+    return np.array(inst.reader.decode_stored(inst.encoded_frame(i), i), copy=True)
 
 
 @dataclass(frozen=True)
@@ -301,12 +296,12 @@ class _FrameOut:
 
 def _decode_codestream(data: bytes, syntax: str, spec: PixelSpec) -> np.ndarray:
     """Decode one frame as dcmstream does when it reads the written file."""
-    return finish_frame(decoder_for(syntax).decode(data, spec, 0), spec, syntax)
+    return codestream_reader(syntax, spec).decode(data)
 
 
 def _decode_raw(data: bytes, syntax: str, spec: PixelSpec) -> np.ndarray:
     """Decode one frame without colour conversion (the counterpart of :func:`_raw_frame`)."""
-    return decoder_for(syntax).decode(data, spec, 0).array
+    return codestream_reader(syntax, spec).decode_stored(data)
 
 
 #: Held while a frame is encoded again after its check failed (see _run_frame).
@@ -504,7 +499,7 @@ def _calibration_frames(inst: Instance, raw: bool,
     return frames
 
 
-def _header_bytes(ds, enc: writer.Encoding, lossy: bool,
+def _header_bytes(ds: Dataset, enc: writer.Encoding, lossy: bool,
                   raw_groups: bytes | None = None) -> tuple[bytes, int | None]:
     """The encoded header and, for lossy results, where the ratio placeholder is in it.
 

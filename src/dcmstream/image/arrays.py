@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -127,7 +128,7 @@ class _SeriesReader:
         return _opened(self.paths[m]).frame(i - int(self.offsets[m]), level=self.level)[np.newaxis]
 
 
-def _frames_array(reader: Any, n: int, frame_shape: tuple[int, ...], dtype: np.dtype, name: str):  # noqa: ANN202
+def _frames_array(reader: Callable[[np.ndarray], np.ndarray], n: int, frame_shape: tuple[int, ...], dtype: np.dtype, name: str):  # noqa: ANN202
     try:
         import dask.array as da
     except ImportError as exc:  # pragma: no cover - depends on the environment

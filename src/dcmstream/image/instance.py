@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -14,34 +13,28 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import UID
 
 from ..cache import FrameCache, default_cache
-from ..codecs import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES, Decoded, decode_native, decoder_for
-from ..errors import DcmstreamError, DecodeError, DicomFormatError, SourceError, UnsupportedTransferSyntaxError
+from ..codecs import NATIVE_SYNTAXES
+from ..errors import DicomFormatError, SourceError
 from ..index import (
     FrameIndex,
+    PixelElement,
     PixelSpec,
     encapsulated_frame_index,
+    extended_offset_table,
     native_frame_index,
     parse_header,
     pixel_spec_from_dataset,
-    unwrap_items,
 )
-from ..index.encapsulated import ITEM_TAG, item_header
-from ..index.pixel_spec import dataset_value
 from ..io.source import ByteSource, as_source
-from .levels import check_level, decimate, geometric_max_level, level_for_size, level_shape, representation
-from .postprocess import finish_frame
+from .frame_reader import FrameReader, file_cache_key, frame_decoder, source_cache_key
+from .levels import check_level, level_for_size
 from .render import Renderer, check_size, resize_area, target_shape
 
-__all__ = ["Instance", "open"]
+__all__ = ["Instance", "open", "file_cache_key"]
 
 Source = str | os.PathLike[str] | BinaryIO | ByteSource | bytes
 #: ``cache=`` argument: a FrameCache, None for the process-wide default, False for none.
 CacheArg = FrameCache | None | bool
-
-
-def file_cache_key(path: str | os.PathLike[str], st: os.stat_result) -> tuple[str, ...]:
-    """The cache identity of a local file: its real path, size and modification time."""
-    return ("file", os.path.realpath(path), str(st.st_size), str(st.st_mtime_ns))
 
 
 class Instance:
@@ -49,8 +42,9 @@ class Instance:
 
     Opening parses the header (everything before the pixel data) and builds the
     :class:`~dcmstream.index.FrameIndex`; :meth:`encoded_frame` then reads exactly
-    one frame's bytes and :meth:`frame` decodes them. Use as a context manager, or
-    call :meth:`close`.
+    one frame's bytes and :meth:`frame` decodes them, both through the instance's
+    :attr:`reader` (a :class:`~dcmstream.image.frame_reader.FrameReader`). Use as a
+    context manager, or call :meth:`close`.
 
     Decoded frames go through a :class:`~dcmstream.cache.FrameCache` (the
     process-wide default unless ``cache=`` says otherwise; ``cache=False`` turns
@@ -63,7 +57,7 @@ class Instance:
         self.source: ByteSource = as_source(source)
         self.name = self.source.name
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
-        self._max_level: int | None = None
+        self._reader: FrameReader | None = None
         self._renderer: Renderer | None = None
         self._view: np.ndarray | None = None
         try:
@@ -81,44 +75,31 @@ class Instance:
         Computed on first use (a stat and a realpath): an instance opened with
         ``cache=False`` in a batch over many small files never pays for it.
         """
-        path = getattr(self.source, "path", None)
-        if path is not None:
-            try:
-                return file_cache_key(path, os.stat(path))
-            except OSError:
-                pass
-        return ("source", uuid.uuid4().hex)
+        reader = self._reader
+        if reader is not None:
+            return reader.cache_key  # type: ignore[return-value]
+        return source_cache_key(self.source)
 
     def _init_pixels(self, strict: bool) -> None:
         header = self._header
         pixel = header.pixel
         self._spec: PixelSpec | None = None
         self._index: FrameIndex | None = None
-        self._decoder = None
+        self._reader = None
         if pixel is None:
             return
         ds = header.dataset
         ts = header.transfer_syntax
         spec = pixel_spec_from_dataset(ds, pixel.keyword, self.name)
-        self._be_swap_ow = (
+        be_swap_ow = (
             not header.is_little_endian and spec.bits_allocated == 8 and pixel.vr == "OW" and pixel.keyword == "PixelData"
         )
         if pixel.encapsulated:
             if ts in NATIVE_SYNTAXES:
                 raise DicomFormatError(f"{self.name}: pixel data is encapsulated but the transfer syntax {ts} is native")
-            if ts != ENCAPSULATED_UNCOMPRESSED:
-                # Fail at open, not at the first frame, when nothing can decode it.
-                self._decoder = decoder_for(ts)
-            eot = None
-            if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-                table = dataset_value(ds, "ExtendedOffsetTable", self.name)
-                lengths = dataset_value(ds, "ExtendedOffsetTableLengths", self.name)
-                # OV values are bytes; anything else is corrupt (and bytes() of a
-                # corrupt integer value would allocate that many bytes).
-                if isinstance(table, (bytes, bytearray)) and isinstance(lengths, (bytes, bytearray)):
-                    eot = (bytes(table), bytes(lengths))
-                elif table is not None or lengths is not None:
-                    warnings.warn(f"{self.name}: Extended Offset Table is not OV data; ignored", stacklevel=3)
+            # Fail at open, not at the first frame, when nothing can decode it.
+            decoder = frame_decoder(ts, native=False)
+            eot = extended_offset_table(ds, self.name, stacklevel=3)
             index = encapsulated_frame_index(
                 header.source, pixel.value_offset, spec.number_of_frames, self.name, extended_offsets=eot, strict=strict
             )
@@ -132,11 +113,25 @@ class Instance:
                     raise DicomFormatError(
                         f"{self.name}: transfer syntax {ts} needs encapsulated pixel data but (7FE0,0010) has a defined length"
                     )
+            decoder = None
             index = native_frame_index(pixel, spec, header.source.size, self.name, strict=strict)
         if len(index) < spec.number_of_frames:
             warnings.warn(f"{self.name}: {spec.number_of_frames} frames declared, {len(index)} present", stacklevel=3)
         self._spec = spec
         self._index = index
+        self._reader = FrameReader(
+            spec,
+            ts,
+            index=index,
+            source=header.source,
+            name=self.name,
+            little_endian=header.is_little_endian,
+            be_swap_ow=be_swap_ow,
+            value_offset=pixel.value_offset,
+            decoder=decoder,
+            cache=self.cache,
+            cache_key=functools.partial(source_cache_key, self.source),
+        )
 
     # -- properties --------------------------------------------------------------
     @property
@@ -196,9 +191,28 @@ class Instance:
         return self._index is not None
 
     @property
-    def pixel_element(self):  # noqa: ANN201 - PixelElement, kept out of the public imports
+    def pixel_element(self) -> PixelElement | None:
         """Position of the pixel data element (for byte-range servers)."""
         return self._header.pixel
+
+    @property
+    def reader(self) -> FrameReader:
+        """The :class:`~dcmstream.image.frame_reader.FrameReader` that reads and decodes the
+        frames (index, spec, byte order, codec, cache keys); DicomFormatError without pixels."""
+        if self._reader is None:
+            raise DicomFormatError(f"{self.name}: the dataset has no pixel data")
+        return self._reader
+
+    @property
+    def is_little_endian(self) -> bool:
+        """Whether the dataset (and native pixel data) is encoded little endian."""
+        return bool(self._header.is_little_endian)
+
+    @property
+    def pixel_value_source(self) -> ByteSource:
+        """The source the pixel value's offsets refer to: :attr:`source`, or for a deflated
+        file the inflated temporary copy (read-only use; the instance closes it)."""
+        return self._header.source
 
     def __len__(self) -> int:
         return 0 if self._index is None else len(self._index)
@@ -217,22 +231,6 @@ class Instance:
             raise IndexError(f"{self.name}: frame {i} out of range (0..{n - 1})")
         return j
 
-    def _native_bytes(self, i: int) -> bytes:
-        offset, length = self.frame_index.span(i)
-        src = self._header.source
-        if not self._be_swap_ow:
-            return src.read_exact(offset, length, f"frame {i}")
-        # 8-bit big endian data stored as OW: bytes are swapped in pairs, so read
-        # the enclosing aligned pairs and swap them back.
-        base = self._header.pixel.value_offset
-        rel = offset - base
-        start = base + rel - rel % 2
-        end = offset + length
-        end += (end - base) % 2
-        raw = src.read_exact(start, end - start, f"frame {i}")
-        swapped = np.frombuffer(raw, ">u2").astype("<u2").tobytes()
-        return swapped[rel % 2 : rel % 2 + length]
-
     def encoded_frame(self, i: int) -> bytes:
         """The stored bytes of frame ``i`` (0-based), reading nothing else.
 
@@ -240,19 +238,7 @@ class Instance:
         native syntaxes it is the frame's raw pixel bytes as stored.
         """
         j = self._check_index(i)
-        index = self.frame_index
-        if index.kind == "native":
-            return self._native_bytes(j)
-        offset, length = index.span(j)
-        src = self._header.source
-        if index.wrapped and length > 8:
-            # Usually one fragment per frame: read its item header, then exactly its value
-            # (no copy out of a larger read). Anything else is read whole and unwrapped.
-            tag, item_length = item_header(src, offset, self.name)
-            if tag == ITEM_TAG and item_length == length - 8:
-                return src.read_exact(offset + 8, item_length, f"frame {j}")
-        data = src.read_exact(offset, length, f"frame {j}")
-        return unwrap_items(data, self.name, j) if index.wrapped else data
+        return self.reader.encoded_frame(j)
 
     def decode(self, data: bytes, i: int = 0, level: int = 0) -> np.ndarray:
         """Decode ``data`` (the encoded bytes of frame ``i``) into the final array.
@@ -261,37 +247,7 @@ class Instance:
         JPEG 2000 and HTJ2K decode only those resolution levels, everything
         else is decoded in full and decimated (see :mod:`dcmstream.image.levels`).
         """
-        if level < 0:
-            raise ValueError(f"level must be >= 0, got {level}")
-        spec = self.pixel_spec
-        ts = self.transfer_syntax
-        reduced = bool(level) and self._decoder is not None and self._decoder.reduces
-        try:
-            if self.frame_index.kind == "native":
-                bit_offsets = self.frame_index.bit_offsets
-                decoded = decode_native(
-                    data, spec, self._header.is_little_endian or self._be_swap_ow, 0 if bit_offsets is None else int(bit_offsets[i])
-                )
-            elif self._decoder is None:  # encapsulated uncompressed
-                decoded = decode_native(data, spec, True)
-            else:
-                decoded = self._decoder.decode(data, spec, level if reduced else 0)
-        except (DicomFormatError, UnsupportedTransferSyntaxError, SourceError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - codecs raise their own error types
-            raise DecodeError(f"{self.name}: frame {i} could not be decoded ({type(exc).__name__}: {exc})") from exc
-        self._check_shape(decoded, i, level if reduced else 0)
-        arr = finish_frame(decoded, spec, ts)
-        return arr if reduced else decimate(arr, level)
-
-    def _check_shape(self, decoded: Decoded, i: int, level: int) -> None:
-        spec = self.pixel_spec
-        arr = decoded.array
-        expected = level_shape(spec.shape, level)
-        if arr.shape != expected:
-            # A codestream whose size disagrees with Rows/Columns is a format error,
-            # not something to reshape silently.
-            raise DecodeError(f"{self.name}: frame {i} decodes to shape {arr.shape}, the header says {expected}")
+        return self.reader.decode(data, i, level)
 
     def frame(self, i: int, level: int = 0) -> np.ndarray:
         """Frame ``i`` (0-based) as an array, identical to pydicom's ``pixel_array(ds)[i]``.
@@ -303,10 +259,7 @@ class Instance:
         one raises ValueError. Each level is cached on its own (``"level{k}"``).
         """
         j = self._check_index(i)
-        k = self._level(level)
-        if self.cache is None:
-            return self._load_level(j, k)
-        return self.cache.get_or_load((self.cache_key, j, representation(k)), lambda: self._load_level(j, k))
+        return self.reader.frame(j, self._level(level))
 
     def prefetch(self, i: int, level: int = 0) -> None:
         """Decode frame ``i`` into the cache, marked as a prefetch (no-op without cache).
@@ -317,30 +270,14 @@ class Instance:
         j = self._check_index(i)
         k = self._level(level)
         if self.cache is not None:
-            self.cache.get_or_load((self.cache_key, j, representation(k)), lambda: self._load_level(j, k), prefetch=True)
+            self.reader.frame(j, k, prefetch=True)
 
     def is_cached(self, i: int, level: int = 0) -> bool:
         """Whether frame ``i`` (at ``level``) is decoded in the cache now (no side effects)."""
-        if self.cache is None:
+        if self.cache is None or self._reader is None:
             return False
         k = self._level(level)
-        return self.cache.peek((self.cache_key, int(i) % max(len(self), 1), representation(k)))
-
-    def _load_frame(self, j: int, level: int = 0) -> np.ndarray:
-        if self.frame_index.kind == "native" and not self._be_swap_ow:
-            # Read into a writable buffer: the decoded array is a view of it, not a copy.
-            offset, length = self.frame_index.span(j)
-            return self.decode(self._header.source.read_writable(offset, length, f"frame {j}"), j, level)
-        return self.decode(self._cached_encoded_frame(j), j, level)
-
-    def _load_level(self, j: int, k: int) -> np.ndarray:
-        if k and not (self._decoder is not None and self._decoder.reduces) and self.cache is not None:
-            # Decimation: reuse the full frame when it is cached anyway. When it is
-            # not, decode without caching it, so thumbnails do not flush the cache.
-            full = self.cache.get((self.cache_key, j, "full")) if self.cache.peek((self.cache_key, j, "full")) else None
-            if full is not None:
-                return decimate(full, k)
-        return self._load_frame(j, k)
+        return self._reader.is_cached(int(i) % max(len(self), 1), k)
 
     # -- resolution levels -------------------------------------------------------
     @property
@@ -351,17 +288,7 @@ class Instance:
         codestream (typically 5: 512 px down to 16 px); other syntaxes: the level
         at which the longest side is one pixel.
         """
-        if self._max_level is None:
-            spec = self.pixel_spec
-            top = geometric_max_level(spec.rows, spec.columns)
-            dec = self._decoder
-            if dec is not None and dec.reduces and dec.max_level is not None and len(self):
-                try:
-                    top = min(top, dec.max_level(self._cached_encoded_frame(0)))
-                except DcmstreamError:
-                    pass  # an unreadable first frame: its decode error surfaces per frame
-            self._max_level = top
-        return self._max_level
+        return self.reader.max_level
 
     def _level(self, level: int | None) -> int:
         """Validate and clamp a requested level (level 0 never touches the codestream)."""
@@ -454,13 +381,6 @@ class Instance:
         from .views import can_view
 
         return self.has_pixels and can_view(self)
-
-    def _cached_encoded_frame(self, j: int) -> bytes:
-        # Native frames are as large decoded as encoded: keeping both would spend
-        # the budget twice, so only compressed frames use the encoded tier.
-        if self.cache is None or self.frame_index.kind == "native":
-            return self.encoded_frame(j)
-        return self.cache.get_or_load((self.cache_key, j, "encoded"), lambda: self.encoded_frame(j), "encoded")
 
     def frames(self, indices: Iterable[int] | None = None, level: int = 0) -> Iterator[np.ndarray]:
         """Yield frames lazily, one read and one decode at a time."""

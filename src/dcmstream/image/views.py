@@ -24,8 +24,7 @@ _VIEW_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE CO
 
 
 def _path(inst: "Instance") -> str | None:
-    header = inst._header
-    if header.source is not inst.source or inst.transfer_syntax == DeflatedExplicitVRLittleEndian:
+    if inst.pixel_value_source is not inst.source or inst.transfer_syntax == DeflatedExplicitVRLittleEndian:
         return None  # an inflated temporary copy or a non-file source
     path = getattr(inst.source, "path", None)
     return None if path is None else str(path)
@@ -37,7 +36,7 @@ def can_view(inst: "Instance") -> bool:
     spec = inst.pixel_spec
     if index.kind != "native" or index.bit_offsets is not None or len(index) == 0:
         return False
-    if not inst._header.is_little_endian or inst._be_swap_ow or _path(inst) is None:
+    if not inst.is_little_endian or inst.reader.be_swap_ow or _path(inst) is None:
         return False
     if spec.bits_allocated not in (8, 16, 32, 64):
         return False

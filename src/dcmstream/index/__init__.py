@@ -1,6 +1,7 @@
 """Header parsing up to the pixel data, and the frame index builders."""
 
 from .encapsulated import encapsulated_frame_index, unwrap_items
+from .eot import extended_offset_table
 from .frame_index import FrameIndex, OffsetTableKind
 from .header import Header, PixelElement, parse_header
 from .native import native_frame_index
@@ -17,4 +18,5 @@ __all__ = [
     "native_frame_index",
     "encapsulated_frame_index",
     "unwrap_items",
+    "extended_offset_table",
 ]

@@ -14,9 +14,12 @@ Sinks get an :class:`ItemInfo` (everything but the pixels, picklable) with each 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..image import ImageSource, Series
 
 __all__ = ["Frame", "Tile", "InstanceItem", "SeriesItem", "ItemInfo", "Failure", "UNITS"]
 
@@ -127,7 +130,7 @@ class InstanceItem:
     """One instance, opened lazily (``instance`` is a :class:`dcmstream.Instance` or alike)."""
 
     source: str
-    instance: Any
+    instance: ImageSource
     info: ItemInfo | None = field(default=None, repr=False)
 
     @property
@@ -141,7 +144,7 @@ class SeriesItem:
 
     series_uid: str | None
     paths: tuple[str, ...]
-    series: Any
+    series: Series
     info: ItemInfo | None = field(default=None, repr=False)
 
     @property

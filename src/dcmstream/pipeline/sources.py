@@ -35,7 +35,10 @@ from ..index import PixelSpec
 from .tiles import SlideGeometry, slide_geometry
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from ..archive import Archive
+    from ..image import ImageSource
     from ..image.render import Renderer
 
 __all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
@@ -91,14 +94,14 @@ class ImageInfo:
         return level_shape(shape, level)
 
 
-def _header_dataset(inst: Any) -> Any:
+def _header_dataset(inst: ImageSource) -> Dataset:
     # The header without the per-frame functional groups (Instance.header_dataset): parsing
     # those (one item per frame) is what makes inst.dataset slow on enhanced multi-frames.
     ds = getattr(inst, "header_dataset", None)
     return ds if ds is not None else inst.dataset
 
 
-def image_info(inst: Any) -> ImageInfo:
+def image_info(inst: ImageSource) -> ImageInfo:
     """ImageInfo of an opened :class:`~dcmstream.Instance` (or DicomWebInstance)."""
     spec: PixelSpec = inst.pixel_spec
     ds = _header_dataset(inst)
@@ -280,14 +283,14 @@ class Opener:
         self._pins: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _open_ref(self, ref: InputRef) -> Any:
+    def _open_ref(self, ref: InputRef) -> ImageSource:
         if ref.kind == "dicomweb":
             return DicomWebInstance(ref)
         from ..image.instance import Instance
 
         return Instance(ref.path, cache=self.cache)
 
-    def put(self, ref: InputRef, inst: Any) -> None:
+    def put(self, ref: InputRef, inst: ImageSource) -> None:
         """Hand over an instance opened elsewhere (enumeration opens every file once)."""
         with self._lock:
             old = self._open.pop(ref.name, None)

@@ -12,7 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .dtypes import modality_dtype, to_modality
 from .items import Failure, Frame, InstanceItem, ItemInfo, SeriesItem, Tile
 from .sources import InputRef, Opener
 from .tiles import SlideGeometry, read_region
+
+if TYPE_CHECKING:
+    from ..image import ImageSource, Instance
 
 __all__ = [
     "ReadOptions",
@@ -55,7 +58,7 @@ class WorkRef:
     slide: SlideGeometry | None = None  # TILED_FULL geometry at the read level
 
 
-def values_of(inst: Any, arr: np.ndarray, frame: int, opts: ReadOptions) -> np.ndarray:
+def values_of(inst: ImageSource, arr: np.ndarray, frame: int, opts: ReadOptions) -> np.ndarray:
     """``arr`` (stored values of ``frame`` or part of it) in the view ``opts.values`` asks for.
 
     ``inst`` is what :class:`~.sources.Opener` opens (an :class:`~dcmstream.Instance` or a
@@ -114,7 +117,7 @@ def read_item(ref: WorkRef, opener: Opener, opts: ReadOptions) -> tuple[Any, Cal
         return tile, None
 
 
-def encoded_of(inst: Any, ref: WorkRef) -> bytes | None:
+def encoded_of(inst: ImageSource, ref: WorkRef) -> bytes | None:
     """The stored bytes of a frame item, read through ``inst`` (already in use for a chunk of
     its frames): the I/O half of reading it. None when the source cannot split reading from
     decoding (DICOMweb, whose frames arrive decoded): :func:`read_item` reads those."""
@@ -123,7 +126,7 @@ def encoded_of(inst: Any, ref: WorkRef) -> bytes | None:
     return None if encoded is None or not hasattr(inst, "decode") else encoded(ref.info.frame)
 
 
-def decoded_of(inst: Any, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
+def decoded_of(inst: Instance, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
     """The CPU half: decode ``data`` (from :func:`encoded_of`) into the item for ``fn``."""
     info = ref.info
     assert info.frame is not None

@@ -10,16 +10,16 @@ in memory). Elements after the pixel data (rare: padding, signatures) are droppe
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 from ..archive import Archive, InstanceRecord
 from ..codecs import NATIVE_SYNTAXES
+from ..image import Instance
 
 __all__ = ["explicit_le_stream", "CHUNK"]
 
@@ -27,9 +27,9 @@ CHUNK = 1 << 20
 _PIXEL_TABLE_TAGS = (0x7FE00001, 0x7FE00002, 0x7FE00003)  # EOT, EOT lengths, average fragment size
 
 
-def _header(inst: Any) -> tuple[bytes, int, str, int]:
+def _header(inst: Instance) -> tuple[bytes, int, str, int]:
     """Part 10 preamble + meta + dataset (Explicit VR LE), and the pixel element layout."""
-    ds = inst.dataset
+    ds: Dataset = inst.dataset
     ds = ds.copy() if hasattr(ds, "copy") else ds
     for tag in _PIXEL_TABLE_TAGS:
         if tag in ds:
@@ -64,6 +64,7 @@ def _header(inst: Any) -> tuple[bytes, int, str, int]:
     else:
         length = spec.pixels_per_frame * spec.dtype.itemsize * frames
     element = inst.pixel_element
+    assert element is not None  # spec is not None: the instance has pixel data
     vr = {"FloatPixelData": "OF", "DoubleFloatPixelData": "OD"}.get(element.keyword, "OW" if spec.bits_allocated > 8 else "OB")
     return fp.getvalue(), element.tag, vr, length
 
@@ -79,10 +80,12 @@ def explicit_le_stream(archive: Archive, record: InstanceRecord) -> Iterator[byt
         padded = length + (length & 1)
         yield _element_header(tag, vr, padded)
         ts = str(inst.transfer_syntax)
-        header = inst._header  # noqa: SLF001 - the pixel value's source (inflated for deflate)
-        if ts in NATIVE_SYNTAXES and header.is_little_endian:
-            # Little-endian native pixels are already what we send: copy the value.
-            src, pos, end = header.source, inst.pixel_element.value_offset, inst.pixel_element.value_offset + length
+        element = inst.pixel_element
+        assert element is not None  # tag != 0: the instance has pixel data
+        if ts in NATIVE_SYNTAXES and inst.is_little_endian:
+            # Little-endian native pixels are already what we send: copy the value (from
+            # the inflated copy for deflate).
+            src, pos, end = inst.pixel_value_source, element.value_offset, element.value_offset + length
             while pos < end:
                 data = src.read_exact(pos, min(CHUNK, end - pos), "pixel data")
                 pos += len(data)
