@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -435,12 +434,13 @@ def test_jpegls_ratio_is_realistic() -> None:
     assert 3.0 < ratio < 5.0
 
 
-def test_frame_generation_is_fast() -> None:
-    source = synthetic_frames("ct")
-    started = time.perf_counter()
-    for n in range(100):
-        source(n)
-    assert time.perf_counter() - started < 1.0  # ~0.5 ms a frame measured
+def test_frame_generation_is_deterministic() -> None:
+    # Speed belongs in bench/; here: the same frame number always gives the same pixels
+    # (benchmarks and peers compare against regenerated frames), and frames differ.
+    source, again = synthetic_frames("ct"), synthetic_frames("ct")
+    frames = [source(n) for n in range(4)]
+    assert all(np.array_equal(f, again(n)) for n, f in enumerate(frames))
+    assert not np.array_equal(frames[0], frames[1])
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from .conftest import CT_FRAMES, RGB_FRAMES, WHOLE_OBJECT, js_memory
 
@@ -196,16 +197,16 @@ def test_rgb_frames_are_colour(page, viewer_server):
 def test_study_list_opens_a_study(page, viewer_server):
     page.goto(f"{viewer_server.url}/viewer")
     rows = page.locator("#study-table tbody tr")
-    rows.first.wait_for(timeout=20_000)
     studies = {viewer_server.uids[n][0] for n in viewer_server.uids}
-    assert rows.count() == len(studies)
+    # The table fills as QIDO answers arrive: wait for all rows, not just the first.
+    expect(rows).to_have_count(len(studies), timeout=20_000)
     ct_study = viewer_server.uids["ct"][0]
     page.locator(f'#study-table tbody tr[data-study="{ct_study}"]').click()
     wait_shown(page, 0, timeout=20_000)
     assert "StudyInstanceUIDs=" in page.url
     # series panel: one card per display set, with thumbnails loaded after the first image
     cards = page.locator(".series-card")
-    assert cards.count() == 3  # the two CT multiframes and the RGB cine share the generated study
+    expect(cards).to_have_count(3, timeout=20_000)  # the two CT multiframes and the RGB cine share the study
     assert "on" in (cards.first.get_attribute("class") or "") or page.locator(".series-card.on").count() == 1
     page.wait_for_function("Array.from(document.querySelectorAll('.series-card img')).every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
     page.screenshot(path=str(_shot_dir() / "viewer-study.png"))
