@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..io.atomic import atomic_write
 from .background import BackgroundEstimate
 from .transcode import TranscodeResult
 
@@ -277,11 +278,6 @@ per second of codec time summed over workers.</p>
 def write_report(path: str | os.PathLike[str], results: Sequence[TranscodeResult],
                  **kwargs: object) -> Path:
     """Write :func:`render_report` to ``path`` (atomically) and return the path."""
-    from .writer import AtomicFile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with AtomicFile(path) as out:
-        out.fh.write(render_report(results, **kwargs).encode("utf-8"))  # type: ignore[arg-type]
-        out.commit()
-    return path
+    return atomic_write(path, render_report(results, **kwargs))  # type: ignore[arg-type]

@@ -31,7 +31,6 @@ since the pixels are unchanged. Lossy targets on lossy input append a new method
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import threading
 import time
@@ -53,6 +52,7 @@ from ..image import Instance
 from ..image import open as open_instance
 from ..image.postprocess import finish_frame
 from ..index.pixel_spec import PixelSpec
+from ..io.atomic import atomic_copy
 from . import header as hdr
 from . import writer
 from .encoders import (
@@ -790,9 +790,7 @@ def _fill_identity(result: TranscodeResult, inst: Instance | None, target: Targe
 
 def copy_atomically(source: Path, destination: Path) -> None:
     """Copy ``source`` to ``destination`` through a temporary file (streamed)."""
-    with writer.AtomicFile(destination) as out, open(source, "rb") as fh:
-        shutil.copyfileobj(fh, out.fh, 1 << 20)
-        out.commit()
+    atomic_copy(source, destination)
 
 
 def transcode(
