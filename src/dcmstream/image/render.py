@@ -45,6 +45,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from ..units import Window, check_window
+
 __all__ = [
     "DisplayParams",
     "LutSpec",
@@ -60,7 +62,6 @@ __all__ = [
     "check_size",
 ]
 
-Window = tuple[float, float]
 
 
 # -- reading attributes --------------------------------------------------------------
@@ -428,13 +429,7 @@ def _colour(arr: np.ndarray, p: DisplayParams) -> np.ndarray:
 
 
 def _check_window(window: object) -> Window:
-    try:
-        center, width = (float(v) for v in window)  # type: ignore[union-attr]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"window must be (center, width), got {window!r}") from exc
-    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
-        raise ValueError(f"window width must be a positive finite number, got {window!r}")
-    return center, width
+    return check_window(window)  # type: ignore[arg-type]
 
 
 def _modality_range(arr: np.ndarray, p: DisplayParams) -> tuple[float, float]:
