@@ -34,7 +34,7 @@ import os
 import struct
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -46,6 +46,7 @@ from pydicom.charset import default_encoding
 from pydicom.dataset import Dataset
 
 from .. import __version__
+from ..cache.lru import OpenLRU
 from ..codecs import decode_native, decoder_for
 from ..errors import DcmstreamError
 from ..image import Instance
@@ -169,33 +170,23 @@ class TranscodeResult:
 # open their own once)
 # ---------------------------------------------------------------------------------------------
 
-_INSTANCES: OrderedDict[str, Instance] = OrderedDict()
-_INSTANCES_LOCK = threading.Lock()
 _MAX_OPEN = 4
+_INSTANCES: OpenLRU[str, Instance] = OpenLRU(_MAX_OPEN)
 
 
 def _instance(path: str) -> Instance:
-    with _INSTANCES_LOCK:
-        inst = _INSTANCES.get(path)
-        if inst is not None:
-            _INSTANCES.move_to_end(path)
-            return inst
-        inst = open_instance(path, cache=False)
-        _INSTANCES[path] = inst
-        while len(_INSTANCES) > _MAX_OPEN:
-            _, old = _INSTANCES.popitem(last=False)
-            old.close()
-        return inst
+    return _INSTANCES.open(path, lambda: open_instance(path, cache=False))
 
 
 def _register(path: str, inst: Instance) -> None:
-    with _INSTANCES_LOCK:
-        _INSTANCES[path] = inst
+    # Pinned: the caller owns it and closes it; never evicted until _forget.
+    _INSTANCES.pin(path)
+    _INSTANCES.put(path, inst)
 
 
 def _forget(path: str, close: bool) -> None:
-    with _INSTANCES_LOCK:
-        inst = _INSTANCES.pop(path, None)
+    inst = _INSTANCES.pop(path)
+    _INSTANCES.unpin(path)
     if inst is not None and close:
         inst.close()
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import math
 import struct
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -45,6 +43,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from ..cache.lru import LRU
 from ..units import Window, check_window
 
 __all__ = [
@@ -361,23 +360,18 @@ class Renderer:
     def __init__(self, ds: Dataset, photometric: str | None = None) -> None:
         self.ds = ds
         self._photometric = photometric
-        self._params: OrderedDict[int | None, DisplayParams] = OrderedDict()
+        self._params: LRU[int | None, DisplayParams] = LRU(self._MAX_PARAMS)
         self._per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") is not None
         self._palette: np.ndarray | None = None
-        self._lock = threading.Lock()
 
     def params(self, frame: int | None = 0) -> DisplayParams:
         key = frame if self._per_frame else None
-        with self._lock:
-            p = self._params.get(key)
+        p = self._params.get(key)
         if p is None:
             p = display_params(self.ds, frame)
             if self._photometric is not None:
                 p = replace(p, photometric=self._photometric)
-            with self._lock:
-                self._params[key] = p
-                while len(self._params) > self._MAX_PARAMS:
-                    self._params.popitem(last=False)
+            self._params.put(key, p)
         return p
 
     def render(self, arr: np.ndarray, frame: int | None = 0, window: Window | None = None) -> np.ndarray:

@@ -18,10 +18,8 @@ instances per process).
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import FrameCache
+from ..cache.lru import OpenLRU
 from ..errors import DcmstreamError, DicomFormatError
 from ..image.levels import decimate, level_shape
 from ..index import PixelSpec
@@ -277,9 +276,7 @@ class Opener:
     def __init__(self, *, cache: FrameCache | bool = False, max_open: int = 16) -> None:
         self.cache = cache
         self.max_open = max_open
-        self._open: OrderedDict[str, Any] = OrderedDict()
-        self._pins: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._open: OpenLRU[str, Any] = OpenLRU(max_open)
 
     def _open_ref(self, ref: InputRef) -> Any:
         if ref.kind == "dicomweb":
@@ -290,75 +287,21 @@ class Opener:
 
     def put(self, ref: InputRef, inst: Any) -> None:
         """Hand over an instance opened elsewhere (enumeration opens every file once)."""
-        with self._lock:
-            old = self._open.pop(ref.name, None)
-            self._open[ref.name] = inst
-            doomed = self._evict()
-        if old is not None and old is not inst and not self._pins.get(ref.name):
-            old.close()
-        for d in doomed:
-            d.close()
+        self._open.put(ref.name, inst)
 
-    def _evict(self) -> list[Any]:
-        doomed = []
-        for name in list(self._open):
-            if len(self._open) <= self.max_open:
-                break
-            if not self._pins.get(name):
-                doomed.append(self._open.pop(name))
-        return doomed
-
-    @contextmanager
-    def use(self, ref: InputRef) -> Iterator[Any]:
-        with self._lock:
-            inst = self._open.get(ref.name)
-            if inst is not None:
-                self._open.move_to_end(ref.name)
-            self._pins[ref.name] = self._pins.get(ref.name, 0) + 1
-        try:
-            if inst is None:
-                inst = self._open_ref(ref)
-                with self._lock:
-                    existing = self._open.get(ref.name)
-                    if existing is None:
-                        self._open[ref.name] = inst
-                        fresh = None
-                    else:
-                        fresh, inst = inst, existing
-                if fresh is not None:
-                    fresh.close()
-            yield inst
-        finally:
-            with self._lock:
-                self._pins[ref.name] -= 1
-                if not self._pins[ref.name]:
-                    del self._pins[ref.name]
-                doomed = self._evict()
-            for d in doomed:
-                d.close()
+    def use(self, ref: InputRef) -> AbstractContextManager[Any]:
+        """The open instance of ``ref``, never closed while the ``with`` block runs."""
+        return self._open.use(ref.name, lambda: self._open_ref(ref))
 
     def hold(self, name: str) -> None:
         """Keep ``name`` open (not evicted) until :meth:`release`: its items are pending."""
-        with self._lock:
-            self._pins[name] = self._pins.get(name, 0) + 1
+        self._open.pin(name)
 
     def release(self, name: str) -> None:
-        with self._lock:
-            n = self._pins.get(name, 0) - 1
-            if n > 0:
-                self._pins[name] = n
-            else:
-                self._pins.pop(name, None)
-            doomed = self._evict()
-        for d in doomed:
-            d.close()
+        self._open.unpin(name)
 
     def close(self) -> None:
-        with self._lock:
-            opened = list(self._open.values())
-            self._open.clear()
-        for inst in opened:
-            inst.close()
+        self._open.close_all()
 
 
 def open_info(ref: InputRef, opener: Opener) -> ImageInfo:

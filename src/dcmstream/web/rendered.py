@@ -89,11 +89,9 @@ def _media(request: Request) -> str:
 
 
 def _renderer(ctx: Any, record: InstanceRecord) -> Renderer:
-    with ctx.renderers_lock:
-        renderer = ctx.renderers.get(record.sop_uid)
-        if renderer is not None:
-            ctx.renderers.move_to_end(record.sop_uid)
-            return renderer
+    renderer = ctx.renderers.get(record.sop_uid)
+    if renderer is not None:
+        return renderer
     inst = ctx.archive.open_instance(record)
     try:
         ds = inst.dataset
@@ -101,10 +99,7 @@ def _renderer(ctx: Any, record: InstanceRecord) -> Renderer:
         renderer = Renderer(ds, "RGB" if photometric.startswith("YBR") else None)
     finally:
         inst.close()
-    with ctx.renderers_lock:
-        ctx.renderers[record.sop_uid] = renderer
-        while len(ctx.renderers) > 64:
-            ctx.renderers.popitem(last=False)
+    ctx.renderers.put(record.sop_uid, renderer)
     return renderer
 
 
