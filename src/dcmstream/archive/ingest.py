@@ -30,6 +30,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from ..cache import FrameCache, default_cache
 from ..cache.lru import LRU
 from ..errors import DcmstreamError, DicomFormatError, UnsupportedTransferSyntaxError
+from ..io.walk import iter_paths
 from .attributes import column_values
 from .blobstore import BlobStore, FilesystemBlobStore
 from .catalog import Catalog, CatalogConflictError, InstanceRecord, SQLiteCatalog
@@ -338,13 +339,5 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Regular files under ``paths`` (folders walked in sorted order, hidden entries skipped)."""
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if not name.startswith("."):
-                        yield Path(dirpath) / name
-        elif path.is_file():
-            yield path
+    for path, _ in iter_paths(paths):
+        yield path

@@ -54,6 +54,7 @@ from ..image import open as open_instance
 from ..image.postprocess import finish_frame
 from ..index.pixel_spec import PixelSpec
 from ..io.atomic import atomic_copy
+from ..io.walk import iter_paths
 from . import header as hdr
 from . import writer
 from .encoders import (
@@ -964,14 +965,4 @@ def _keep(result: TranscodeResult, src: Path, dest: Path, in_place: bool, copy_k
 def iter_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path]]:
     """(file, path relative to its input root) for files and folders (recursive, sorted);
     hidden files (our temporaries among them) are skipped."""
-    for item in inputs:
-        root = Path(item)
-        if root.is_dir():
-            for path in sorted(root.rglob("*")):
-                rel = path.relative_to(root)
-                if path.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    yield path, rel
-        elif root.is_file():
-            yield root, Path(root.name)
-        else:
-            raise FileNotFoundError(f"{root}: no such file or folder")
+    return iter_paths(inputs, missing_ok=False)

@@ -43,6 +43,7 @@ from ..cache import FrameCache, default_cache
 from ..cache.lru import OpenLRU
 from ..errors import DcmstreamError, DicomFormatError, SourceError
 from ..index import PixelSpec, pixel_spec_from_dataset
+from ..io.walk import walk_files
 from .instance import CacheArg, Instance, file_cache_key
 from .levels import check_level, level_for_size, representation
 from .render import DisplayParams, check_size, display_params, render_array, resize_area, target_shape
@@ -179,9 +180,7 @@ def _expand(paths_or_dir: PathArg | Iterable[PathArg], recursive: bool) -> tuple
     if isinstance(paths_or_dir, (str, os.PathLike)):
         p = Path(paths_or_dir)
         if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(str(f) for f in p.glob(pattern) if f.is_file() and not f.name.startswith("."))
-            return files, True
+            return [str(f) for f in walk_files(p, recursive=recursive)], True
         return [str(p)], False
     return [str(Path(p)) for p in paths_or_dir], False
 

@@ -29,6 +29,7 @@ import numpy as np
 from ..cache import FrameCache
 from ..cache.lru import OpenLRU
 from ..errors import DcmstreamError, DicomFormatError
+from ..io.walk import walk_files
 from ..image.levels import decimate, level_shape
 from ..index import PixelSpec
 from .tiles import SlideGeometry, slide_geometry
@@ -126,11 +127,7 @@ def _is_archive(path: Path) -> bool:
 
 
 def _walk(path: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+    return walk_files(path)
 
 
 def _archive_refs(root: Path, catalog: Any = None, blobs: Any = None) -> Iterator[InputRef]:
