@@ -32,6 +32,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from ..codecs.syntaxes import syntax
 from ..io.atomic import AtomicFile
 
 __all__ = [
@@ -63,9 +64,6 @@ MAX_LENGTH = 0xFFFFFFFE  # largest even 32-bit length
 #: Offset table kinds :func:`write_encapsulated` writes: Basic, none (empty BOT), Extended.
 OFFSET_TABLES = ("bot", "none", "eot")
 
-_IMPLICIT_LITTLE_UID = "1.2.840.10008.1.2"
-_EXPLICIT_BIG_UID = "1.2.840.10008.1.2.2"
-_DEFLATED_UID = "1.2.840.10008.1.2.1.99"
 
 
 class PixelDataTooLarge(ValueError):
@@ -166,12 +164,14 @@ _SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 def encoding_for(transfer_syntax: str) -> Encoding:
     """The dataset encoding of a transfer syntax (all encapsulated ones: explicit little)."""
-    return Encoding(implicit=transfer_syntax == _IMPLICIT_LITTLE_UID,
-                    little=transfer_syntax != _EXPLICIT_BIG_UID)
+    row = syntax(transfer_syntax)
+    return Encoding(implicit=row is not None and not row.explicit_vr,
+                    little=row is None or row.little_endian)
 
 
 def is_deflated(transfer_syntax: str) -> bool:
-    return transfer_syntax == _DEFLATED_UID
+    row = syntax(transfer_syntax)
+    return row is not None and row.deflated
 
 
 class DeflateWriter:

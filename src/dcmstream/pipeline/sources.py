@@ -28,6 +28,7 @@ import numpy as np
 
 from ..cache import FrameCache
 from ..cache.lru import OpenLRU
+from ..codecs.syntaxes import SYNTAXES
 from ..errors import DcmstreamError, DicomFormatError
 from ..io.walk import walk_files
 from ..image.levels import decimate, level_shape
@@ -36,10 +37,7 @@ from .tiles import SlideGeometry, slide_geometry
 
 __all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
 
-_J2K_SYNTAXES = {
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
-}
+_J2K_SYNTAXES = frozenset(s.uid for s in SYNTAXES if s.family in ("j2k", "htj2k"))
 
 
 @dataclass(frozen=True)
