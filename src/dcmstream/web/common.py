@@ -70,7 +70,7 @@ class WebContext:
         # Versions in the keys already make stale entries unreachable; dropping them
         # frees the memory at once.
         study = result.study_uid
-        self.metadata_cache.remove_where(lambda key: key[0] == study)
+        self.metadata_cache.remove_where(lambda key: isinstance(key, tuple) and key[0] == study)
 
 
 def context(request: Request) -> WebContext:
