@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from dcmstream.memory import peak_rss, process_rss, reset_peak_rss, total_memory
+
 __all__ = [
     "BENCH_DIR",
     "DATA_DIR",
@@ -59,31 +61,6 @@ _RESULT_MARK = "@@BENCH-RESULT@@ "
 # -- memory -------------------------------------------------------------------------------
 
 
-def _rss() -> int:
-    return psutil.Process().memory_info().rss
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return _hwm() is not None
-    except OSError:
-        return False
-
-
-def _hwm() -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 class PeakRss:
     """Peak RSS of this process between :meth:`start` and :meth:`stop`, above the baseline.
 
@@ -103,8 +80,8 @@ class PeakRss:
 
     def start(self) -> "PeakRss":
         gc.collect()
-        self.baseline = _rss()
-        if _reset_hwm():
+        self.baseline = process_rss()
+        if reset_peak_rss():
             self.method = "VmHWM"
         else:
             self.method = f"psutil sampling every {self.interval * 1000:g} ms"
@@ -116,7 +93,7 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, _rss())
+            self._peak = max(self._peak, process_rss())
 
     def stop(self) -> dict[str, Any]:
         """Return ``baseline``, ``peak``, ``above`` (bytes) and the ``method`` used."""
@@ -124,9 +101,9 @@ class PeakRss:
             self._stop.set()
             self._thread.join()
             self._thread = None
-            peak = max(self._peak, _rss())
+            peak = max(self._peak, process_rss())
         else:
-            peak = _hwm() or _rss()
+            peak = peak_rss() or process_rss()
         return {"baseline": self.baseline, "peak": peak, "above": max(0, peak - self.baseline), "method": self.method}
 
     def __enter__(self) -> "PeakRss":
@@ -148,15 +125,9 @@ class DescendantsRss:
         self._thread = threading.Thread(target=self._run, name="descendants-rss", daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
         while not self._stop.wait(self.interval):
-            total = 0
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            self.peak = max(self.peak, total)
+            own = process_rss()
+            self.peak = max(self.peak, process_rss(include_children=True) - own)
 
     def __enter__(self) -> "DescendantsRss":
         self._thread.start()
@@ -271,7 +242,7 @@ def machine_info() -> dict[str, Any]:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
-        "ram_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "ram_gib": round(total_memory() / (1 << 30), 1),
         "ram_available_gib": round(psutil.virtual_memory().available / (1 << 30), 1),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

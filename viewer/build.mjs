@@ -1,12 +1,14 @@
 // Build the viewer into src/dcmstream/web/static/viewer/ (committed; shipped in the wheel).
-// Usage: node build.mjs  (or: bash scripts/build-viewer.sh from the repository root)
+// Usage: node build.mjs [OUT_DIR]  (or: bash scripts/build-viewer.sh from the repository root)
+// OUT_DIR (default: the committed src/dcmstream/web/static/viewer/) lets scripts/check-viewer.sh
+// build into a temporary folder and compare it with the committed build.
 import { build } from "esbuild";
 import { cpSync, mkdirSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = resolve(here, "../src/dcmstream/web/static/viewer");
+const out = process.argv[2] ? resolve(process.argv[2]) : resolve(here, "../src/dcmstream/web/static/viewer");
 rmSync(out, { recursive: true, force: true });
 mkdirSync(join(out, "codecs"), { recursive: true });
 

@@ -12,6 +12,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── DecodeError (also ValueError)              a codec rejected one frame's bytes
     │   └── CharlsError             codecs/charls.py     CharLS returned an error code
     ├── SourceError (also OSError)                 the byte source failed (I/O, closed)
+    ├── InvalidValueError (also ValueError)   units.py             bad size or window text
     ├── CacheBudgetError (also ValueError)    cache/tier.py        item larger than budget
     ├── PoolFullError (also RuntimeError)     cache/pool.py        decode queue is full
     ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key

@@ -154,14 +154,13 @@ def test_default_probe_reads_real_memory() -> None:
 _KEPT = """
 import sys
 import numpy as np
-import psutil
 from dcmstream.cache import tune_malloc
+from dcmstream.memory import process_rss
 ok = tune_malloc() if sys.argv[1] == "default" else tune_malloc(64 << 20, trim_threshold=64 << 20)
-proc = psutil.Process()
 held = [np.ones(1 << 19, np.uint8) for _ in range(40)]  # 20 MiB of frame-sized buffers
-before = proc.memory_info().rss
+before = process_rss()
 del held
-print(ok, (before - proc.memory_info().rss) >> 20)
+print(ok, (before - process_rss()) >> 20)
 """
 
 

@@ -60,7 +60,7 @@ def test_reopened_instances_are_shared_not_closed_under_a_reader(jls, monkeypatc
 
     from dcmstream.image import arrays
 
-    monkeypatch.setattr(arrays, "_open", type(arrays._open)())
+    monkeypatch.setattr(arrays, "_open", arrays._process_lru())
     start = threading.Barrier(8)
     got: list = []
     errors: list = []

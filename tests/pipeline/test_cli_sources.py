@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from dcmstream.pipeline.dtypes import (
     to_modality,
 )
 
+from ..server_util import running_server
 from .test_run import expected_stats, files, stats
 
 runner = CliRunner()
@@ -100,27 +98,14 @@ def test_process_exit_codes(cohort: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def dicomweb(cohort: Path, tmp_path_factory):
     pytest.importorskip("dicomweb_client")
-    import uvicorn
-
     from dcmstream.archive import Archive
     from dcmstream.web import create_app
 
     archive = Archive(tmp_path_factory.mktemp("pipeline-web"), cache=False)
     for path in files(cohort):
         assert archive.ingest_file(path).ok
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(archive), host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/dicomweb", archive
-    server.should_exit = True
-    thread.join(10)
+    with running_server(create_app(archive)) as url:
+        yield f"{url}/dicomweb", archive
     archive.close()
 
 

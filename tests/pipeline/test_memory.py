@@ -137,13 +137,9 @@ def test_a_pause_that_cannot_end_degrades_to_one_item_at_a_time(tmp_path: Path) 
 
 _BUDGET_SCRIPT = r"""
 import gc, json, sys, time
-import numpy as np, psutil
+import numpy as np
 from dcmstream import pipeline
-
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+from dcmstream.memory import peak_rss, process_rss, reset_peak_rss
 
 def fn(item):
     a = item.array
@@ -151,11 +147,10 @@ def fn(item):
     return {"max": int(a.max()), "std": float(a.std())}
 
 gc.collect()
-base = psutil.Process().memory_info().rss
-with open("/proc/self/clear_refs", "w") as fh:
-    fh.write("5")  # reset the kernel's peak-RSS counter to now
+base = process_rss()
+assert reset_peak_rss()  # the kernel's peak-RSS counter starts from now
 r = pipeline.run(sys.argv[1], fn, memory_budget=sys.argv[2], workers=2, sink=sys.argv[3])
-print(json.dumps({"above": hwm() - base, "items": r.items, "failed": r.failed, "batch": r.batch_initial,
+print(json.dumps({"above": peak_rss() - base, "items": r.items, "failed": r.failed, "batch": r.batch_initial,
                   "window_peak": r.batch_max * 3, "reported": r.peak_rss_above_baseline}))
 """
 

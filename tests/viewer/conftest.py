@@ -29,7 +29,7 @@ from dcmstream.archive import Archive
 from dcmstream.cache import FrameCache
 from dcmstream.samples import write_multiframe
 from dcmstream.web import create_app
-from ..server_util import start_server  # noqa: F401 - also used by test_routes
+from ..server_util import start_server, stop_server
 
 CHROMIUM = os.environ.get("DCMSTREAM_CHROMIUM", "/usr/bin/chromium")
 #: Flags for Debian's chromium on this closed network (see shared/REFERENCE.md).
@@ -131,8 +131,7 @@ def viewer_server(tmp_path_factory) -> Iterator[ViewerServer]:
     recorder = RecordingApp(create_app(archive))
     url, uv, thread = start_server(recorder)
     yield ViewerServer(url, archive, recorder, uids)
-    uv.should_exit = True
-    thread.join(10)
+    stop_server(uv, thread)
     archive.close()
     shutil.rmtree(data, ignore_errors=True)
 

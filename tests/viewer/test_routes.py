@@ -10,7 +10,7 @@ import pytest
 from dcmstream.web import create_app
 from dcmstream.web.viewer_routes import VIEWER_DIR
 
-from .conftest import start_server
+from ..server_util import running_server
 
 
 def test_viewer_assets_ship_in_the_package():
@@ -56,20 +56,15 @@ def test_ohif_is_mounted_when_installed(tmp_path, monkeypatch, viewer_server):
     (dist / "index.html").write_text("<html>ohif</html>")
     (dist / "app.bundle.js").write_text("// bundle")
     monkeypatch.setenv("DCMSTREAM_OHIF_DIR", str(dist))
-    url, uv, thread = start_server(create_app(viewer_server.archive))
-    try:
-        with httpx.Client(base_url=url) as client:
-            # client-side routes of the single-page app get index.html
-            for path in ("/ohif/", "/ohif/viewer?StudyInstanceUIDs=1.2.3", "/ohif/viewer/dicomweb"):
-                r = client.get(path)
-                assert r.status_code == 200 and r.text == "<html>ohif</html>", path
-            assert client.get("/ohif/app.bundle.js").text == "// bundle"
-            assert client.get("/ohif/missing.bundle.js").status_code == 404
-            r = client.get("/ohif?x=1")
-            assert r.status_code in (302, 307) and r.headers["location"] == "/ohif/?x=1"
-    finally:
-        uv.should_exit = True
-        thread.join(10)
+    with running_server(create_app(viewer_server.archive)) as url, httpx.Client(base_url=url) as client:
+        # client-side routes of the single-page app get index.html
+        for path in ("/ohif/", "/ohif/viewer?StudyInstanceUIDs=1.2.3", "/ohif/viewer/dicomweb"):
+            r = client.get(path)
+            assert r.status_code == 200 and r.text == "<html>ohif</html>", path
+        assert client.get("/ohif/app.bundle.js").text == "// bundle"
+        assert client.get("/ohif/missing.bundle.js").status_code == 404
+        r = client.get("/ohif?x=1")
+        assert r.status_code in (302, 307) and r.headers["location"] == "/ohif/?x=1"
 
 
 def test_ohif_absent_means_no_route(tmp_path, monkeypatch, viewer_server):

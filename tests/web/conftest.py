@@ -19,7 +19,7 @@ from dcmstream.cache import FrameCache
 from dcmstream.samples import write_multiframe
 from dcmstream.web import create_app
 from dcmstream.web.common import ServerConfig
-from ..server_util import start_server
+from ..server_util import start_server, stop_server
 
 TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg.dcm", "emri_small_jpeg_2k_lossless.dcm", "rtdose.dcm")
 ALLOWED_ORIGIN = "http://viewer.example"
@@ -62,8 +62,7 @@ def server(tmp_path_factory) -> Server:
     app = create_app(archive, config)
     url, uv, thread = start_server(app)
     yield Server(url, f"{url}/dicomweb", archive, app, files, sops)
-    uv.should_exit = True
-    thread.join(10)
+    stop_server(uv, thread)
     archive.close()
 
 

@@ -15,12 +15,12 @@ import logging
 import os
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache import FrameCache, default_cache
+from ..cache.lru import LRU
 from ..errors import DicomFormatError, UnsupportedTransferSyntaxError
 from .blobstore import BlobStore, FilesystemBlobStore
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
@@ -60,9 +60,8 @@ class Archive:
         self.catalog = catalog if catalog is not None else SQLiteCatalog(self.root / _CATALOG_FILE)
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
         self._listeners: list[Callable[[IngestResult], None]] = []
-        self._stored: OrderedDict[str, StoredInstance] = OrderedDict()
-        self._records: OrderedDict[str, InstanceRecord] = OrderedDict()
-        self._stored_max = stored_cache_size
+        self._stored: LRU[str, StoredInstance] = LRU(stored_cache_size)
+        self._records: LRU[str, InstanceRecord] = LRU(stored_cache_size * 8)
         self._lock = threading.Lock()
         self._sop_locks: dict[str, threading.Lock] = {}
         #: The compression policy worker (:class:`dcmstream.policy.PolicyWorker`) attached
@@ -155,47 +154,35 @@ class Archive:
         duplicate and ignored), so serving a frame costs no SQL after the first time;
         the one exception, the compression policy's blob swap, calls :meth:`forget`.
         """
-        with self._lock:
-            hit = self._records.get(sop_uid)
-            if hit is not None:
-                self._records.move_to_end(sop_uid)
-                return hit
+        hit = self._records.get(sop_uid)
+        if hit is not None:
+            return hit
         record = self.catalog.get(sop_uid)
         if record is not None:
-            with self._lock:
-                self._records[sop_uid] = record
-                while len(self._records) > self._stored_max * 8:
-                    self._records.popitem(last=False)
+            self._records.put(sop_uid, record)
         return record
 
     def peek(self, sop_uid: str) -> tuple[InstanceRecord | None, StoredInstance | None]:
         """The memoised record and frame reader of an instance, without any I/O."""
-        with self._lock:
-            return self._records.get(sop_uid), self._stored.get(sop_uid)
+        return self._records.peek(sop_uid), self._stored.peek(sop_uid)
 
     def forget(self, sop_uid: str) -> None:
         """Drop memoised state of an instance (after removing it from the catalog)."""
-        with self._lock:
-            self._records.pop(sop_uid, None)
-            self._stored.pop(sop_uid, None)
+        self._records.pop(sop_uid)
+        self._stored.pop(sop_uid)
 
     def stored(self, record: InstanceRecord) -> StoredInstance | None:
         """Frame access through the stored index (memoised); None if the blob needs a full parse."""
         if record.frame_index is None or record.pixel is None or record.pixel.get("swap_ow"):
             return None
-        with self._lock:
-            hit = self._stored.get(record.sop_uid)
-            if hit is not None:
-                self._stored.move_to_end(record.sop_uid)
-                return hit
+        hit = self._stored.get(record.sop_uid)
+        if hit is not None:
+            return hit
         try:
             stored = StoredInstance(record, self.blobs, self.cache)
         except (DicomFormatError, UnsupportedTransferSyntaxError):
             return None
-        with self._lock:
-            self._stored[record.sop_uid] = stored
-            while len(self._stored) > self._stored_max:
-                self._stored.popitem(last=False)
+        self._stored.put(record.sop_uid, stored)
         return stored
 
     def open_instance(self, record: InstanceRecord) -> Instance:

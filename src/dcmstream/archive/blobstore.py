@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import DcmstreamError
+from ..io.atomic import commit_file, temp_sibling
 from ..io.source import ByteSource, FileSource
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
@@ -191,19 +192,6 @@ class _CountingFileSource(FileSource):
         return buf
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened; rename is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class FilesystemBlobStore(BlobStore):
     """Blobs as files under ``root/objects``; staging files under ``root/tmp``."""
 
@@ -244,9 +232,9 @@ class FilesystemBlobStore(BlobStore):
         dest = self._path(key)
         src = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # A unique sibling name, so the final os.replace is atomic and concurrent puts
-        # of the same key never write into each other's temp file.
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+        # A unique hidden sibling, so the final rename is atomic and concurrent puts of
+        # the same key never write into each other's temp file.
+        tmp = temp_sibling(dest)
         try:
             moved = False
             if move:
@@ -257,21 +245,13 @@ class FilesystemBlobStore(BlobStore):
                     moved = False  # another file system: copy instead
             if not moved:
                 shutil.copyfile(src, tmp)
-            if self.fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
             size = tmp.stat().st_size
-            os.replace(tmp, dest)
+            commit_file(tmp, dest, fsync=self.fsync)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         if move and not moved:
             src.unlink(missing_ok=True)
-        if self.fsync:
-            _fsync_dir(dest.parent)
         return size
 
     def open(self, key: str) -> ByteSource:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..errors import DcmstreamError, UnsupportedTransferSyntaxError
+from ..io.walk import iter_paths
 from .attributes import column_values
 from .catalog import CatalogConflictError, InstanceRecord
 from .stored import pixel_record
@@ -237,14 +238,6 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Regular files under ``paths`` (folders walked in sorted order, hidden entries skipped)."""
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if not name.startswith("."):
-                        yield Path(dirpath) / name
-        elif path.is_file():
-            yield path
+    """Regular files under ``paths``, by the one folder-walk rule (:mod:`dcmstream.io.walk`)."""
+    for path, _ in iter_paths(paths):
+        yield path

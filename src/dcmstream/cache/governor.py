@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
-import psutil
-
 from ..libc import libc
+from ..memory import process_rss, system_memory_fraction
 
 _log = logging.getLogger(__name__)
 
@@ -46,8 +44,8 @@ class MemorySample:
 
 
 def psutil_probe() -> MemorySample:
-    """The real probe: machine-wide use and this process's RSS, from psutil."""
-    return MemorySample(psutil.virtual_memory().percent / 100.0, psutil.Process(os.getpid()).memory_info().rss)
+    """The real probe: machine-wide use and this process's RSS (:mod:`dcmstream.memory`)."""
+    return MemorySample(system_memory_fraction(), process_rss())
 
 
 class GovernedCache(Protocol):

@@ -26,6 +26,7 @@ from ..compress.batch import plan_work
 from ..compress.encoders import TARGETS, UnsupportedTarget, parse_target
 from ..compress.report import summarise
 from ..compress.transcode import TranscodeResult
+from ..units import format_bytes
 
 
 class _RateColumn(ProgressColumn):
@@ -39,14 +40,6 @@ class _RateColumn(ProgressColumn):
             return Text("-- fr/s", style="progress.data.speed")
         rate = mb / elapsed if elapsed else 0.0
         return Text(f"{speed:,.1f} fr/s {rate:,.0f} MB/s", style="progress.data.speed")
-
-
-def _fmt(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
 
 
 def compress(
@@ -132,15 +125,15 @@ def compress(
         for r in results[:200]:
             style = {"written": "green", "kept-input": "yellow", "refused": "red", "failed": "red"}.get(r.status, "")
             table.add_row(Path(r.source).name, f"[{style}]{r.status}[/]" if style else r.status,
-                          str(r.frames), _fmt(r.input_bytes), _fmt(r.output_bytes) if r.output_bytes else "",
+                          str(r.frames), format_bytes(r.input_bytes), format_bytes(r.output_bytes) if r.output_bytes else "",
                           f"{r.ratio:.2f}" if r.ratio and r.status == "written" else "", r.message)
         if len(results) > 200:
             table.add_row(f"... {len(results) - 200} more", "", "", "", "", "", "")
         console.print(table)
     s = summarise(results)
     console.print(
-        f"saved {_fmt(s['saved_bytes'])} ({s['saved_percent']:.1f} %): {_fmt(s['input_bytes'])} -> "
-        f"{_fmt(s['output_bytes'])}; written {s['written']}, kept {s['kept']}, refused {s['refused']}, "
+        f"saved {format_bytes(s['saved_bytes'])} ({s['saved_percent']:.1f} %): {format_bytes(s['input_bytes'])} -> "
+        f"{format_bytes(s['output_bytes'])}; written {s['written']}, kept {s['kept']}, refused {s['refused']}, "
         f"skipped {s['skipped']}, failed {s['failed']}")
     if run.report is not None:
         console.print(f"report: {run.report}")

@@ -10,18 +10,16 @@ import typer
 from .. import open as open_instance
 from ..errors import DcmstreamError
 from ..image.render import window_to_uint8
+from ..units import InvalidValueError, parse_window
 
 
 def _parse_window(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
     try:
-        center, width = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter("use CENTER,WIDTH, e.g. 40,400") from exc
-    if width <= 0:
-        raise typer.BadParameter("window width must be positive")
-    return center, width
+        return parse_window(text)
+    except InvalidValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def write_frame(path: Path, index: int, out: Path, window: tuple[float, float] | None = None) -> tuple[int, ...]:

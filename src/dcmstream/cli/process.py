@@ -23,20 +23,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..pipeline.budget import format_bytes, parse_size
 from ..pipeline.ops import OPS, operation
 from ..pipeline.runner import ProgressInfo, RunReport, run
 from ..pipeline.sinks import ListSink
+from ..units import InvalidValueError, format_bytes, parse_size, parse_window
 
 
 def _window(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
     try:
-        center, width = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter("--window takes CENTER,WIDTH (for example 40,400)") from exc
-    return center, width
+        return parse_window(text)
+    except InvalidValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _stats_table(sink: ListSink) -> Table:

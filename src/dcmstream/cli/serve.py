@@ -24,6 +24,7 @@ def fill_demo(archive: "object", console: Console) -> None:
     from pydicom.data import get_testdata_file
 
     from ..archive import Archive
+    from ..io.atomic import atomic_write
     from ..samples import write_multiframe
 
     assert isinstance(archive, Archive)
@@ -49,7 +50,7 @@ def fill_demo(archive: "object", console: Console) -> None:
         result = archive.ingest_file(path)
         console.print(f"  {name}: {result.status}")
         stored.append({"label": name, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
-    marker.write_text(json.dumps(stored, indent=1))
+    atomic_write(marker, json.dumps(stored, indent=1))
 
 
 def serve(

@@ -31,7 +31,7 @@ from pydicom.uid import (
 from ..errors import DecodeError
 from ..index.pixel_spec import PixelSpec
 from .base import Decoded, FrameDecoder
-from .j2k_levels import decode_reduced, decomposition_levels, is_reversible, openjpeg_available
+from .j2k_levels import codestream_start, decode_reduced, decomposition_levels, is_reversible, openjpeg_available
 
 __all__ = ["IMAGECODECS_DECODERS", "openjph_ready"]
 
@@ -94,35 +94,9 @@ def _jpegls(data: bytes, spec: PixelSpec, level: int) -> Decoded:
     return Decoded(imagecodecs.jpegls_decode(data), precision=info.get("precision"))
 
 
-_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-
-
-def _j2k_codestream_start(data: bytes) -> int:
-    """Offset of the J2K codestream: 0, or the contents of a JP2 file's jp2c box.
-
-    Our own bounded box walk: pydicom's ``get_j2k_parameters`` loops forever on
-    a box whose length field is 0, which a corrupt frame can contain.
-    """
-    if not data.startswith(_JP2_SIGNATURE):
-        return 0
-    offset = len(_JP2_SIGNATURE)
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack_from(">L4s", data, offset)
-        header = 8
-        if length == 1 and offset + 16 <= len(data):  # XLBox: 64-bit length follows
-            (length,) = struct.unpack_from(">Q", data, offset + 8)
-            header = 16
-        if kind == b"jp2c":
-            return offset + header
-        if length < header:  # 0 ("to the end") or invalid: no codestream after it
-            break
-        offset += length
-    raise DecodeError("JP2 file holds no contiguous codestream (jp2c) box")
-
-
 def _j2k_params(data: bytes, spec: PixelSpec) -> tuple[int | None, bool | None]:
     """Check the SIZ geometry (15444-1 A.5.1) and return the first component's precision and sign."""
-    start = _j2k_codestream_start(data)
+    start = codestream_start(data)
     if data[start : start + 4] != b"\xff\x4f\xff\x51" or len(data) < start + 43:
         raise DecodeError("JPEG 2000 codestream does not start with SOC and SIZ markers")
     xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">4L", data, start + 8)

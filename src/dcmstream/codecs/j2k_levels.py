@@ -31,26 +31,31 @@ import numpy as np
 
 from ..errors import DecodeError
 
-__all__ = ["decomposition_levels", "decode_reduced", "openjpeg_available", "openjpeg_library"]
+__all__ = ["codestream_start", "decomposition_levels", "decode_reduced", "openjpeg_available", "openjpeg_library"]
 
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
 
 # -- codestream header ---------------------------------------------------------------
-def _codestream_start(data: bytes) -> int:
-    """0 for a raw codestream, else the start of the JP2 file's jp2c box contents."""
+def codestream_start(data: bytes) -> int:
+    """Offset of the J2K codestream: 0 for a raw one, else the start of the JP2 file's
+    jp2c box contents (DecodeError if there is none).
+
+    The one JP2 box walk of dcmstream, bounded: pydicom's ``get_j2k_parameters`` loops
+    forever on a box whose length field is 0, which a corrupt frame can contain.
+    """
     if not data.startswith(_JP2_SIGNATURE):
         return 0
     offset = len(_JP2_SIGNATURE)
     while offset + 8 <= len(data):
         length, kind = struct.unpack_from(">L4s", data, offset)
         header = 8
-        if length == 1 and offset + 16 <= len(data):
+        if length == 1 and offset + 16 <= len(data):  # XLBox: 64-bit length follows
             (length,) = struct.unpack_from(">Q", data, offset + 8)
             header = 16
         if kind == b"jp2c":
             return offset + header
-        if length < header:
+        if length < header:  # 0 ("to the end") or invalid: no codestream after it
             break
         offset += length
     raise DecodeError("JP2 file holds no contiguous codestream (jp2c) box")
@@ -77,7 +82,7 @@ def is_reversible(data: bytes) -> bool:
 
 def _main_header(data: bytes) -> tuple[int, bool]:
     """(smallest NL, all transforms reversible) from the COD/COC segments."""
-    start = _codestream_start(data)
+    start = codestream_start(data)
     if data[start : start + 2] != b"\xff\x4f":
         raise DecodeError("JPEG 2000 codestream does not start with an SOC marker")
     pos = start + 2

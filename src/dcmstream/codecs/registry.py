@@ -7,26 +7,16 @@ whose package is importable wins. A syntax nothing can decode raises
 
 from __future__ import annotations
 
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from pydicom.uid import UID
 
 from ..errors import UnsupportedTransferSyntaxError
 from .base import FrameDecoder
 from .imagecodecs_backend import IMAGECODECS_DECODERS
+from .syntaxes import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES
 
 __all__ = ["NATIVE_SYNTAXES", "ENCAPSULATED_UNCOMPRESSED", "register_decoder", "decoder_for", "decoders"]
 
-#: Syntaxes whose pixel data is stored uncompressed in one element value.
-NATIVE_SYNTAXES = frozenset(
-    {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
-)
-#: Encapsulated Uncompressed Explicit VR Little Endian: one raw frame per fragment.
-ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
+# NATIVE_SYNTAXES and ENCAPSULATED_UNCOMPRESSED come from the one syntax table (.syntaxes).
 
 _DECODERS: list[FrameDecoder] = list(IMAGECODECS_DECODERS)
 

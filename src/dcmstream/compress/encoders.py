@@ -35,6 +35,7 @@ import numpy as np
 
 from ..codecs import charls
 from ..codecs.imagecodecs_backend import openjph_ready
+from ..codecs.syntaxes import LOSSY_METHODS, uid_of
 from ..errors import DcmstreamError
 from ..index.pixel_spec import PixelSpec
 
@@ -49,27 +50,11 @@ __all__ = [
     "parse_target",
 ]
 
-EXPLICIT_VR_LITTLE = "1.2.840.10008.1.2.1"
-DEFLATED = "1.2.840.10008.1.2.1.99"
+EXPLICIT_VR_LITTLE = uid_of("explicit")
+DEFLATED = uid_of("deflated")
 
-#: Transfer syntaxes whose pixel data went through lossy compression.
-LOSSY_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
-    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.93": "ISO_15444_2",
-    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
-    "1.2.840.10008.1.2.4.100": "ISO_13818_2",
-    "1.2.840.10008.1.2.4.101": "ISO_13818_2",
-    "1.2.840.10008.1.2.4.102": "ISO_14496_10",
-    "1.2.840.10008.1.2.4.103": "ISO_14496_10",
-    "1.2.840.10008.1.2.4.104": "ISO_14496_10",
-    "1.2.840.10008.1.2.4.105": "ISO_14496_10",
-    "1.2.840.10008.1.2.4.106": "ISO_14496_10",
-    "1.2.840.10008.1.2.4.107": "ISO_23008_2",
-    "1.2.840.10008.1.2.4.108": "ISO_23008_2",
-}
+#: Transfer syntaxes whose pixel data went through lossy compression (from the syntax table).
+LOSSY_SYNTAXES = LOSSY_METHODS
 
 
 class UnsupportedTarget(DcmstreamError, ValueError):
@@ -358,24 +343,24 @@ _LOSSLESS = {
                        description="Explicit VR Little Endian (decompress)"),
     "deflate": Target("deflate", DEFLATED, native=True,
                       description="Deflated Explicit VR Little Endian (zlib of the dataset)"),
-    "rle": Target("rle", "1.2.840.10008.1.2.5", description="RLE Lossless"),
-    "jpeg-ls": Target("jpeg-ls", "1.2.840.10008.1.2.4.80", description="JPEG-LS lossless"),
-    "j2k": Target("j2k", "1.2.840.10008.1.2.4.90", description="JPEG 2000 lossless"),
-    "htj2k": Target("htj2k", "1.2.840.10008.1.2.4.201", description="HTJ2K lossless"),
-    "htj2k-rpcl": Target("htj2k-rpcl", "1.2.840.10008.1.2.4.202",
+    "rle": Target("rle", uid_of("rle"), description="RLE Lossless"),
+    "jpeg-ls": Target("jpeg-ls", uid_of("jpeg-ls"), description="JPEG-LS lossless"),
+    "j2k": Target("j2k", uid_of("j2k-lossless"), description="JPEG 2000 lossless"),
+    "htj2k": Target("htj2k", uid_of("htj2k-lossless"), description="HTJ2K lossless"),
+    "htj2k-rpcl": Target("htj2k-rpcl", uid_of("htj2k-rpcl"),
                          description="HTJ2K lossless RPCL (resolution-progressive)"),
 }
 _LOSSY = {
-    "jpeg-ls-near": Target("jpeg-ls-near", "1.2.840.10008.1.2.4.81", lossy=True,
+    "jpeg-ls-near": Target("jpeg-ls-near", uid_of("jpeg-ls-near"), lossy=True,
                            method="ISO_14495_1", near=2,
                            description="JPEG-LS near-lossless (max error NEAR)"),
-    "j2k-lossy": Target("j2k-lossy", "1.2.840.10008.1.2.4.91", lossy=True,
+    "j2k-lossy": Target("j2k-lossy", uid_of("j2k"), lossy=True,
                         method="ISO_15444_1", ratio=10.0,
                         description="JPEG 2000 lossy, by target ratio or PSNR"),
-    "htj2k-lossy": Target("htj2k-lossy", "1.2.840.10008.1.2.4.203", lossy=True,
+    "htj2k-lossy": Target("htj2k-lossy", uid_of("htj2k"), lossy=True,
                           method="ISO_15444_15", ratio=10.0,
                           description="HTJ2K lossy, by target ratio or PSNR"),
-    "jpeg": Target("jpeg", "1.2.840.10008.1.2.4.50", lossy=True, method="ISO_10918_1",
+    "jpeg": Target("jpeg", uid_of("jpeg-baseline"), lossy=True, method="ISO_10918_1",
                    quality=90, description="JPEG baseline (8-bit), quality 1-100"),
 }
 #: Every target by name, with its default parameters.

@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..io.atomic import atomic_write
+from ..units import format_bytes
 from .background import BackgroundEstimate
 from .transcode import TranscodeResult
 
@@ -23,14 +25,6 @@ __all__ = ["render_report", "summarise", "write_report"]
 
 _COLOURS = ["#3b6ea5", "#e07b39", "#4a9c59", "#c44e52", "#8172b2", "#937860", "#da8bc3",
             "#8c8c8c", "#ccb974", "#64b5cd"]
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f}"  # pragma: no cover
 
 
 def _all_results(results: Iterable[TranscodeResult]) -> list[TranscodeResult]:
@@ -187,8 +181,8 @@ def render_report(results: Sequence[TranscodeResult], *, title: str = "dcmstream
                 f'<span class="s-{r.status}">{r.status}</span>', _cell(r.modality),
                 _cell(r.target), _cell(r.frames),
                 f"{r.rows}&times;{r.columns}&times;{r.samples}" if r.rows else "",
-                _cell(r.bits_stored or None), _fmt_bytes(r.input_bytes),
-                _fmt_bytes(r.output_bytes) if r.output_bytes else "",
+                _cell(r.bits_stored or None), format_bytes(r.input_bytes),
+                format_bytes(r.output_bytes) if r.output_bytes else "",
                 _cell(r.ratio), _cell(_mbps(r.raw_bytes, r.encode_seconds), 1),
                 _cell(_mbps(r.raw_bytes, r.decode_seconds), 1), _cell(psnr_min),
                 _cell(ssim_min, 4), _cell(wpsnr_min), _cell(r.max_error),
@@ -229,8 +223,8 @@ def render_report(results: Sequence[TranscodeResult], *, title: str = "dcmstream
     bg_rows = "".join(
         "<tr>" + "".join(f"<td>{c}</td>" for c in (
             html.escape(os.path.basename(b.source)), b.frames_analysed,
-            f"{100 * b.background_fraction:.1f} %", b.near, _fmt_bytes(b.lossless_bytes),
-            _fmt_bytes(b.background_near_bytes), f"{100 * b.saving:.1f} %")) + "</tr>"
+            f"{100 * b.background_fraction:.1f} %", b.near, format_bytes(b.lossless_bytes),
+            format_bytes(b.background_near_bytes), f"{100 * b.saving:.1f} %")) + "</tr>"
         for b in background)
     bg_section = "" if not background else (
         "<h2>Background (content-aware analysis, nothing written)</h2>"
@@ -257,8 +251,8 @@ svg {{ display: block; margin: 1em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {settings_html}
-<p class="summary">Storage: {_fmt_bytes(s['input_bytes'])} &rarr; {_fmt_bytes(s['output_bytes'])},
-saved <b>{_fmt_bytes(s['saved_bytes'])}</b> ({s['saved_bytes']:,} bytes,
+<p class="summary">Storage: {format_bytes(s['input_bytes'])} &rarr; {format_bytes(s['output_bytes'])},
+saved <b>{format_bytes(s['saved_bytes'])}</b> ({s['saved_bytes']:,} bytes,
 <b>{s['saved_percent']:.1f} %</b>). Files: {s['files']} &mdash; written {s['written']},
 input kept {s['kept']}, refused {s['refused']}, skipped {s['skipped']}, failed {s['failed']}.</p>
 {''.join(p for p in plots if p)}
@@ -277,11 +271,6 @@ per second of codec time summed over workers.</p>
 def write_report(path: str | os.PathLike[str], results: Sequence[TranscodeResult],
                  **kwargs: object) -> Path:
     """Write :func:`render_report` to ``path`` (atomically) and return the path."""
-    from .writer import AtomicFile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with AtomicFile(path) as out:
-        out.fh.write(render_report(results, **kwargs).encode("utf-8"))  # type: ignore[arg-type]
-        out.commit()
-    return path
+    return atomic_write(path, render_report(results, **kwargs))  # type: ignore[arg-type]

@@ -31,11 +31,10 @@ since the pixels are unchanged. Lossy targets on lossy input append a new method
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -47,11 +46,14 @@ from pydicom.charset import default_encoding
 from pydicom.dataset import Dataset
 
 from .. import __version__
+from ..cache.lru import OpenLRU
 from ..errors import DcmstreamError
 from ..image import Instance
 from ..image import open as open_instance
 from ..image.frame_reader import codestream_reader
 from ..index.pixel_spec import PixelSpec
+from ..io.atomic import atomic_copy
+from ..io.walk import iter_paths
 from . import header as hdr
 from . import writer
 from .encoders import (
@@ -168,33 +170,23 @@ class TranscodeResult:
 # open their own once)
 # ---------------------------------------------------------------------------------------------
 
-_INSTANCES: OrderedDict[str, Instance] = OrderedDict()
-_INSTANCES_LOCK = threading.Lock()
 _MAX_OPEN = 4
+_INSTANCES: OpenLRU[str, Instance] = OpenLRU(_MAX_OPEN)
 
 
 def _instance(path: str) -> Instance:
-    with _INSTANCES_LOCK:
-        inst = _INSTANCES.get(path)
-        if inst is not None:
-            _INSTANCES.move_to_end(path)
-            return inst
-        inst = open_instance(path, cache=False)
-        _INSTANCES[path] = inst
-        while len(_INSTANCES) > _MAX_OPEN:
-            _, old = _INSTANCES.popitem(last=False)
-            old.close()
-        return inst
+    return _INSTANCES.open(path, lambda: open_instance(path, cache=False))
 
 
 def _register(path: str, inst: Instance) -> None:
-    with _INSTANCES_LOCK:
-        _INSTANCES[path] = inst
+    # Pinned: the caller owns it and closes it; never evicted until _forget.
+    _INSTANCES.pin(path)
+    _INSTANCES.put(path, inst)
 
 
 def _forget(path: str, close: bool) -> None:
-    with _INSTANCES_LOCK:
-        inst = _INSTANCES.pop(path, None)
+    inst = _INSTANCES.pop(path)
+    _INSTANCES.unpin(path)
     if inst is not None and close:
         inst.close()
 
@@ -785,9 +777,7 @@ def _fill_identity(result: TranscodeResult, inst: Instance | None, target: Targe
 
 def copy_atomically(source: Path, destination: Path) -> None:
     """Copy ``source`` to ``destination`` through a temporary file (streamed)."""
-    with writer.AtomicFile(destination) as out, open(source, "rb") as fh:
-        shutil.copyfileobj(fh, out.fh, 1 << 20)
-        out.commit()
+    atomic_copy(source, destination)
 
 
 def transcode(
@@ -970,14 +960,4 @@ def _keep(result: TranscodeResult, src: Path, dest: Path, in_place: bool, copy_k
 def iter_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path]]:
     """(file, path relative to its input root) for files and folders (recursive, sorted);
     hidden files (our temporaries among them) are skipped."""
-    for item in inputs:
-        root = Path(item)
-        if root.is_dir():
-            for path in sorted(root.rglob("*")):
-                rel = path.relative_to(root)
-                if path.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    yield path, rel
-        elif root.is_file():
-            yield root, Path(root.name)
-        else:
-            raise FileNotFoundError(f"{root}: no such file or folder")
+    return iter_paths(inputs, missing_ok=False)

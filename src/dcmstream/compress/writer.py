@@ -3,9 +3,9 @@
 One mechanism for everything dcmstream writes (the synthetic samples, the transcoder, the
 hybrid previews):
 
-* :class:`AtomicFile` - a hidden temporary file in the destination folder, fsynced and renamed
-  over the destination only when the caller commits; discarded on any failure, so a reader
-  never sees a half-written file.
+* :class:`AtomicFile` (from :mod:`dcmstream.io.atomic`, re-exported) - a hidden temporary
+  file in the destination folder, fsynced and renamed over the destination only when the
+  caller commits; discarded on any failure, so a reader never sees a half-written file.
 * :class:`Encoding` - byte-level element encoding of a dataset (implicit/explicit VR, byte
   order), :func:`file_meta_bytes` for the preamble and group 0002.
 * :func:`write_sequence` - a sequence written item by item (per-frame functional groups of
@@ -18,14 +18,10 @@ hybrid previews):
 
 from __future__ import annotations
 
-import ctypes
-import os
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -36,8 +32,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from ..codecs.syntaxes import syntax
+from ..io.atomic import AtomicFile
 from ..errors import DcmstreamError
-from ..libc import libc
 
 __all__ = [
     "AtomicFile",
@@ -68,114 +65,10 @@ MAX_LENGTH = 0xFFFFFFFE  # largest even 32-bit length
 #: Offset table kinds :func:`write_encapsulated` writes: Basic, none (empty BOT), Extended.
 OFFSET_TABLES = ("bot", "none", "eot")
 
-_IMPLICIT_LITTLE_UID = "1.2.840.10008.1.2"
-_EXPLICIT_BIG_UID = "1.2.840.10008.1.2.2"
-_DEFLATED_UID = "1.2.840.10008.1.2.1.99"
 
 
 class PixelDataTooLarge(DcmstreamError, ValueError):
     """Encapsulated Pixel Data outgrew the 32-bit offsets of the Basic Offset Table."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic output
-# ---------------------------------------------------------------------------------------------
-
-
-class AtomicFile:
-    """A file that appears at ``destination`` whole, or not at all.
-
-    Writes go to a hidden temporary name in the destination's folder (same file system, so
-    the final :func:`os.replace` is atomic). :meth:`commit` fsyncs the data and the folder
-    and renames; leaving the ``with`` block without a commit - an exception, a failed
-    verification - removes the temporary file. (Not ``tempfile.NamedTemporaryFile``: its 0600
-    mode would stick to the published file.)
-    """
-
-    def __init__(self, destination: str | os.PathLike[str]) -> None:
-        self.destination = Path(destination)
-        self.path = self.destination.with_name(
-            f".{self.destination.name}.{uuid.uuid4().hex[:12]}.tmp")
-        self._fh: BinaryIO | None = open(self.path, "xb")  # noqa: SIM115 - closed in close()
-        self.committed = False
-
-    @property
-    def fh(self) -> BinaryIO:
-        if self._fh is None:
-            raise ValueError(f"{self.path}: already closed")
-        return self._fh
-
-    def write_behind(self) -> None:
-        """Start the disk writes of everything written so far, without waiting for them
-        (Linux ``sync_file_range``), so that the fsync of :meth:`close` finds little left
-        to write: called every few MiB while a large file is written."""
-        fh = self.fh
-        fh.flush()
-        _start_writeback(fh.fileno())
-
-    def close(self) -> None:
-        """Flush and close the temporary file (it stays until commit or discard)."""
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
-
-    def commit(self) -> Path:
-        """fsync, rename over the destination, fsync the folder; returns the destination."""
-        self.close()
-        os.replace(self.path, self.destination)
-        self.committed = True
-        _fsync_dir(self.destination.parent)
-        return self.destination
-
-    def discard(self) -> None:
-        """Remove the temporary file (idempotent)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        if not self.committed:
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "AtomicFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
-
-
-def _writeback_starter():  # noqa: ANN202 - a ctypes function or None
-    try:
-        function = libc().sync_file_range  # type: ignore[union-attr]
-    except AttributeError:  # not Linux: fsync alone does the work
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE = _writeback_starter()
-_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-out of dirty pages, do not wait
-
-
-def _start_writeback(fd: int) -> None:
-    # Only a hint: durability still comes from the fsync in close(); failures are ignored.
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the folder's entry is on disk.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,12 +165,14 @@ _SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 def encoding_for(transfer_syntax: str) -> Encoding:
     """The dataset encoding of a transfer syntax (all encapsulated ones: explicit little)."""
-    return Encoding(implicit=transfer_syntax == _IMPLICIT_LITTLE_UID,
-                    little=transfer_syntax != _EXPLICIT_BIG_UID)
+    row = syntax(transfer_syntax)
+    return Encoding(implicit=row is not None and not row.explicit_vr,
+                    little=row is None or row.little_endian)
 
 
 def is_deflated(transfer_syntax: str) -> bool:
-    return transfer_syntax == _DEFLATED_UID
+    row = syntax(transfer_syntax)
+    return row is not None and row.deflated
 
 
 class DeflateWriter:

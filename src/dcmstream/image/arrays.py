@@ -10,13 +10,12 @@ Instance holds a file descriptor and cannot itself travel.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cache.lru import OpenLRU
 from ..errors import DcmstreamError
 from .levels import level_shape
 
@@ -29,35 +28,20 @@ __all__ = ["instance_to_dask", "series_to_dask", "MAX_OPEN_PER_PROCESS"]
 #: Instances a worker process keeps open for chunk reads.
 MAX_OPEN_PER_PROCESS = 32
 
-_open: OrderedDict[str, Any] = OrderedDict()
-_open_lock = threading.Lock()
+def _process_lru() -> OpenLRU[str, Instance]:
+    # Entries closed by their user are stale: reopened on the next read.
+    return OpenLRU(MAX_OPEN_PER_PROCESS, alive=lambda inst: not inst.source.closed)
+
+
+_open = _process_lru()
 
 
 def _opened(path: str) -> "Instance":
-    """This process's open Instance of ``path`` (LRU-bounded)."""
+    """This process's open Instance of ``path`` (LRU-bounded; when threads reopen the same
+    path at once, the first registered instance is everyone's)."""
     from .instance import Instance
 
-    with _open_lock:
-        inst = _open.get(path)
-        if inst is not None and not inst.source.closed:
-            _open.move_to_end(path)
-            return inst
-    fresh = Instance(path)
-    doomed = []
-    with _open_lock:
-        inst = _open.get(path)
-        if inst is not None and not inst.source.closed:
-            # Another thread opened it meanwhile and may be reading through it: use
-            # that one (closing it here was a race that failed its reads).
-            _open.move_to_end(path)
-            doomed.append(fresh)
-        else:
-            inst = _open[path] = fresh
-            while len(_open) > MAX_OPEN_PER_PROCESS:
-                doomed.append(_open.popitem(last=False)[1])
-    for d in doomed:
-        d.close()
-    return inst
+    return _open.open(path, lambda: Instance(path))
 
 
 def _source_path(inst: "Instance") -> str | None:

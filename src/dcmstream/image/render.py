@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import math
 import struct
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -44,6 +42,9 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from ..cache.lru import LRU
+from ..units import Window, check_window
 
 __all__ = [
     "DisplayParams",
@@ -60,7 +61,6 @@ __all__ = [
     "check_size",
 ]
 
-Window = tuple[float, float]
 
 
 # -- reading attributes --------------------------------------------------------------
@@ -360,23 +360,18 @@ class Renderer:
     def __init__(self, ds: Dataset, photometric: str | None = None) -> None:
         self.ds = ds
         self._photometric = photometric
-        self._params: OrderedDict[int | None, DisplayParams] = OrderedDict()
+        self._params: LRU[int | None, DisplayParams] = LRU(self._MAX_PARAMS)
         self._per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") is not None
         self._palette: np.ndarray | None = None
-        self._lock = threading.Lock()
 
     def params(self, frame: int | None = 0) -> DisplayParams:
         key = frame if self._per_frame else None
-        with self._lock:
-            p = self._params.get(key)
+        p = self._params.get(key)
         if p is None:
             p = display_params(self.ds, frame)
             if self._photometric is not None:
                 p = replace(p, photometric=self._photometric)
-            with self._lock:
-                self._params[key] = p
-                while len(self._params) > self._MAX_PARAMS:
-                    self._params.popitem(last=False)
+            self._params.put(key, p)
         return p
 
     def render(self, arr: np.ndarray, frame: int | None = 0, window: Window | None = None) -> np.ndarray:
@@ -428,13 +423,7 @@ def _colour(arr: np.ndarray, p: DisplayParams) -> np.ndarray:
 
 
 def _check_window(window: object) -> Window:
-    try:
-        center, width = (float(v) for v in window)  # type: ignore[union-attr]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"window must be (center, width), got {window!r}") from exc
-    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
-        raise ValueError(f"window width must be a positive finite number, got {window!r}")
-    return center, width
+    return check_window(window)  # type: ignore[arg-type]
 
 
 def _modality_range(arr: np.ndarray, p: DisplayParams) -> tuple[float, float]:

@@ -26,7 +26,6 @@ import math
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -41,8 +40,10 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..cache import FrameCache, default_cache
+from ..cache.lru import OpenLRU
 from ..errors import DcmstreamError, DicomFormatError, SourceError
 from ..index import PixelSpec, pixel_spec_from_dataset
+from ..io.walk import walk_files
 from .instance import CacheArg, Instance, file_cache_key
 from .levels import check_level, level_for_size, representation
 from .render import DisplayParams, check_size, display_params, render_array, resize_area, target_shape
@@ -179,9 +180,7 @@ def _expand(paths_or_dir: PathArg | Iterable[PathArg], recursive: bool) -> tuple
     if isinstance(paths_or_dir, (str, os.PathLike)):
         p = Path(paths_or_dir)
         if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(str(f) for f in p.glob(pattern) if f.is_file() and not f.name.startswith("."))
-            return files, True
+            return [str(f) for f in walk_files(p, recursive=recursive)], True
         return [str(p)], False
     return [str(Path(p)) for p in paths_or_dir], False
 
@@ -283,15 +282,15 @@ class Series:
         self.frame_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._total = int(counts.sum())
         self.cache_key = ("series", *(m.cache_key for m in self.members))
-        self._open: OrderedDict[int, Instance] = OrderedDict()
-        self._pins: dict[int, int] = {}
+        # Open members; the first one (the series' dataset) is never closed by eviction.
+        self._open: OpenLRU[int, Instance] = OpenLRU(self.max_open, keep=lambda inst: inst is self._first)
         self._lock = threading.RLock()
         self._closed = False
         self._check_uniform()
         if first is None:
             first = Instance(self.members[0].path, cache=self.cache if self.cache is not None else False)
         self._first = first
-        self._open[0] = first
+        self._open.put(0, first)
         self._max_level: int | None = None
 
     def _check_uniform(self) -> None:
@@ -326,8 +325,7 @@ class Series:
     @property
     def open_count(self) -> int:
         """How many members are open (hold a file descriptor) now."""
-        with self._lock:
-            return len(self._open)
+        return len(self._open)
 
     def __len__(self) -> int:
         return self._total
@@ -357,23 +355,10 @@ class Series:
     @contextmanager
     def _use(self, m: int) -> Iterator[Instance]:
         """Member ``m`` opened (or kept open) and pinned against LRU closing while in use."""
-        with self._lock:
-            if self._closed:
-                raise SourceError("the series is closed")
-            inst = self._open.get(m)
-            if inst is not None:
-                self._open.move_to_end(m)
-            self._pins[m] = self._pins.get(m, 0) + 1
-        try:
-            if inst is None:
-                inst = self._reopen(m)
+        if self._closed:
+            raise SourceError("the series is closed")
+        with self._open.use(m, lambda: self._reopen(m)) as inst:
             yield inst
-        finally:
-            with self._lock:
-                self._pins[m] -= 1
-                if not self._pins[m]:
-                    del self._pins[m]
-                self._evict()
 
     def _reopen(self, m: int) -> Instance:
         member = self.members[m]
@@ -381,26 +366,7 @@ class Series:
         if len(inst) != member.frames or inst.pixel_spec.shape != member.shape:
             inst.close()
             raise DicomFormatError(f"{member.path}: changed since the series was opened")
-        with self._lock:
-            other = self._open.get(m)
-            if other is not None:  # another thread opened it meanwhile: keep one
-                inst.close()
-                inst = other
-            else:
-                self._open[m] = inst
-            self._open.move_to_end(m)
         return inst
-
-    def _evict(self) -> None:
-        # Caller holds the lock. Close least recently used, unpinned members.
-        if len(self._open) <= self.max_open:
-            return
-        for m in list(self._open):
-            if len(self._open) <= self.max_open:
-                break
-            if m in self._pins or self._open[m] is self._first:
-                continue
-            self._open.pop(m).close()
 
     def instance(self, m: int) -> Instance:
         """Member ``m`` as an open Instance (it may be closed later by the LRU; do not keep it)."""
@@ -509,10 +475,7 @@ class Series:
         """Close every open member."""
         with self._lock:
             self._closed = True
-            opened = list(self._open.values())
-            self._open.clear()
-        for inst in opened:
-            inst.close()
+        self._open.close_all()
 
     def purge(self) -> int:
         """Drop every member's frames from the cache."""

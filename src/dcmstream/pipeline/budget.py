@@ -14,8 +14,9 @@ so one light item does not let a batch of heavy ones in.
 
 from __future__ import annotations
 
-import re
 import threading
+
+from ..units import format_bytes, parse_size
 
 __all__ = ["parse_size", "initial_batch", "BatchSizer", "format_bytes", "HEADROOM", "STAGES"]
 
@@ -27,43 +28,6 @@ STAGES = 3
 TEMPORARIES = 1.5
 #: The RSS-based estimate per item is capped at this multiple of the measured bytes.
 RSS_CAP = 4.0
-
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
-    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-}
-
-
-def parse_size(value: int | float | str) -> int:
-    """Bytes from ``2GB``, ``512MiB``, ``1.5G``, ``64mb`` or a plain number of bytes.
-
-    Decimal prefixes (kB, MB, GB, TB) are powers of 1000 and binary ones (KiB, MiB,
-    GiB, TiB) powers of 1024, as the names say; a bare letter (``2G``) is decimal.
-    """
-    if isinstance(value, bool):
-        raise TypeError("a size must be a number of bytes or a string like '2GB'")
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"a memory budget must be positive, got {value}")
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {value!r} (examples: 2GB, 512MiB, 1.5G, 1000000)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if n <= 0:
-        raise ValueError(f"a memory budget must be positive, got {value!r}")
-    return n
-
-
-def format_bytes(n: float) -> str:
-    """``1.2 GiB``-style text."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
 
 def initial_batch(budget: int, item_bytes: int, *, max_batch: int = 1024) -> int:
     """``budget x 0.7 / (item size x 3)``, at least 1 and at most ``max_batch``."""

@@ -20,7 +20,6 @@ The probe is injectable (``probe=``), so tests simulate pressure instead of prod
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,21 +28,9 @@ from dataclasses import dataclass
 import psutil
 
 from ..cache import MemoryGovernor, MemorySample, default_cache
+from ..memory import process_rss, system_memory_fraction
 
 __all__ = ["MemoryMonitor", "PauseStats", "process_rss"]
-
-
-def process_rss(include_children: bool = False) -> int:
-    """Resident bytes of this process (and of its children, for process pools)."""
-    proc = psutil.Process(os.getpid())
-    rss = proc.memory_info().rss
-    if include_children:
-        for child in proc.children(recursive=True):
-            try:
-                rss += child.memory_info().rss
-            except psutil.Error:
-                pass
-    return rss
 
 
 @dataclass(frozen=True)
@@ -85,7 +72,7 @@ class MemoryMonitor:
         self.include_children = include_children
         self.on_sample = on_sample
         self._custom_probe = probe is not None
-        base_probe = probe or (lambda: MemorySample(psutil.virtual_memory().percent / 100.0, process_rss(include_children)))
+        base_probe = probe or (lambda: MemorySample(system_memory_fraction(), process_rss(include_children)))
         self.baseline = base_probe().rss
         self.real_baseline = process_rss(include_children)
         self.governor = MemoryGovernor(

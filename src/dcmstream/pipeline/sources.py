@@ -18,10 +18,8 @@ instances per process).
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cache import FrameCache
+from ..cache.lru import OpenLRU
+from ..codecs.syntaxes import SYNTAXES
 from ..errors import DcmstreamError, DicomFormatError
+from ..io.walk import walk_files
 from ..image.levels import decimate, level_shape
 from ..index import PixelSpec
 from .tiles import SlideGeometry, slide_geometry
@@ -43,10 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
 
-_J2K_SYNTAXES = {
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
-}
+_J2K_SYNTAXES = frozenset(s.uid for s in SYNTAXES if s.family in ("j2k", "htj2k"))
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,7 @@ def image_info(inst: ImageSource) -> ImageInfo:
 
 # -- enumeration ----------------------------------------------------------------------------
 def _walk(path: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+    return walk_files(path)
 
 
 def _archive_refs(archive: Archive) -> Iterator[InputRef]:
@@ -279,9 +273,7 @@ class Opener:
     def __init__(self, *, cache: FrameCache | bool = False, max_open: int = 16) -> None:
         self.cache = cache
         self.max_open = max_open
-        self._open: OrderedDict[str, Any] = OrderedDict()
-        self._pins: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._open: OpenLRU[str, Any] = OpenLRU(max_open)
 
     def _open_ref(self, ref: InputRef) -> ImageSource:
         if ref.kind == "dicomweb":
@@ -292,75 +284,21 @@ class Opener:
 
     def put(self, ref: InputRef, inst: ImageSource) -> None:
         """Hand over an instance opened elsewhere (enumeration opens every file once)."""
-        with self._lock:
-            old = self._open.pop(ref.name, None)
-            self._open[ref.name] = inst
-            doomed = self._evict()
-        if old is not None and old is not inst and not self._pins.get(ref.name):
-            old.close()
-        for d in doomed:
-            d.close()
+        self._open.put(ref.name, inst)
 
-    def _evict(self) -> list[Any]:
-        doomed = []
-        for name in list(self._open):
-            if len(self._open) <= self.max_open:
-                break
-            if not self._pins.get(name):
-                doomed.append(self._open.pop(name))
-        return doomed
-
-    @contextmanager
-    def use(self, ref: InputRef) -> Iterator[Any]:
-        with self._lock:
-            inst = self._open.get(ref.name)
-            if inst is not None:
-                self._open.move_to_end(ref.name)
-            self._pins[ref.name] = self._pins.get(ref.name, 0) + 1
-        try:
-            if inst is None:
-                inst = self._open_ref(ref)
-                with self._lock:
-                    existing = self._open.get(ref.name)
-                    if existing is None:
-                        self._open[ref.name] = inst
-                        fresh = None
-                    else:
-                        fresh, inst = inst, existing
-                if fresh is not None:
-                    fresh.close()
-            yield inst
-        finally:
-            with self._lock:
-                self._pins[ref.name] -= 1
-                if not self._pins[ref.name]:
-                    del self._pins[ref.name]
-                doomed = self._evict()
-            for d in doomed:
-                d.close()
+    def use(self, ref: InputRef) -> AbstractContextManager[Any]:
+        """The open instance of ``ref``, never closed while the ``with`` block runs."""
+        return self._open.use(ref.name, lambda: self._open_ref(ref))
 
     def hold(self, name: str) -> None:
         """Keep ``name`` open (not evicted) until :meth:`release`: its items are pending."""
-        with self._lock:
-            self._pins[name] = self._pins.get(name, 0) + 1
+        self._open.pin(name)
 
     def release(self, name: str) -> None:
-        with self._lock:
-            n = self._pins.get(name, 0) - 1
-            if n > 0:
-                self._pins[name] = n
-            else:
-                self._pins.pop(name, None)
-            doomed = self._evict()
-        for d in doomed:
-            d.close()
+        self._open.unpin(name)
 
     def close(self) -> None:
-        with self._lock:
-            opened = list(self._open.values())
-            self._open.clear()
-        for inst in opened:
-            inst.close()
+        self._open.close_all()
 
 
 def open_info(ref: InputRef, opener: Opener) -> ImageInfo:

@@ -14,29 +14,17 @@ from dataclasses import dataclass
 import imagecodecs
 import numpy as np
 
+from ..codecs.syntaxes import by_name, uid_of
 from ..compress import jpegls_encode, unsigned_pattern
 
 __all__ = ["COLOUR_PHOTOMETRICS", "LOSSY_METHODS", "OFFSET_TABLES", "SYNTAXES", "Codec", "Encoder", "Layout",
            "codec_for", "layout_for"]
 
-SYNTAXES: dict[str, str] = {
-    "implicit": "1.2.840.10008.1.2",
-    "explicit": "1.2.840.10008.1.2.1",
-    "big-endian": "1.2.840.10008.1.2.2",
-    "deflated": "1.2.840.10008.1.2.1.99",
-    "rle": "1.2.840.10008.1.2.5",
-    "jpeg-baseline": "1.2.840.10008.1.2.4.50",
-    "jpeg-ext12": "1.2.840.10008.1.2.4.51",
-    "jpeg-lossless": "1.2.840.10008.1.2.4.57",
-    "jpeg-lossless-sv1": "1.2.840.10008.1.2.4.70",
-    "jpeg-ls": "1.2.840.10008.1.2.4.80",
-    "jpeg-ls-near": "1.2.840.10008.1.2.4.81",
-    "j2k-lossless": "1.2.840.10008.1.2.4.90",
-    "j2k": "1.2.840.10008.1.2.4.91",
-    "htj2k-lossless": "1.2.840.10008.1.2.4.201",
-    "htj2k-rpcl": "1.2.840.10008.1.2.4.202",
-    "htj2k": "1.2.840.10008.1.2.4.203",
-}
+#: The syntaxes samples are written in, by short name (UIDs from the one syntax table).
+SYNTAXES: dict[str, str] = {name: uid_of(name) for name in (
+    "implicit", "explicit", "big-endian", "deflated", "rle", "jpeg-baseline", "jpeg-ext12", "jpeg-lossless",
+    "jpeg-lossless-sv1", "jpeg-ls", "jpeg-ls-near", "j2k-lossless", "j2k", "htj2k-lossless", "htj2k-rpcl", "htj2k",
+)}
 OFFSET_TABLES = ("bot", "none", "eot")
 
 
@@ -77,14 +65,8 @@ class Codec:
     one_fragment_per_frame: bool = False
 
 
-_NATIVE = ("implicit", "explicit", "big-endian", "deflated")
-LOSSY_METHODS = {
-    "jpeg-baseline": "ISO_10918_1",
-    "jpeg-ext12": "ISO_10918_1",
-    "jpeg-ls-near": "ISO_14495_1",
-    "j2k": "ISO_15444_1",
-    "htj2k": "ISO_15444_15",
-}
+_NATIVE = tuple(name for name in SYNTAXES if not by_name(name).encapsulated)
+LOSSY_METHODS = {name: by_name(name).lossy_method for name in SYNTAXES if by_name(name).lossy_method}
 
 # Photometric interpretations each syntax can produce from RGB frames; the first is the
 # default. JPEG converts to YCbCr unless asked for RGB (then an Adobe marker says so);

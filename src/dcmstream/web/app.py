@@ -47,6 +47,7 @@ from ..archive.uids import InvalidUIDError
 from ..errors import DcmstreamError
 from . import qido, rendered, stow, wado
 from .common import ServerConfig, WebContext, context, error
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import MetricsMiddleware
 from .viewer_routes import viewer_routes
 
@@ -111,7 +112,7 @@ async def _metrics(request: Request) -> Response:
     if worker is not None:
         extra.update(worker.metrics())
     text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
 
 async def _health(request: Request) -> Response:

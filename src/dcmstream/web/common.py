@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,13 +14,14 @@ from starlette.responses import Response
 
 from ..archive import Archive, InstanceRecord
 from ..archive.uids import is_valid_uid
+from ..cache import ByteBudgetLRU
+from ..cache.lru import LRU
 from .media import MediaRange, accepts, parse_accept
 from .metrics import Metrics
 
 __all__ = [
     "ServerConfig",
     "WebContext",
-    "ByteLRU",
     "context",
     "path_uid",
     "base_url",
@@ -54,48 +53,6 @@ class ServerConfig:
     public_url: str | None = None
 
 
-class ByteLRU:
-    """A byte-budgeted LRU of bytes values (series metadata, rendered thumbnails)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self._items: OrderedDict[Any, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> bytes | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Any, value: bytes) -> None:
-        if len(value) > self.max_bytes // 4:
-            return  # one huge entry would flush everything else
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.bytes -= len(old)
-            self._items[key] = value
-            self.bytes += len(value)
-            while self.bytes > self.max_bytes and self._items:
-                _, dropped = self._items.popitem(last=False)
-                self.bytes -= len(dropped)
-
-    def drop_where(self, predicate: Callable[[Any], bool]) -> int:
-        with self._lock:
-            keys = [k for k in self._items if predicate(k)]
-            for k in keys:
-                self.bytes -= len(self._items.pop(k))
-            return len(keys)
-
-
 class WebContext:
     """What every handler needs: the archive, the config, metrics and caches."""
 
@@ -103,16 +60,17 @@ class WebContext:
         self.archive = archive
         self.config = config
         self.metrics = Metrics()
-        self.metadata_cache = ByteLRU(config.metadata_cache_bytes)
-        self.renderers: OrderedDict[str, Any] = OrderedDict()
-        self.renderers_lock = threading.Lock()
+        #: Series/study metadata responses (bytes); see :func:`.wado.metadata` for what is kept.
+        self.metadata_cache = ByteBudgetLRU("metadata", config.metadata_cache_bytes)
+        #: Renderers (display parameters) of recently rendered instances.
+        self.renderers: LRU[str, Any] = LRU(64)
         archive.add_listener(self._on_ingest)
 
     def _on_ingest(self, result: Any) -> None:
         # Versions in the keys already make stale entries unreachable; dropping them
         # frees the memory at once.
         study = result.study_uid
-        self.metadata_cache.drop_where(lambda key: key[0] == study)
+        self.metadata_cache.remove_where(lambda key: isinstance(key, tuple) and key[0] == study)
 
 
 def context(request: Request) -> WebContext:

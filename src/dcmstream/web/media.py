@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from pydicom.uid import ExplicitVRLittleEndian
 
+from ..codecs.syntaxes import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES, media_type
+
 __all__ = [
     "MediaRange",
     "parse_accept",
@@ -39,41 +41,13 @@ __all__ = [
 ]
 
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
-NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
-ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
-
-_SYNTAX_MEDIA = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.100": "video/mpeg2",
-    "1.2.840.10008.1.2.4.101": "video/mpeg2",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-    "1.2.840.10008.1.2.4.104": "video/mp4",
-    "1.2.840.10008.1.2.4.105": "video/mp4",
-    "1.2.840.10008.1.2.4.106": "video/mp4",
-    "1.2.840.10008.1.2.4.110": "image/jxl",
-    "1.2.840.10008.1.2.4.111": "image/jxl",
-    "1.2.840.10008.1.2.4.112": "image/jxl",
-}
+NATIVE = NATIVE_SYNTAXES
 _ALIASES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
 
 
 def media_type_for_syntax(ts: str) -> str:
     """The single-frame media type of pixel data in transfer syntax ``ts``."""
-    return _SYNTAX_MEDIA.get(ts, "application/octet-stream")
+    return media_type(ts)
 
 
 @dataclass(frozen=True)

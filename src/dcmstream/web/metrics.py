@@ -1,116 +1,112 @@
-"""Request metrics and their Prometheus text exposition (``GET /metrics``).
+"""Request metrics and their Prometheus exposition (``GET /metrics``), with prometheus_client.
 
-Per route template (``/dicomweb/studies/{study}/series``, never the raw path, so
-the label set stays bounded): request count by status, a latency histogram, bytes
-served. Plus the frame cache (hits, misses, hit rate, bytes), the archive's
-counts and the process's resident memory.
+Per route template (``/dicomweb/studies/{study}/series``, never the raw path) and method:
+request count by status, a latency histogram, bytes served, requests in flight. Plus,
+read when scraped, the frame cache (hits, misses, hit rate, bytes), the archive's counts
+and the process's resident memory.
+
+Every :class:`Metrics` has its own :class:`~prometheus_client.CollectorRegistry` (not the
+library's global one: a process may run several apps, the tests do). Label values stay
+bounded: a path no route matches is ``route="unmatched"`` and a method outside
+:data:`METHODS` is ``method="other"``, so a scanner sending random paths and methods
+cannot grow the label set.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from bisect import bisect_left
-from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
-import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-__all__ = ["Metrics", "MetricsMiddleware", "LATENCY_BUCKETS"]
+from ..memory import process_rss
+
+__all__ = ["Metrics", "MetricsMiddleware", "LATENCY_BUCKETS", "METHODS", "CONTENT_TYPE"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+#: HTTP methods counted under their own name; any other is counted as ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: Content type of the text exposition format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED = "unmatched"
 
 
 class Metrics:
-    """Thread-safe counters; :meth:`render` writes the Prometheus text format."""
+    """The request metrics of one app; :meth:`render` writes the Prometheus text format."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.buckets: dict[tuple[str, str], list[int]] = {}
-        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self.latency_count: dict[tuple[str, str], int] = defaultdict(int)
-        self.bytes_sent: dict[tuple[str, str], int] = defaultdict(int)
-        self.in_flight = 0
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dcmstream_http_requests", "HTTP requests by route template, method and status.",
+                                ("route", "method", "status"), registry=self.registry)
+        self.duration = Histogram("dcmstream_http_request_duration_seconds", "Time to the last byte of the response.",
+                                  ("route", "method"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.bytes_sent = Counter("dcmstream_http_response_bytes", "Response body bytes sent.",
+                                  ("route", "method"), registry=self.registry)
+        self.in_flight = Gauge("dcmstream_http_requests_in_flight", "HTTP requests being answered now.",
+                               registry=self.registry)
         self.started = time.time()
 
     def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
-        key = (route, method)
-        with self._lock:
-            self.requests[(route, method, status)] += 1
-            buckets = self.buckets.setdefault(key, [0] * (len(LATENCY_BUCKETS) + 1))
-            buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self.latency_sum[key] += seconds
-            self.latency_count[key] += 1
-            self.bytes_sent[key] += sent
+        """Count one finished request (``method`` outside :data:`METHODS` becomes ``other``)."""
+        method = method if method in METHODS else "other"
+        self.requests.labels(route, method, str(int(status))).inc()
+        self.duration.labels(route, method).observe(seconds)
+        self.bytes_sent.labels(route, method).inc(sent)
 
-    def render(self, cache_stats: Any = None, archive_counts: dict[str, int] | None = None, extra: dict[str, float] | None = None) -> str:
-        lines: list[str] = []
-        add = lines.append
-        with self._lock:
-            add("# HELP dcmstream_http_requests_total HTTP requests by route template, method and status.")
-            add("# TYPE dcmstream_http_requests_total counter")
-            for (route, method, status), n in sorted(self.requests.items()):
-                add(f'dcmstream_http_requests_total{{route="{_label(route)}",method="{method}",status="{status}"}} {n}')
-            add("# HELP dcmstream_http_request_duration_seconds Time to the last byte of the response.")
-            add("# TYPE dcmstream_http_request_duration_seconds histogram")
-            for (route, method), counts in sorted(self.buckets.items()):
-                labels = f'route="{_label(route)}",method="{method}"'
-                cumulative = 0
-                for bound, n in zip(LATENCY_BUCKETS, counts):
-                    cumulative += n
-                    add(f'dcmstream_http_request_duration_seconds_bucket{{{labels},le="{bound:g}"}} {cumulative}')
-                cumulative += counts[-1]
-                add(f'dcmstream_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {cumulative}')
-                add(f"dcmstream_http_request_duration_seconds_sum{{{labels}}} {self.latency_sum[(route, method)]:.6f}")
-                add(f"dcmstream_http_request_duration_seconds_count{{{labels}}} {self.latency_count[(route, method)]}")
-            add("# HELP dcmstream_http_response_bytes_total Response body bytes sent.")
-            add("# TYPE dcmstream_http_response_bytes_total counter")
-            for (route, method), n in sorted(self.bytes_sent.items()):
-                add(f'dcmstream_http_response_bytes_total{{route="{_label(route)}",method="{method}"}} {n}')
-            add("# TYPE dcmstream_http_requests_in_flight gauge")
-            add(f"dcmstream_http_requests_in_flight {self.in_flight}")
-        if cache_stats is not None:
-            s = cache_stats
-            add("# HELP dcmstream_cache_hits_total Frame cache hits (decoded and encoded tiers).")
-            add("# TYPE dcmstream_cache_hits_total counter")
-            add(f"dcmstream_cache_hits_total {s.hits}")
-            add("# TYPE dcmstream_cache_misses_total counter")
-            add(f"dcmstream_cache_misses_total {s.misses}")
-            add("# TYPE dcmstream_cache_hit_rate gauge")
-            add(f"dcmstream_cache_hit_rate {s.hit_rate:.6f}")
-            add("# TYPE dcmstream_cache_bytes gauge")
-            add(f"dcmstream_cache_bytes {s.bytes}")
-            add("# TYPE dcmstream_cache_evictions_total counter")
-            add(f"dcmstream_cache_evictions_total {s.evictions}")
-            for tier in (s.decoded, s.encoded):
-                add(f'dcmstream_cache_tier_bytes{{tier="{tier.name}"}} {tier.bytes}')
-                add(f'dcmstream_cache_tier_max_bytes{{tier="{tier.name}"}} {tier.max_bytes}')
-                add(f'dcmstream_cache_tier_hits_total{{tier="{tier.name}"}} {tier.hits}')
-                add(f'dcmstream_cache_tier_misses_total{{tier="{tier.name}"}} {tier.misses}')
-            add("# TYPE dcmstream_decode_seconds_total counter")
-            add(f"dcmstream_decode_seconds_total {s.decode_seconds:.6f}")
-            add("# TYPE dcmstream_decodes_total counter")
-            add(f"dcmstream_decodes_total {s.decodes}")
-        if archive_counts:
-            add("# HELP dcmstream_archive_objects Studies, series and instances in the archive.")
-            add("# TYPE dcmstream_archive_objects gauge")
-            for level, n in sorted(archive_counts.items()):
-                add(f'dcmstream_archive_objects{{level="{level}"}} {n}')
-        for name, value in sorted((extra or {}).items()):
-            add(f"# TYPE {name} gauge")
-            add(f"{name} {value}")
-        process = psutil.Process()
-        add("# HELP process_resident_memory_bytes Resident memory of the server process.")
-        add("# TYPE process_resident_memory_bytes gauge")
-        add(f"process_resident_memory_bytes {process.memory_info().rss}")
-        add("# TYPE process_start_time_seconds gauge")
-        add(f"process_start_time_seconds {self.started:.3f}")
-        return "\n".join(lines) + "\n"
+    def render(self, cache_stats: Any = None, archive_counts: dict[str, int] | None = None,
+               extra: dict[str, float] | None = None) -> str:
+        """The text exposition: request metrics plus the values given here (read at scrape)."""
+        snapshot = _Snapshot(cache_stats, archive_counts or {}, extra or {}, self.started)
+        return (generate_latest(self.registry) + generate_latest(snapshot)).decode("utf-8")  # type: ignore[arg-type]
+
+
+class _Snapshot:
+    """Values read at scrape time, as a collector for :func:`generate_latest`."""
+
+    def __init__(self, cache_stats: Any, archive_counts: dict[str, int], extra: dict[str, float], started: float) -> None:
+        self.cache_stats = cache_stats
+        self.archive_counts = archive_counts
+        self.extra = extra
+        self.started = started
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.cache_stats
+        if s is not None:
+            yield CounterMetricFamily("dcmstream_cache_hits", "Frame cache hits (decoded and encoded tiers).", value=s.hits)
+            yield CounterMetricFamily("dcmstream_cache_misses", "Frame cache misses.", value=s.misses)
+            yield GaugeMetricFamily("dcmstream_cache_hit_rate", "Frame cache hits / lookups.", value=s.hit_rate)
+            yield GaugeMetricFamily("dcmstream_cache_bytes", "Bytes held by the frame cache.", value=s.bytes)
+            yield CounterMetricFamily("dcmstream_cache_evictions", "Frame cache evictions.", value=s.evictions)
+            tiers = (s.decoded, s.encoded)
+            for name, attr, family, doc in (
+                ("dcmstream_cache_tier_bytes", "bytes", GaugeMetricFamily, "Bytes held per cache tier."),
+                ("dcmstream_cache_tier_max_bytes", "max_bytes", GaugeMetricFamily, "Budget per cache tier."),
+                ("dcmstream_cache_tier_hits", "hits", CounterMetricFamily, "Hits per cache tier."),
+                ("dcmstream_cache_tier_misses", "misses", CounterMetricFamily, "Misses per cache tier."),
+            ):
+                metric = family(name, doc, labels=["tier"])
+                for tier in tiers:
+                    metric.add_metric([tier.name], getattr(tier, attr))
+                yield metric
+            yield CounterMetricFamily("dcmstream_decode_seconds", "Seconds spent decoding frames.", value=s.decode_seconds)
+            yield CounterMetricFamily("dcmstream_decodes", "Frames decoded.", value=s.decodes)
+        if self.archive_counts:
+            metric = GaugeMetricFamily("dcmstream_archive_objects", "Studies, series and instances in the archive.",
+                                       labels=["level"])
+            for level, n in sorted(self.archive_counts.items()):
+                metric.add_metric([level], n)
+            yield metric
+        for name, value in sorted(self.extra.items()):
+            if name.endswith("_total"):
+                yield CounterMetricFamily(name, name.replace("_", " "), value=value)
+            else:
+                yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory of the server process.",
+                                value=process_rss())
+        yield GaugeMetricFamily("process_start_time_seconds", "Start time of the metrics (Unix seconds).",
+                                value=self.started)
 
 
 class MetricsMiddleware:
@@ -136,14 +132,12 @@ class MetricsMiddleware:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        with self.metrics._lock:
-            self.metrics.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            with self.metrics._lock:
-                self.metrics.in_flight -= 1
+            self.metrics.in_flight.dec()
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            root = scope.get("root_path", "")
-            self.metrics.observe(root + template if template != "unmatched" else template, scope.get("method", "GET"), status, time.perf_counter() - started, sent)
+            template = getattr(route, "path", None)
+            label = scope.get("root_path", "") + template if template else UNMATCHED
+            self.metrics.observe(label, scope.get("method", "GET"), status, time.perf_counter() - started, sent)

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from ..archive import InstanceRecord
 from ..image.render import Renderer, render_array, resize_area
+from ..units import InvalidValueError, parse_window
 from .common import context, find_instance, path_uid, run
 from .media import accepts, parse_accept
 from .wado import parse_frame_list
@@ -52,10 +53,10 @@ def _params(request: Request, default_size: int | None, max_viewport: int) -> di
                 raise HTTPException(400, f"window function {parts[2][:40]!r}: expected linear, linear-exact or sigmoid")
             out["function"] = function
             parts = parts[:2]
-        center, width = _numbers(",".join(parts), "window", (2,))
-        if width <= 0:
-            raise HTTPException(400, "window width must be positive")
-        out["window"] = (center, width)
+        try:
+            out["window"] = parse_window(",".join(parts))
+        except InvalidValueError as exc:
+            raise HTTPException(400, str(exc)) from None
     if "viewport" in q:
         values = _numbers(q["viewport"], "viewport", (2, 6))
         vw, vh = int(values[0]), int(values[1])
@@ -88,11 +89,9 @@ def _media(request: Request) -> str:
 
 
 def _renderer(ctx: Any, record: InstanceRecord) -> Renderer:
-    with ctx.renderers_lock:
-        renderer = ctx.renderers.get(record.sop_uid)
-        if renderer is not None:
-            ctx.renderers.move_to_end(record.sop_uid)
-            return renderer
+    renderer = ctx.renderers.get(record.sop_uid)
+    if renderer is not None:
+        return renderer
     inst = ctx.archive.open_instance(record)
     try:
         ds = inst.dataset
@@ -100,10 +99,7 @@ def _renderer(ctx: Any, record: InstanceRecord) -> Renderer:
         renderer = Renderer(ds, "RGB" if photometric.startswith("YBR") else None)
     finally:
         inst.close()
-    with ctx.renderers_lock:
-        ctx.renderers[record.sop_uid] = renderer
-        while len(ctx.renderers) > 64:
-            ctx.renderers.popitem(last=False)
+    ctx.renderers.put(record.sop_uid, renderer)
     return renderer
 
 

@@ -110,7 +110,8 @@ async def metadata(request: Request) -> Response:
             return gzip.compress(data, 1) if gz else data
 
         body = await run(build)
-        ctx.metadata_cache.put(key, body)
+        if len(body) <= ctx.metadata_cache.max_bytes // 4:  # one huge entry would flush the rest
+            ctx.metadata_cache.put(key, body, len(body))
         return _json_response(body, gz)
     if gz and len(body) > 4096:
         return _json_response(gzip.compress(body, 1), True)
