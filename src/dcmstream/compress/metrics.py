@@ -34,6 +34,9 @@ def psnr(reference: np.ndarray, test: np.ndarray, peak: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
+_psnr = psnr  # frame_metrics() has a parameter of that name
+
+
 def _mse(reference: np.ndarray, test: np.ndarray) -> float:
     total = 0.0
     # Row bands keep the float64 difference small for large (CR, mammography) frames.
@@ -238,11 +241,12 @@ class FrameMetrics:
 
 
 def frame_metrics(reference: np.ndarray, test: np.ndarray, *, bits_stored: int,
-                  window: Window | None = None, with_ssim: bool = True) -> FrameMetrics:
-    """All QA metrics of one frame against its source."""
+                  window: Window | None = None, with_ssim: bool = True,
+                  psnr: float | None = None) -> FrameMetrics:
+    """All QA metrics of one frame against its source (``psnr``: already measured)."""
     peak = float((1 << bits_stored) - 1)
     return FrameMetrics(
-        psnr=psnr(reference, test, peak),
+        psnr=_psnr(reference, test, peak) if psnr is None else psnr,
         ssim=ssim(reference, test, peak) if with_ssim else None,
         max_error=max_abs_error(reference, test),
         window_psnr=window_psnr(reference, test, window) if window is not None else None,
