@@ -52,6 +52,26 @@ def fill_demo(archive: "object", console: Console) -> None:
     marker.write_text(json.dumps(stored, indent=1))
 
 
+def banner(root: Path, counts: dict[str, int], host: str, port: int,
+           cors_origins: list[str] | tuple[str, ...] = ()) -> str:
+    """The start message: what is served, one address a line (short enough for 80 columns)."""
+    from ..web.viewer_routes import VIEWER_DIR, ohif_dir
+
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    lines = [f"archive {root}: {counts['studies']} studies, {counts['series']} series, "
+             f"{counts['instances']} instances",
+             f"  DICOMweb  {base}/dicomweb"]
+    if (VIEWER_DIR / "index.html").is_file():
+        lines.append(f"  viewer    {base}/viewer")
+    if ohif_dir() is not None:
+        lines.append(f"  OHIF      {base}/ohif")
+    lines.append(f"  metrics   {base}/metrics")
+    if cors_origins:
+        lines.append(f"  CORS      allowed for {', '.join(cors_origins)}")
+    lines.append("Ctrl+C stops the server.")
+    return "\n".join(lines)
+
+
 def serve(
     archive_dir: Path = typer.Argument(Path("archive"), help="archive folder (catalog.sqlite + objects/); created if missing"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -69,7 +89,8 @@ def serve(
         exists=True, dir_okay=False,
     ),
 ) -> None:
-    """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb."""
+    """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
+    with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics."""
     import uvicorn
 
     from ..archive import Archive
@@ -101,12 +122,8 @@ def serve(
     counts = archive.catalog.counts()
     config = ServerConfig(cors_origins=tuple(cors_origin), max_upload_bytes=max_upload_mb << 20, public_url=public_url or None)
     app = create_app(archive, config)
-    shown = f"[{host}]" if ":" in host else host
-    console.print(
-        f"archive {archive.root}: {counts['studies']} studies, {counts['series']} series, {counts['instances']} instances\n"
-        f"DICOMweb at [bold]http://{shown}:{port}/dicomweb[/bold]  (metrics: http://{shown}:{port}/metrics)"
-        + (f"\nCORS allowed for {', '.join(cors_origin)}" if cors_origin else "")
-    )
+    console.print(banner(archive.root, counts, host, port, cors_origin), highlight=False, markup=False,
+                  soft_wrap=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30, **UVICORN_OPTIONS)
     finally:
