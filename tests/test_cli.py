@@ -46,7 +46,8 @@ def test_info_rejects_non_dicom(tmp_path) -> None:
 def test_frame_npy_is_the_raw_frame(testfile, tmp_path) -> None:
     path = testfile("emri_small.dcm")
     out = tmp_path / "f.npy"
-    result = runner.invoke(app, ["frame", path, "3", "-o", str(out)])
+    # Frame numbers start at 1, as in DICOM and DICOMweb: frame 4 is pixel_array[3].
+    result = runner.invoke(app, ["frame", path, "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(np.load(out), pydicom.dcmread(path).pixel_array[3])
 
@@ -56,8 +57,8 @@ def test_frame_png_uses_the_window(testfile, tmp_path) -> None:
 
     path = testfile("CT_small.dcm")
     default, narrow = tmp_path / "a.png", tmp_path / "b.png"
-    assert runner.invoke(app, ["frame", path, "0", "-o", str(default)]).exit_code == 0
-    assert runner.invoke(app, ["frame", path, "0", "-o", str(narrow), "--window", "40,80"]).exit_code == 0
+    assert runner.invoke(app, ["frame", path, "1", "-o", str(default)]).exit_code == 0
+    assert runner.invoke(app, ["frame", path, "1", "-o", str(narrow), "--window", "40,80"]).exit_code == 0
     a = imagecodecs.png_decode(default.read_bytes())
     b = imagecodecs.png_decode(narrow.read_bytes())
     assert a.shape == b.shape == (128, 128) and a.dtype == np.uint8
@@ -66,5 +67,8 @@ def test_frame_png_uses_the_window(testfile, tmp_path) -> None:
 
 
 def test_frame_out_of_range_is_a_clean_error(testfile, tmp_path) -> None:
-    result = runner.invoke(app, ["frame", testfile("CT_small.dcm"), "5", "-o", str(tmp_path / "x.png")])
-    assert result.exit_code == 2 and "out of range" in result.output
+    for number in ("0", "2"):  # CT_small has one frame: number 1
+        result = runner.invoke(app, ["frame", testfile("CT_small.dcm"), number, "-o", str(tmp_path / "x.png")])
+        assert result.exit_code == 2
+        assert result.output.strip() == f"error: CT_small.dcm has no frame {number}: its frames are numbered 1 to 1"
+    assert not (tmp_path / "x.png").exists()
