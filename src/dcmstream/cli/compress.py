@@ -65,25 +65,33 @@ def _fmt(n: float) -> str:
     return str(n)  # pragma: no cover
 
 
-def _results_table(results: list[TranscodeResult], label: str) -> Table:
-    """One row per file. Numbers never wrap; file names and notes fold onto more lines, so
-    the table fits 80 columns without cutting anything into "..."."""
+def _results_table(results: list[TranscodeResult], label: str, lossy: bool) -> Table:
+    """One row per file (the first 200). Numbers never wrap and file names fold, so the
+    table fits 80 columns without cutting anything into "..."; why a file was kept,
+    refused or failed is printed below the table (:func:`_notes`), at full width."""
     table = Table(title=f"dcmstream compress --to {label}", box=box.SIMPLE_HEAD,
-                  pad_edge=False, title_justify="left")
-    table.add_column("file", overflow="fold", min_width=10)
+                  show_edge=False, pad_edge=False, title_justify="left")
+    table.add_column("file", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for name in ("frames", "input", "output", "ratio"):
+    columns = ["frames", "input", "output", "ratio"] + (["min PSNR"] if lossy else [])
+    for name in columns:
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("note", overflow="fold", min_width=16)
     for r in results[:200]:
         style = {"written": "green", "kept-input": "yellow", "refused": "red", "failed": "red"}.get(r.status, "")
-        table.add_row(Text(Path(r.source).name), Text(r.status, style=style), str(r.frames),
-                      _fmt(r.input_bytes), _fmt(r.output_bytes) if r.output_bytes else "",
-                      f"{r.ratio:.2f}" if r.ratio and r.status == "written" else "",
-                      Text(r.message))
+        cells = [str(r.frames), _fmt(r.input_bytes), _fmt(r.output_bytes) if r.output_bytes else "",
+                 f"{r.ratio:.2f}" if r.ratio and r.status == "written" else ""]
+        if lossy:
+            cells.append(f"{min(r.psnr):.2f} dB" if r.psnr else "")
+        table.add_row(Text(Path(r.source).name), Text(r.status, style=style), *cells)
     if len(results) > 200:
-        table.add_row(f"... {len(results) - 200} more", "", "", "", "", "", "")
+        table.add_row(f"... {len(results) - 200} more", *[""] * (len(columns) + 1))
     return table
+
+
+def _notes(results: list[TranscodeResult]) -> list[str]:
+    """Why files were not written as asked, or what else happened to them (one line each)."""
+    return [f"{Path(r.source).name}: {r.status}: {r.message}" for r in results
+            if r.message and (r.status != "written" or r.retried_frames)]
 
 
 def compress(
@@ -167,7 +175,9 @@ def compress(
     results = run.results
     s = summarise(results, run.wall_seconds)
     if not quiet:
-        console.print(_results_table(results, target.label))
+        console.print(_results_table(results, target.label, target.lossy))
+        for note in _notes(results)[:50]:
+            console.print(Text(note))
         console.print(
             f"{storage_line(s)}; written {s['written']}, kept {s['kept']}, refused {s['refused']}, "
             f"skipped {s['skipped']}, failed {s['failed']}", highlight=False)

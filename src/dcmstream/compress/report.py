@@ -101,8 +101,9 @@ def speed_line(summary: dict[str, float | int | None], jobs: int = 1) -> str:
     """The run's throughput by the wall clock, then the codecs' speed per core."""
     if not summary["raw_bytes"]:
         return ""
+    seconds = float(summary["wall_seconds"] or 0)
     parts = [f"{float(summary['raw_bytes']) / 1e6:,.1f} MB of pixels in "
-             f"{float(summary['wall_seconds'] or 0):.1f} s"]
+             f"{seconds:.{1 if seconds >= 10 else 2}f} s"]
     if summary["wall_mbps"]:
         parts.append(f"{summary['wall_mbps']:,.1f} MB/s wall clock"
                      + (f" ({jobs} jobs)" if jobs > 1 else ""))
@@ -314,8 +315,7 @@ def render_report(results: Sequence[TranscodeResult], *, title: str = "dcmstream
         seconds = sum(s[which] for s in speeds[t])
         return _mbps(total, seconds)
 
-    speed_chart = _bar_chart("Codec speed per core (raw MB per second of codec time; "
-                             "the run's wall-clock speed is above)",
+    speed_chart = _bar_chart("Codec speed per core (raw MB per second inside the codec)",
                              speed_targets,
                              {"encode": [rate(t, 1) for t in speed_targets],
                               "decode (verify/QA)": [rate(t, 2) for t in speed_targets]})
