@@ -149,7 +149,7 @@ def test_output_fits_80_columns_and_explains_its_numbers(synthetic, tmp_path: Pa
     lines = proc.stderr.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert "…" not in proc.stderr and "..." not in proc.stderr
-    text = " ".join(lines)
+    text = " ".join(proc.stderr.split())  # lines joined, as wrapped sentences read
     # The name is folded over lines of its column, not cut.
     header = next(i for i, line in enumerate(lines) if line.startswith("file "))
     width = lines[header].index("status")
