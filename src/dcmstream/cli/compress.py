@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,

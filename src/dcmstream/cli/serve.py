@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,13 +14,13 @@ _DEMO_MARKER = "demo.json"
 #: Small real files shipped with pydicom, added to the demo archive.
 DEMO_TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm", "emri_small_jpeg_2k_lossless.dcm")
 #: (label, write_multiframe arguments) of the generated demo studies.
-DEMO_SAMPLES = (
+DEMO_SAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("CT JPEG-LS, 1,000 frames 512x512", dict(frames=1000, syntax="jpeg-ls", kind="ct", rows=512, columns=512, seed=1)),
     ("US RGB JPEG baseline, 120 frames 480x640", dict(frames=120, syntax="jpeg-baseline", kind="us", rows=480, columns=640, seed=2)),
 )
 
 
-def fill_demo(archive: "object", console: Console) -> None:
+def fill_demo(archive: object, console: Console) -> None:
     """Add the demo studies to ``archive`` once (a marker file remembers it)."""
     from pydicom.data import get_testdata_file
 
@@ -43,10 +44,10 @@ def fill_demo(archive: "object", console: Console) -> None:
         console.print(f"  {label}: {size / 1e6:.0f} MB, {result.status} in {time.perf_counter() - started:.1f} s")
         stored.append({"label": label, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
     for name in DEMO_TEST_FILES:
-        path = get_testdata_file(name)
-        if path is None:
+        test_file = get_testdata_file(name)
+        if not isinstance(test_file, str):
             continue
-        result = archive.ingest_file(path)
+        result = archive.ingest_file(test_file)
         console.print(f"  {name}: {result.status}")
         stored.append({"label": name, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
     marker.write_text(json.dumps(stored, indent=1))
@@ -94,12 +95,10 @@ def serve(
     import uvicorn
 
     from ..archive import Archive
-    from ..cache import FrameCache, set_default_cache
+    from ..cache import FrameCache, set_default_cache, tune_malloc
     from ..web import create_app
     from ..web.app import UVICORN_OPTIONS
     from ..web.common import ServerConfig
-
-    from ..cache import tune_malloc
 
     console = Console(stderr=True)
     # Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of

@@ -48,8 +48,8 @@ __all__ = [
     "Target",
     "UnsupportedTarget",
     "jpegls_encode",
-    "unsigned_pattern",
     "parse_target",
+    "unsigned_pattern",
 ]
 
 EXPLICIT_VR_LITTLE = "1.2.840.10008.1.2.1"
@@ -82,7 +82,10 @@ class UnsupportedTarget(ValueError):
 class FrameEncoder(Protocol):
     """Encodes one frame (the array :meth:`Instance.frame` returns) into a codestream."""
 
-    releases_gil: bool
+    @property
+    def releases_gil(self) -> bool:
+        """Whether the codec releases the GIL (threads suffice) or holds it (processes)."""
+        ...
 
     def __call__(self, frame: np.ndarray) -> bytes: ...
 
@@ -220,14 +223,14 @@ class NativeEncoder:
 class EncodePlan:
     """What a target will write for one image layout."""
 
-    target: "Target"
+    target: Target
     encoder: FrameEncoder
     photometric: str  # Photometric Interpretation of the output
     spec: PixelSpec  # the output's pixel description (photometric updated)
     needs_calibration: bool = False  # a ratio target: call calibrate() with sample frames
     calibration_encodes: int = 0  # frames encoded by calibrate()
 
-    def calibrate(self, frames: Sequence[np.ndarray]) -> "EncodePlan":
+    def calibrate(self, frames: Sequence[np.ndarray]) -> EncodePlan:
         """Choose the quantisation that meets the target ratio on ``frames`` (a few
         representative frames, e.g. first, middle and last); later frames use the same
         setting, so quality is uniform through the file. (PSNR goals need no calibration:
@@ -364,7 +367,7 @@ class Target:
         return EncodePlan(self, encoder, out_photometric, out_spec, needs_calibration)
 
 
-    def _search(self, encoder: FrameEncoder, spec: PixelSpec) -> "QualitySearch":
+    def _search(self, encoder: FrameEncoder, spec: PixelSpec) -> QualitySearch:
         assert self.psnr is not None
         return QualitySearch(encoder, self.psnr, float((1 << spec.bits_stored) - 1),
                              _first_knob(encoder, self.psnr, spec))
@@ -583,8 +586,8 @@ def _calibrate_ratio(plan: EncodePlan, frames: Sequence[np.ndarray]) -> tuple[Fr
     decoding."""
     if not frames:
         raise ValueError("calibration needs at least one frame")
-    target = plan.target
-    assert target.ratio is not None
+    goal = plan.target.ratio
+    assert goal is not None
     raw = sum(f.nbytes for f in frames)
     encoder = plan.encoder
     lo, hi, _ = _knob(encoder)
@@ -594,7 +597,7 @@ def _calibrate_ratio(plan: EncodePlan, frames: Sequence[np.ndarray]) -> tuple[Fr
         nonlocal encodes
         candidate = _at_knob(encoder, x)
         encodes += len(frames)
-        return math.log(raw / sum(len(candidate(f)) for f in frames) / target.ratio)
+        return math.log(raw / sum(len(candidate(f)) for f in frames) / goal)
 
     step = (hi - lo) / 8
     a = lo + (hi - lo) * 0.3  # HTJ2K: step 2^-8 of the range; OpenJPEG: 50 dB

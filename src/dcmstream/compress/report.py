@@ -15,6 +15,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .background import BackgroundEstimate
 from .transcode import TranscodeResult
@@ -43,7 +44,7 @@ def _all_results(results: Iterable[TranscodeResult]) -> list[TranscodeResult]:
 
 
 def summarise(results: Sequence[TranscodeResult],
-              wall_seconds: float | None = None) -> dict[str, float | int | None]:
+              wall_seconds: float | None = None) -> dict[str, Any]:
     """Totals over the main results (previews not counted as savings), and the run's
     speed: ``wall_mbps`` is raw pixel MB per second of the whole run (``wall_seconds``;
     the sum of the files' own times when not given), ``encode_mbps`` / ``decode_mbps`` the
@@ -86,7 +87,7 @@ def summarise(results: Sequence[TranscodeResult],
     }
 
 
-def storage_line(summary: dict[str, float | int | None]) -> str:
+def storage_line(summary: dict[str, Any]) -> str:
     """"saved 463.6 MiB (92.7 %): 500.3 MiB -> 36.7 MiB", or "grew by ..." when the
     outputs are bigger (decompressing to ``explicit``)."""
     saved = float(summary["saved_bytes"] or 0)
@@ -97,13 +98,13 @@ def storage_line(summary: dict[str, float | int | None]) -> str:
     return f"saved {_fmt_bytes(saved)} ({float(summary['saved_percent'] or 0):.1f} %): {sizes}"
 
 
-def speed_line(summary: dict[str, float | int | None], jobs: int = 1) -> str:
+def speed_line(summary: dict[str, Any], jobs: int = 1) -> str:
     """The run's throughput by the wall clock, then the codecs' speed per core."""
     if not summary["raw_bytes"]:
         return ""
     seconds = float(summary["wall_seconds"] or 0)
-    parts = [f"{float(summary['raw_bytes']) / 1e6:,.1f} MB of pixels in "
-             f"{seconds:.{1 if seconds >= 10 else 2}f} s"]
+    parts = [(f"{float(summary['raw_bytes']) / 1e6:,.1f} MB of pixels in "
+              f"{seconds:.{1 if seconds >= 10 else 2}f} s")]
     if summary["wall_mbps"]:
         parts.append(f"{summary['wall_mbps']:,.1f} MB/s wall clock"
                      + (f" ({jobs} jobs)" if jobs > 1 else ""))

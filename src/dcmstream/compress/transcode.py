@@ -3,8 +3,8 @@
 :func:`transcode` turns one DICOM file into another transfer syntax:
 
 1. open the source lazily (:func:`dcmstream.open`, no cache) and plan the target for its
-   pixel layout (:mod:`.encoders`); lossy targets with a ratio/PSNR goal are calibrated on
-   the first, middle and last frames;
+   pixel layout (:mod:`.encoders`); a ratio goal is calibrated on the first, middle and
+   last frames, a PSNR goal is searched frame by frame (:class:`.encoders.QualitySearch`);
 2. write a temporary file next to the destination: header (pydicom), then Pixel Data frame
    by frame - each frame is decoded from the source, encoded, and (lossy) decoded back for
    the QA metrics, in a pool of ``jobs`` threads or processes with a bounded window of
