@@ -34,22 +34,23 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         elapsed = task.finished_time if task.finished else task.elapsed
         if not elapsed or not task.completed:
-            return Text("-- fr/s", style="progress.data.speed")
+            return Text("-- fr/s", style="progress.data.speed", no_wrap=True)
         mb = task.fields.get("mbytes", 0.0)
         return Text(f"{task.completed / elapsed:,.1f} fr/s {mb / elapsed:,.0f} MB/s",
-                    style="progress.data.speed")
+                    style="progress.data.speed", no_wrap=True)
 
 
 class _TimeColumn(ProgressColumn):
-    """Elapsed time, and the time left while running: "0:00:12 (0:00:30 left)"."""
+    """The time left while running ("eta 0:00:30"), the time taken once done."""
 
     def render(self, task: Task) -> Text:
-        elapsed = task.finished_time if task.finished else task.elapsed
-        text = _clock(elapsed or 0.0)
-        if not task.finished and task.completed and task.total and elapsed:
-            left = elapsed * (task.total - task.completed) / task.completed
-            text += f" ({_clock(left)} left)"
-        return Text(text, style="progress.elapsed")
+        if task.finished:
+            return Text(_clock(task.finished_time or 0.0), style="progress.elapsed", no_wrap=True)
+        elapsed = task.elapsed or 0.0
+        if not task.completed or not task.total or not elapsed:
+            return Text("eta -:--:--", style="progress.remaining", no_wrap=True)
+        left = elapsed * (task.total - task.completed) / task.completed
+        return Text(f"eta {_clock(left)}", style="progress.remaining", no_wrap=True)
 
 
 def _clock(seconds: float) -> str:
