@@ -117,3 +117,45 @@ def test_planning_without_a_progress_bar_reads_no_header(tmp_path: Path,
     monkeypatch.setattr(batch, "open_instance", lambda *a, **k: opened.append(a))
     run = batch.compress([folder], tmp_path / "out", "jpeg-ls")
     assert opened == [] and [r.status for r in run.results] == ["written"] * 3
+
+
+def test_quiet_prints_nothing_and_a_growing_target_says_it_grew(synthetic, tmp_path: Path) -> None:
+    source = tmp_path / "in.dcm"
+    write = runner.invoke(app, ["compress", str(synthetic["ct"]), "-o", str(tmp_path / "jls"),
+                                "--to", "jpeg-ls", "-q"])
+    assert write.exit_code == 0 and write.output == ""
+    source.write_bytes((tmp_path / "jls" / "ct.dcm").read_bytes())
+    quiet = runner.invoke(app, ["compress", str(source), "-o", str(tmp_path / "q"), "--to",
+                                "explicit", "-q"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    loud = runner.invoke(app, ["compress", str(source), "-o", str(tmp_path / "l"), "--to",
+                               "explicit"])
+    assert loud.exit_code == 0
+    assert "grew by" in loud.output and "saved -" not in loud.output
+
+
+def test_output_fits_80_columns_and_explains_its_numbers(synthetic, tmp_path: Path) -> None:
+    """As a user sees it in an 80-column terminal: nothing cut into an ellipsis, the speed by
+    the wall clock, the two PSNRs named; the report says the same."""
+    long_name = tmp_path / "a-rather-long-file-name-of-a-ct-series.dcm"
+    long_name.write_bytes(synthetic["ct"].read_bytes())
+    report = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "dcmstream", "compress", str(long_name),
+                           str(synthetic["mr"]), "-o", str(tmp_path / "o"), "--to",
+                           "htj2k-lossy:psnr=45", "--report", str(report)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "COLUMNS": "80"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in proc.stderr and "..." not in proc.stderr
+    text = " ".join(proc.stderr.split())  # lines joined, as wrapped sentences read
+    # The name is folded over lines of its column, not cut.
+    header = next(i for i, line in enumerate(lines) if line.startswith("file "))
+    width = lines[header].index("status")
+    body = lines[header + 2:next(i for i, line in enumerate(lines) if line.startswith("saved "))]
+    assert long_name.name in "".join(line[:width].strip() for line in body)
+    assert "MB/s wall clock" in text and "codec per core" in text
+    assert "over the stored range" in text and "as displayed through the file's window" in text
+    html = report.read_text()
+    assert "MB/s wall clock" in html and "window PSNR" in html and "20*log10(range/width)" in html

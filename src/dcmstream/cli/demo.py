@@ -26,15 +26,15 @@ def demo(
     typer.echo(f"sample: {path} ({path.stat().st_size / 1e6:.1f} MB, ready in {time.perf_counter() - started:.1f} s)")
     for key, value in describe(path).items():
         typer.echo(f"  {key:28s} {value}")
-    middle = frames // 2
+    middle = frames // 2 + 1  # a frame number (1-based, as `dcmstream frame` takes it)
     t0 = time.perf_counter()
     with open_instance(path) as inst:
         opened = time.perf_counter()
-        arr = inst.frame(middle)
+        arr = inst.frame(middle - 1)
         done = time.perf_counter()
         read = inst.source.bytes_read
     typer.echo(
-        f"open {1e3 * (opened - t0):.1f} ms, frame {middle} {1e3 * (done - opened):.1f} ms; "
+        f"open {1e3 * (opened - t0):.1f} ms, frame {middle} of {frames} {1e3 * (done - opened):.1f} ms; "
         f"read {read / 1e3:.0f} kB of {path.stat().st_size / 1e6:.1f} MB; shape {arr.shape} {arr.dtype}"
     )
     png = directory / f"frame_{middle}.png"

@@ -1,4 +1,8 @@
-"""``dcmstream frame FILE INDEX -o OUT``: one frame as 8-bit PNG or raw .npy."""
+"""``dcmstream frame FILE NUMBER -o OUT``: one frame as 8-bit PNG or raw .npy.
+
+Frames are numbered from 1, as DICOM numbers them (Frame Number, DICOMweb ``/frames/1``,
+the viewer's "frame 1 / N"); the Python API (``Instance.frame(i)``) takes a 0-based index,
+``NUMBER - 1``."""
 
 from __future__ import annotations
 
@@ -22,31 +26,35 @@ def _parse_window(text: str | None) -> tuple[float, float] | None:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def write_frame(path: Path, index: int, out: Path, window: tuple[float, float] | None = None) -> tuple[int, ...]:
-    """Decode frame ``index`` of ``path`` into ``out`` (.png windowed, .npy raw)."""
+def write_frame(path: Path, number: int, out: Path, window: tuple[float, float] | None = None) -> tuple[int, ...]:
+    """Decode frame ``number`` (1-based) of ``path`` into ``out`` (.png windowed, .npy raw)."""
     import imagecodecs
 
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise typer.BadParameter("output must end in .png or .npy", param_hint="'-o'")
     with open_instance(path) as inst:
-        arr = inst.frame(index)
-        if out.suffix.lower() == ".npy":
+        count = len(inst)
+        if not 1 <= number <= count:
+            raise IndexError(f"{path.name} has no frame {number}: its frames are numbered 1 to {count}")
+        arr = inst.frame(number - 1)
+        if suffix == ".npy":
             np.save(out, arr)
-        elif out.suffix.lower() == ".png":
-            out.write_bytes(imagecodecs.png_encode(window_to_uint8(arr, inst.dataset, window)))
         else:
-            raise typer.BadParameter("output must end in .png or .npy")
+            out.write_bytes(imagecodecs.png_encode(window_to_uint8(arr, inst.dataset, window)))
         return arr.shape
 
 
 def frame(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="DICOM file"),
-    index: int = typer.Argument(..., help="frame number, 0-based"),
+    number: int = typer.Argument(..., help="frame number, from 1 (as DICOM, DICOMweb and the viewer count)"),
     output: Path = typer.Option(..., "-o", "--output", help="OUT.png (8-bit, windowed) or OUT.npy (raw)"),
     window: str | None = typer.Option(None, "--window", help="CENTER,WIDTH (default: the file's window)"),
 ) -> None:
-    """Decode one frame of FILE, reading only that frame's bytes."""
+    """Decode frame NUMBER of FILE (1 = the first frame), reading only that frame's bytes."""
     try:
-        shape = write_frame(file, index, output, _parse_window(window))
+        shape = write_frame(file, number, output, _parse_window(window))
     except (DcmstreamError, IndexError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"wrote {output} (frame {index}, shape {shape})")
+    typer.echo(f"wrote {output} (frame {number}, shape {shape})")

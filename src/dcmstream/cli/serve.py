@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,13 +14,13 @@ _DEMO_MARKER = "demo.json"
 #: Small real files shipped with pydicom, added to the demo archive.
 DEMO_TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm", "emri_small_jpeg_2k_lossless.dcm")
 #: (label, write_multiframe arguments) of the generated demo studies.
-DEMO_SAMPLES = (
+DEMO_SAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("CT JPEG-LS, 1,000 frames 512x512", dict(frames=1000, syntax="jpeg-ls", kind="ct", rows=512, columns=512, seed=1)),
     ("US RGB JPEG baseline, 120 frames 480x640", dict(frames=120, syntax="jpeg-baseline", kind="us", rows=480, columns=640, seed=2)),
 )
 
 
-def fill_demo(archive: "object", console: Console) -> None:
+def fill_demo(archive: object, console: Console) -> None:
     """Add the demo studies to ``archive`` once (a marker file remembers it)."""
     from pydicom.data import get_testdata_file
 
@@ -44,13 +45,33 @@ def fill_demo(archive: "object", console: Console) -> None:
         console.print(f"  {label}: {size / 1e6:.0f} MB, {result.status} in {time.perf_counter() - started:.1f} s")
         stored.append({"label": label, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
     for name in DEMO_TEST_FILES:
-        path = get_testdata_file(name)
-        if path is None:
+        test_file = get_testdata_file(name)
+        if not isinstance(test_file, str):
             continue
-        result = archive.ingest_file(path)
+        result = archive.ingest_file(test_file)
         console.print(f"  {name}: {result.status}")
         stored.append({"label": name, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
     atomic_write(marker, json.dumps(stored, indent=1))
+
+
+def banner(root: Path, counts: dict[str, int], host: str, port: int,
+           cors_origins: list[str] | tuple[str, ...] = ()) -> str:
+    """The start message: what is served, one address a line (short enough for 80 columns)."""
+    from ..web.viewer_routes import VIEWER_DIR, ohif_dir
+
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    lines = [f"archive {root}: {counts['studies']} studies, {counts['series']} series, "
+             f"{counts['instances']} instances",
+             f"  DICOMweb  {base}/dicomweb"]
+    if (VIEWER_DIR / "index.html").is_file():
+        lines.append(f"  viewer    {base}/viewer")
+    if ohif_dir() is not None:
+        lines.append(f"  OHIF      {base}/ohif")
+    lines.append(f"  metrics   {base}/metrics")
+    if cors_origins:
+        lines.append(f"  CORS      allowed for {', '.join(cors_origins)}")
+    lines.append("Ctrl+C stops the server.")
+    return "\n".join(lines)
 
 
 def serve(
@@ -70,16 +91,15 @@ def serve(
         exists=True, dir_okay=False,
     ),
 ) -> None:
-    """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb."""
+    """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
+    with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics."""
     import uvicorn
 
     from ..archive import Archive
-    from ..cache import FrameCache, set_default_cache
+    from ..cache import FrameCache, set_default_cache, tune_malloc
     from ..web import create_app
     from ..web.app import UVICORN_OPTIONS
     from ..web.common import ServerConfig
-
-    from ..cache import tune_malloc
 
     console = Console(stderr=True)
     # Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
@@ -102,12 +122,8 @@ def serve(
     counts = archive.catalog.counts()
     config = ServerConfig(cors_origins=tuple(cors_origin), max_upload_bytes=max_upload_mb << 20, public_url=public_url or None)
     app = create_app(archive, config)
-    shown = f"[{host}]" if ":" in host else host
-    console.print(
-        f"archive {archive.root}: {counts['studies']} studies, {counts['series']} series, {counts['instances']} instances\n"
-        f"DICOMweb at [bold]http://{shown}:{port}/dicomweb[/bold]  (metrics: http://{shown}:{port}/metrics)"
-        + (f"\nCORS allowed for {', '.join(cors_origin)}" if cors_origin else "")
-    )
+    console.print(banner(archive.root, counts, host, port, cors_origin), highlight=False, markup=False,
+                  soft_wrap=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30, **UVICORN_OPTIONS)
     finally:

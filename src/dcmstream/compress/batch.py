@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -101,6 +102,7 @@ class CompressRun:
     results: list[TranscodeResult]
     background: list[BackgroundEstimate]
     report: Path | None
+    wall_seconds: float = 0.0  # the whole run (files, background analysis; not the report)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def compress(
     worker processes when there are many of them; the others run in ``jobs`` threads with
     their frames in shared worker pools.
     """
+    started = time.perf_counter()
     target = parse_target(target) if isinstance(target, str) else target
     if with_hybrid and target.lossy:
         raise ValueError("--hybrid keeps a lossless archive copy: choose a lossless --to")
@@ -235,14 +238,16 @@ def compress(
                 estimate = None
             if estimate is not None:
                 estimates.append(estimate)
+    wall = time.perf_counter() - started
     written_report = None
     if report is not None:
         settings = {"target": target.label, "jobs": jobs, "hybrid": with_hybrid,
                     "min PSNR": min_psnr, "max error": max_error, "in place": in_place}
         written_report = write_report(report, final, background=estimates,
                                       settings={k: v for k, v in settings.items()
-                                                if v not in (None, False)})
-    return CompressRun(final, estimates, written_report)
+                                                if v not in (None, False)},
+                                      wall_seconds=wall, jobs=jobs)
+    return CompressRun(final, estimates, written_report, wall)
 
 
 def _in_processes(indexes: list[int], items: list[WorkItem], job: _FileJob, jobs: int,

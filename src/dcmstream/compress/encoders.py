@@ -26,7 +26,8 @@ Backends, chosen after measuring (see bench/bench_compress.py):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -38,16 +39,19 @@ from ..codecs.imagecodecs_backend import openjph_ready
 from ..codecs.syntaxes import LOSSY_METHODS, uid_of
 from ..errors import DcmstreamError
 from ..index.pixel_spec import PixelSpec
+from .metrics import psnr as measure_psnr
 
 __all__ = [
     "TARGETS",
     "EncodePlan",
     "FrameEncoder",
+    "QualitySearch",
+    "SearchResult",
     "Target",
     "UnsupportedTarget",
     "jpegls_encode",
-    "unsigned_pattern",
     "parse_target",
+    "unsigned_pattern",
 ]
 
 EXPLICIT_VR_LITTLE = uid_of("explicit")
@@ -64,7 +68,10 @@ class UnsupportedTarget(DcmstreamError, ValueError):
 class FrameEncoder(Protocol):
     """Encodes one frame (the array :meth:`Instance.frame` returns) into a codestream."""
 
-    releases_gil: bool
+    @property
+    def releases_gil(self) -> bool:
+        """Whether the codec releases the GIL (threads suffice) or holds it (processes)."""
+        ...
 
     def __call__(self, frame: np.ndarray) -> bytes: ...
 
@@ -202,19 +209,23 @@ class NativeEncoder:
 class EncodePlan:
     """What a target will write for one image layout."""
 
-    target: "Target"
+    target: Target
     encoder: FrameEncoder
     photometric: str  # Photometric Interpretation of the output
     spec: PixelSpec  # the output's pixel description (photometric updated)
-    needs_calibration: bool = False  # a ratio/PSNR target: call calibrate() with sample frames
+    needs_calibration: bool = False  # a ratio target: call calibrate() with sample frames
+    calibration_encodes: int = 0  # frames encoded by calibrate()
 
-    def calibrate(self, frames: Sequence[np.ndarray]) -> "EncodePlan":
-        """Choose the quantisation that meets the target ratio or PSNR on ``frames`` (a few
+    def calibrate(self, frames: Sequence[np.ndarray]) -> EncodePlan:
+        """Choose the quantisation that meets the target ratio on ``frames`` (a few
         representative frames, e.g. first, middle and last); later frames use the same
-        setting, so quality is uniform through the file."""
+        setting, so quality is uniform through the file. (PSNR goals need no calibration:
+        :class:`QualitySearch` meets them frame by frame.)"""
         if not self.needs_calibration:
             return self
-        return replace(self, encoder=_calibrate(self, frames), needs_calibration=False)
+        encoder, encodes = _calibrate_ratio(self, frames)
+        return replace(self, encoder=encoder, needs_calibration=False,
+                       calibration_encodes=encodes)
 
 
 @dataclass(frozen=True)
@@ -321,12 +332,16 @@ class Target:
             mct = colour and photometric == "RGB"
             encoder = J2kEncoder(bits, mct, psnr=self.psnr if self.lossy else None)
             needs_calibration = self.lossy and self.ratio is not None
+            if self.lossy and self.psnr is not None:
+                encoder = self._search(encoder, spec)
             out_photometric = ("YBR_ICT" if self.lossy else "YBR_RCT") if mct else photometric
         elif self.name.startswith("htj2k"):
             mct = colour and photometric == "RGB"
             encoder = Htj2kEncoder(mct, tlm=self.name == "htj2k-rpcl",
-                                   step=_HTJ2K_START_STEP if self.lossy else None)
-            needs_calibration = self.lossy
+                                   step=2.0 ** -8 if self.lossy else None)
+            needs_calibration = self.lossy and self.ratio is not None
+            if self.lossy and self.psnr is not None:
+                encoder = self._search(encoder, spec)
             out_photometric = ("YBR_ICT" if self.lossy else "YBR_RCT") if mct else photometric
         else:  # pragma: no cover - TARGETS and plan() go together
             raise UnsupportedTarget(f"no encoder for {self.name}")
@@ -336,6 +351,12 @@ class Target:
         out_spec = replace(spec, photometric_interpretation=out_photometric,
                            planar_configuration=0)
         return EncodePlan(self, encoder, out_photometric, out_spec, needs_calibration)
+
+
+    def _search(self, encoder: FrameEncoder, spec: PixelSpec) -> QualitySearch:
+        assert self.psnr is not None
+        return QualitySearch(encoder, self.psnr, float((1 << spec.bits_stored) - 1),
+                             _first_knob(encoder, self.psnr, spec))
 
 
 _LOSSLESS = {
@@ -406,69 +427,193 @@ def parse_target(text: str) -> Target:
 
 
 # ---------------------------------------------------------------------------------------------
-# Calibration of ratio / PSNR targets
+# Ratio and PSNR goals: the quality knob of J2K / HTJ2K
 # ---------------------------------------------------------------------------------------------
+#
+# Both goals move one knob x, where a larger x means better quality and bigger codestreams:
+# for HTJ2K x = -log2(quantisation step), the step being a fraction of the dtype's range;
+# for OpenJPEG x is its own rate-allocation goal in dB. Over a useful range the PSNR is
+# nearly linear in x: ~6 dB per halving of the step (a uniform quantiser's noise is
+# step / sqrt(12)), ~1 dB per dB for OpenJPEG; the local slope is measured as frames go.
 
-_HTJ2K_START_STEP = 1 / 1024
-_SEARCH_STEPS = 14
+#: dB above the goal the search aims at, and how far above it a first result may land and
+#: still be kept (closer would cost another encode for a few per cent of bytes).
+_PSNR_AIM = 0.15
+_PSNR_SLACK = 0.6
+#: Most encodes one frame may take before the best knob is used as it is (rare: the model
+#: brackets a frame in 1-2 encodes; see ``QualitySearch.search``).
+_MAX_TRIALS = 8
 
 
-def _psnr(reference: np.ndarray, decoded: np.ndarray, peak: float) -> float:
-    error = reference.astype(np.float64) - decoded
-    mse = float(np.mean(error * error))
-    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+def _knob(encoder: FrameEncoder) -> tuple[float, float, float]:
+    """(lowest x, highest x, dB per unit of x: a first guess of the slope) for ``encoder``."""
+    if isinstance(encoder, Htj2kEncoder):
+        return 1.0, 24.0, 6.02
+    return 20.0, 120.0, 1.0
 
 
-def _calibrate(plan: EncodePlan, frames: Sequence[np.ndarray]) -> FrameEncoder:
-    """Bisect the codec's quality knob until the sample frames meet the target: the mean
-    ratio at least ``ratio``, or the lowest PSNR at least ``psnr`` (the smallest files that
-    do)."""
+def _at_knob(encoder: FrameEncoder, x: float) -> FrameEncoder:
+    if isinstance(encoder, Htj2kEncoder):
+        return replace(encoder, step=2.0 ** -x)
+    return replace(encoder, psnr=x)  # type: ignore[type-var]
+
+
+def _first_knob(encoder: FrameEncoder, psnr_goal: float, spec: PixelSpec) -> float:
+    """The knob a PSNR goal predicts before any frame was coded."""
+    if not isinstance(encoder, Htj2kEncoder):
+        return psnr_goal
+    # Uniform quantisation of the dtype's range: noise = step * range / sqrt(12).
+    peak = float((1 << spec.bits_stored) - 1)
+    full = float((1 << spec.bits_allocated) - 1)
+    return (psnr_goal - 20 * math.log10(peak * math.sqrt(12) / full)) / 6.02
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One frame coded to a PSNR goal: the codestream kept, its decoded pixels and PSNR,
+    and what finding it cost."""
+
+    payload: bytes
+    decoded: np.ndarray
+    psnr: float
+    encodes: int
+    encode_seconds: float
+    decode_seconds: float
+
+
+@dataclass(frozen=True)
+class QualitySearch:
+    """A J2K / HTJ2K encoder that codes every frame at the cheapest setting meeting a PSNR
+    goal (dB over the Bits Stored range), checked on the frame itself.
+
+    Each frame starts from the setting the previous frame needed, moved by the measured
+    slope of PSNR against the knob: on a series of similar frames the first encode lands
+    within a few tenths of a dB and is kept; otherwise one or two more (a secant step, then
+    a step with a wider margin) bracket it. Every frame kept meets the goal unless even the
+    finest setting cannot reach it (then the finest is used and QA thresholds decide).
+    """
+
+    encoder: FrameEncoder  # the codec; its knob is set per frame
+    psnr: float
+    peak: float
+    start: float  # the knob for the first frame (:func:`_first_knob`)
+    # The last frame's (knob, PSNR, slope), shared by the threads coding one file (each
+    # worker process has its own copy).
+    hint: list[tuple[float, float, float]] = field(default_factory=list, compare=False,
+                                                   hash=False, repr=False)
+
+    @property
+    def releases_gil(self) -> bool:
+        return self.encoder.releases_gil
+
+    def __call__(self, frame: np.ndarray) -> bytes:
+        """One encode at the predicted setting, unchecked (the FrameEncoder protocol)."""
+        x, _ = self._predict()
+        return _at_knob(self.encoder, x)(frame)
+
+    def _predict(self) -> tuple[float, float]:
+        lo, hi, slope = _knob(self.encoder)
+        if not self.hint:
+            return min(max(self.start, lo), hi), slope
+        x, measured, slope = self.hint[-1]
+        return min(max(x + (self.psnr + _PSNR_AIM - measured) / slope, lo), hi), slope
+
+    def search(self, frame: np.ndarray,
+               decode: Callable[[bytes], np.ndarray]) -> SearchResult:
+        """Code ``frame``; ``decode`` turns a codestream back into pixels as readers will
+        see them (the PSNR is measured on those)."""
+        lo, hi, first_slope = _knob(self.encoder)
+        x, slope = self._predict()
+        goal = self.psnr
+        trials: list[tuple[float, float]] = []  # (knob, PSNR)
+        best: tuple[float, bytes, np.ndarray, float] | None = None  # lowest knob that meets
+        encode_s = decode_s = 0.0
+        while True:
+            t0 = time.perf_counter()
+            payload = _at_knob(self.encoder, x)(frame)
+            t1 = time.perf_counter()
+            decoded = decode(payload)
+            decode_s += time.perf_counter() - t1
+            encode_s += t1 - t0
+            value = measure_psnr(frame, decoded, self.peak)
+            if len(trials) and x != trials[-1][0] and math.isfinite(value) \
+                    and math.isfinite(trials[-1][1]):
+                secant = (value - trials[-1][1]) / (x - trials[-1][0])
+                slope = min(max(secant, first_slope / 4), first_slope * 4)
+            trials.append((x, value))
+            if value >= goal and (best is None or x < best[0]):
+                best = (x, payload, decoded, value)
+            n = len(trials)
+            if best is not None and (best[3] - goal <= _PSNR_SLACK or n >= 2):
+                break  # close enough above the goal, or the second try: keep the cheapest
+            if n >= _MAX_TRIALS or (value < goal and x >= hi):
+                break
+            # Next knob: the model's prediction, with a margin that grows after misses so
+            # the third try meets the goal; and always up at least a little after a miss.
+            margin = _PSNR_AIM if value >= goal else _PSNR_AIM + 0.5 * (n - 1)
+            step = (goal + margin - value) / slope
+            if value < goal:
+                step = max(step, 0.05 * n)
+            x = min(max(x + step, lo), hi)
+        if best is None:  # nothing met the goal even at the finest setting tried
+            best = (x, payload, decoded, value)
+        kept_x, payload, decoded, value = best
+        if math.isfinite(value):
+            self.hint[:] = [(kept_x, value, slope)]
+        return SearchResult(payload, decoded, value, len(trials), encode_s, decode_s)
+
+
+def _calibrate_ratio(plan: EncodePlan, frames: Sequence[np.ndarray]) -> tuple[FrameEncoder, int]:
+    """The best-quality knob whose mean ratio on ``frames`` is at least the target ratio,
+    and how many frames were encoded to find it.
+
+    The logarithm of the ratio falls nearly linearly in the knob: a bracket, then
+    regula falsi (Illinois) on it, to within 2 % of the ratio or 8 rounds; sizes only, no
+    decoding."""
     if not frames:
         raise ValueError("calibration needs at least one frame")
-    target = plan.target
-    spec = plan.spec
+    goal = plan.target.ratio
+    assert goal is not None
     raw = sum(f.nbytes for f in frames)
-    peak = float((1 << spec.bits_stored) - 1)
     encoder = plan.encoder
+    lo, hi, _ = _knob(encoder)
+    encodes = 0
 
-    def measure(knob: float) -> tuple[FrameEncoder, float, float]:
-        if isinstance(encoder, Htj2kEncoder):
-            candidate: FrameEncoder = replace(encoder, step=2.0 ** knob)
-            decode = imagecodecs.htj2k_decode
+    def excess(x: float) -> float:  # log of ratio / target: > 0 meets it
+        nonlocal encodes
+        candidate = _at_knob(encoder, x)
+        encodes += len(frames)
+        return math.log(raw / sum(len(candidate(f)) for f in frames) / goal)
+
+    step = (hi - lo) / 8
+    a = lo + (hi - lo) * 0.3  # HTJ2K: step 2^-8 of the range; OpenJPEG: 50 dB
+    fa = excess(a)
+    b, fb = a, fa
+    rounds = 1
+    while (fa >= 0) == (fb >= 0) and rounds < 8:  # walk until the sign changes
+        nb = b + step if fb >= 0 else b - step
+        if not lo <= nb <= hi:
+            break
+        a, fa = b, fb
+        b, fb = nb, excess(nb)
+        rounds += 1
+    if (fa >= 0) == (fb >= 0):  # the whole range meets it (or none does): take the end
+        return _at_knob(encoder, max(a, b) if fb >= 0 else min(a, b)), encodes
+    if fa < 0:
+        a, fa, b, fb = b, fb, a, fa  # a meets, b does not
+    side = 0
+    while rounds < 8 and abs(fa) > math.log(1.02):
+        x = b - fb * (b - a) / (fb - fa)
+        fx = excess(x)
+        rounds += 1
+        if fx >= 0:
+            a, fa = x, fx
+            if side == 1:
+                fb /= 2
+            side = 1
         else:
-            candidate = replace(encoder, psnr=knob)  # type: ignore[arg-type]
-            decode = imagecodecs.jpeg2k_decode
-        coded = [candidate(f) for f in frames]
-        ratio = raw / sum(len(c) for c in coded)
-        quality = min(_psnr(f, decode(c).reshape(f.shape), peak) for f, c in zip(frames, coded))
-        return candidate, ratio, quality
-
-    def meets(ratio: float, quality: float) -> bool:
-        return ratio >= target.ratio if target.ratio is not None else quality >= target.psnr
-
-    # Bisect x in [lo, hi], where a larger x always means better quality: for HTJ2K x is
-    # -log2(quantisation step) (1/2 .. 2^-24 of the range), for OpenJPEG its PSNR goal in dB.
-    if isinstance(encoder, Htj2kEncoder):
-        lo, hi = 1.0, 24.0
-        to_knob = lambda x: -x  # noqa: E731
-    else:
-        lo, hi = 20.0, 100.0
-        to_knob = lambda x: x  # noqa: E731
-    best = None
-    for _ in range(_SEARCH_STEPS):
-        middle = (lo + hi) / 2
-        candidate, ratio, quality = measure(to_knob(middle))
-        if target.ratio is not None:
-            if ratio >= target.ratio:
-                best, lo = candidate, middle  # meets: try better quality
-            else:
-                hi = middle
-        else:
-            if quality >= target.psnr:
-                best, hi = candidate, middle  # meets: try smaller files
-            else:
-                lo = middle
-    if best is None:
-        # Nothing in range met the target: use the end of the range closest to it.
-        best, _, _ = measure(to_knob(lo if target.ratio is not None else hi))
-    return best
+            b, fb = x, fx
+            if side == -1:
+                fa /= 2
+            side = -1
+    return _at_knob(encoder, a), encodes

@@ -5,8 +5,8 @@
 * :func:`ssim` - structural similarity, computed like scikit-image's
   ``structural_similarity`` defaults (7x7 uniform window, sample covariance, K1 0.01,
   K2 0.03, mean over the windows that fit inside the image; colour: mean over channels).
-  scikit-image would add ~40 MB of dependencies for one function; box filters over integral
-  images are a few lines. Memory is bounded by working in bands of rows.
+  scikit-image would add ~40 MB of dependencies for one function; window sums are a few
+  lines (~7 ms a 512 x 512 frame). Memory is bounded by working in bands of rows.
 * :func:`window_psnr` - PSNR of the image as displayed: both frames go through the Modality
   LUT (rescale slope/intercept) and the linear VOI window (PS3.3 C.11.2.1.2) into 0..255;
   what a radiologist sees through the stored window is what this measures.
@@ -24,7 +24,8 @@ __all__ = ["FrameMetrics", "Window", "frame_metrics", "max_abs_error", "psnr", "
            "window_from_dataset", "window_psnr"]
 
 _SSIM_WINDOW = 7
-_BAND_ROWS = 128  # rows per band in ssim() and the MSE: bounds their float64 temporaries
+_BAND_ROWS = 128  # rows per band of the MSE: bounds its float64 temporaries
+_SSIM_BAND_BYTES = 1 << 18  # the four float64 maps of one ssim() band: a few hundred KiB
 
 
 def psnr(reference: np.ndarray, test: np.ndarray, peak: float) -> float:
@@ -33,14 +34,20 @@ def psnr(reference: np.ndarray, test: np.ndarray, peak: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
+_psnr = psnr  # frame_metrics() has a parameter of that name
+
+
 def _mse(reference: np.ndarray, test: np.ndarray) -> float:
     total = 0.0
     # Row bands keep the float64 difference small for large (CR, mammography) frames.
+    # einsum, not ``flat @ flat``: a BLAS dot starts OpenBLAS's threads, which spin against
+    # the frame workers (measured: 0.35 ms a 512 x 512 frame alone, 15-50 ms on a busy
+    # two-core machine).
     for start in range(0, reference.shape[0], _BAND_ROWS):
         diff = reference[start:start + _BAND_ROWS].astype(np.float64)
         diff -= test[start:start + _BAND_ROWS]
         flat = diff.ravel()
-        total += float(flat @ flat)
+        total += float(np.einsum("i,i->", flat, flat))
     return total / max(reference.size, 1)
 
 
@@ -50,38 +57,79 @@ def max_abs_error(reference: np.ndarray, test: np.ndarray) -> int:
     return int(np.abs(reference.astype(wide) - test.astype(wide)).max(initial=0))
 
 
-def _box_sums(image: np.ndarray, win: int) -> np.ndarray:
-    """Sum over every ``win x win`` window that fits in ``image`` ('valid' convolution)."""
-    c = np.cumsum(image, axis=0, dtype=np.float64)
-    c = np.concatenate([np.zeros((1, c.shape[1])), c], axis=0)
-    rows = c[win:] - c[:-win]
-    c = np.cumsum(rows, axis=1)
-    c = np.concatenate([np.zeros((c.shape[0], 1)), c], axis=1)
-    return c[:, win:] - c[:, :-win]
+def _box_sums(stack: np.ndarray, win: int, axis: int) -> np.ndarray:
+    """Sums of ``win`` consecutive entries along ``axis`` ('valid'), by doubling: sums of
+    2, 4, ... neighbours are added for the bits of ``win`` (4 additions for 7). Exact for
+    integer-valued float64 data, and 2-3x faster than cumulative sums, which run one
+    element at a time."""
+
+    def part(array: np.ndarray, start: int, length: int) -> np.ndarray:
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(start, start + length)
+        return array[tuple(index)]
+
+    length = stack.shape[axis] - win + 1
+    result: np.ndarray | None = None
+    offset, size, power = 0, 1, stack  # power: sums of ``size`` neighbours
+    while True:
+        if win & size:
+            piece = part(power, offset, length)
+            if result is None:
+                result = piece.copy()
+            else:
+                result += piece
+            offset += size
+        if 2 * size > win:
+            assert result is not None
+            return result
+        m = power.shape[axis] - size
+        power = part(power, 0, m) + part(power, size, m)
+        size *= 2
 
 
 def _ssim_channel(x: np.ndarray, y: np.ndarray, data_range: float, win: int) -> tuple[float, int]:
-    """Sum of the SSIM map over valid windows and how many there are (one channel)."""
+    """Sum of the SSIM map over valid windows and how many there are (one channel).
+
+    Four window sums per band (x, y, x*x + y*y, x*y: the formula needs only the sum of
+    the two variances) over bands of rows small enough to stay in the CPU cache."""
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     n = win * win
     cov_norm = n / (n - 1)  # sample covariance, as scikit-image by default
     total, count = 0.0, 0
-    # Bands of output rows; each needs win - 1 extra input rows.
-    for start in range(0, x.shape[0] - win + 1, _BAND_ROWS):
-        stop = min(start + _BAND_ROWS, x.shape[0] - win + 1) + win - 1
-        xb = x[start:stop].astype(np.float64)
-        yb = y[start:stop].astype(np.float64)
-        ux = _box_sums(xb, win) / n
-        uy = _box_sums(yb, win) / n
-        vx = cov_norm * (_box_sums(xb * xb, win) / n - ux * ux)
-        vy = cov_norm * (_box_sums(yb * yb, win) / n - uy * uy)
-        vxy = cov_norm * (_box_sums(xb * yb, win) / n - ux * uy)
-        numerator = (2 * ux * uy + c1) * (2 * vxy + c2)
-        denominator = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-        s = numerator / denominator
-        total += float(s.sum())
-        count += s.size
+    out_rows = x.shape[0] - win + 1
+    band = max(8, _SSIM_BAND_BYTES // (32 * x.shape[1]))
+    for start in range(0, out_rows, band):
+        stop = min(start + band, out_rows) + win - 1  # each band needs win - 1 extra rows
+        maps = np.empty((4, stop - start, x.shape[1]))
+        xb, yb, squares, cross = maps
+        xb[...] = x[start:stop]
+        yb[...] = y[start:stop]
+        np.multiply(xb, xb, out=squares)
+        np.multiply(yb, yb, out=cross)
+        squares += cross
+        np.multiply(xb, yb, out=cross)
+        sums = _box_sums(_box_sums(maps, win, 1), win, 2)
+        sums *= 1.0 / n
+        ux, uy, sq, vxy = sums  # means of x, y, x*x + y*y, x*y
+        uxuy = ux * uy
+        ux *= ux
+        uy *= uy
+        ux += uy  # ux^2 + uy^2
+        sq -= ux  # vx + vy (biased)
+        sq *= cov_norm
+        sq += c2
+        vxy -= uxuy
+        vxy *= 2 * cov_norm
+        vxy += c2
+        uxuy *= 2
+        uxuy += c1
+        uxuy *= vxy  # numerator: (2 ux uy + c1)(2 vxy + c2)
+        ux += c1
+        ux *= sq  # denominator: (ux^2 + uy^2 + c1)(vx + vy + c2)
+        uxuy /= ux
+        total += float(uxuy.sum())
+        count += uxuy.size
     return total, count
 
 
@@ -193,11 +241,12 @@ class FrameMetrics:
 
 
 def frame_metrics(reference: np.ndarray, test: np.ndarray, *, bits_stored: int,
-                  window: Window | None = None, with_ssim: bool = True) -> FrameMetrics:
-    """All QA metrics of one frame against its source."""
+                  window: Window | None = None, with_ssim: bool = True,
+                  psnr: float | None = None) -> FrameMetrics:
+    """All QA metrics of one frame against its source (``psnr``: already measured)."""
     peak = float((1 << bits_stored) - 1)
     return FrameMetrics(
-        psnr=psnr(reference, test, peak),
+        psnr=_psnr(reference, test, peak) if psnr is None else psnr,
         ssim=ssim(reference, test, peak) if with_ssim else None,
         max_error=max_abs_error(reference, test),
         window_psnr=window_psnr(reference, test, window) if window is not None else None,

@@ -15,13 +15,15 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..io.atomic import atomic_write
 from ..units import format_bytes
 from .background import BackgroundEstimate
 from .transcode import TranscodeResult
 
-__all__ = ["render_report", "summarise", "write_report"]
+__all__ = ["PSNR_LEGEND", "quality_line", "render_report", "speed_line", "storage_line", "summarise",
+           "write_report"]
 
 _COLOURS = ["#3b6ea5", "#e07b39", "#4a9c59", "#c44e52", "#8172b2", "#937860", "#da8bc3",
             "#8c8c8c", "#ccb974", "#64b5cd"]
@@ -35,14 +37,25 @@ def _all_results(results: Iterable[TranscodeResult]) -> list[TranscodeResult]:
     return out
 
 
-def summarise(results: Sequence[TranscodeResult]) -> dict[str, float | int]:
-    """Totals over the main results (previews not counted as savings)."""
+def summarise(results: Sequence[TranscodeResult],
+              wall_seconds: float | None = None) -> dict[str, Any]:
+    """Totals over the main results (previews not counted as savings), and the run's
+    speed: ``wall_mbps`` is raw pixel MB per second of the whole run (``wall_seconds``;
+    the sum of the files' own times when not given), ``encode_mbps`` / ``decode_mbps`` the
+    codecs' speed per core (raw MB per second of codec time summed over workers: with
+    several jobs their sum exceeds the wall clock), ``encodes_per_frame`` what PSNR goals
+    and ratio calibration cost."""
     written = [r for r in results if r.status == "written"]
     kept = [r for r in results if r.status == "kept-input"]
     considered = written + kept
     before = sum(r.input_bytes for r in considered)
     after = sum(r.output_bytes for r in written) + sum(r.input_bytes for r in kept)
     saved = before - after
+    everything = _all_results(results)
+    raw = sum(r.raw_bytes for r in everything)
+    encoded = [r for r in everything if r.encodes]
+    frames_encoded = sum(r.frames for r in encoded)
+    wall = wall_seconds if wall_seconds is not None else sum(r.wall_seconds for r in results)
     return {
         "files": len(results),
         "written": len(written),
@@ -55,7 +68,73 @@ def summarise(results: Sequence[TranscodeResult]) -> dict[str, float | int]:
         "saved_bytes": saved,
         "saved_percent": 100.0 * saved / before if before else 0.0,
         "frames": sum(r.frames for r in written),
+        "raw_bytes": raw,
+        "wall_seconds": wall,
+        "wall_mbps": _mbps(raw, wall),
+        # Codec speeds over what went through a codec (native targets write frames as is).
+        "encode_mbps": _mbps(sum(r.raw_bytes for r in encoded),
+                             sum(r.encode_seconds for r in encoded)),
+        "decode_mbps": _mbps(sum(r.raw_bytes for r in encoded),
+                             sum(r.decode_seconds for r in encoded)),
+        "encodes_per_frame": sum(r.encodes for r in encoded) / frames_encoded
+        if frames_encoded else None,
     }
+
+
+def storage_line(summary: dict[str, Any]) -> str:
+    """"saved 463.6 MiB (92.7 %): 500.3 MiB -> 36.7 MiB", or "grew by ..." when the
+    outputs are bigger (decompressing to ``explicit``)."""
+    saved = float(summary["saved_bytes"] or 0)
+    before, after = summary["input_bytes"] or 0, summary["output_bytes"] or 0
+    sizes = f"{format_bytes(before)} -> {format_bytes(after)}"
+    if saved < 0:
+        return f"grew by {format_bytes(-saved)} (+{-float(summary['saved_percent'] or 0):.1f} %): {sizes}"
+    return f"saved {format_bytes(saved)} ({float(summary['saved_percent'] or 0):.1f} %): {sizes}"
+
+
+def speed_line(summary: dict[str, Any], jobs: int = 1) -> str:
+    """The run's throughput by the wall clock, then the codecs' speed per core."""
+    if not summary["raw_bytes"]:
+        return ""
+    seconds = float(summary["wall_seconds"] or 0)
+    parts = [(f"{float(summary['raw_bytes']) / 1e6:,.1f} MB of pixels in "
+              f"{seconds:.{1 if seconds >= 10 else 2}f} s")]
+    if summary["wall_mbps"]:
+        parts.append(f"{summary['wall_mbps']:,.1f} MB/s wall clock"
+                     + (f" ({jobs} jobs)" if jobs > 1 else ""))
+    codec = [f"{name} {summary[key]:,.0f} MB/s" for name, key in
+             (("encode", "encode_mbps"), ("decode", "decode_mbps")) if summary[key]]
+    if codec:
+        parts.append("codec per core: " + ", ".join(codec))
+    if summary["encodes_per_frame"] and float(summary["encodes_per_frame"]) > 1.0005:
+        parts.append(f"{summary['encodes_per_frame']:.2f} encodes per frame")
+    return "; ".join(parts)
+
+
+def quality_line(results: Sequence[TranscodeResult]) -> str:
+    """The lowest per-frame quality of the lossy results, each number said what it is."""
+    everything = _all_results(results)
+    psnrs = [v for r in everything for v in r.psnr]
+    if not psnrs:
+        return ""
+    parts = [f"lowest frame PSNR {min(psnrs):.2f} dB (over the stored range)"]
+    windowed = [v for r in everything for v in r.window_psnr]
+    if windowed:
+        parts.append(f"{min(windowed):.2f} dB as displayed through the file's window "
+                     "(a narrow window magnifies errors)")
+    ssims = [v for r in everything for v in r.ssim]
+    if ssims:
+        parts.append(f"lowest SSIM {min(ssims):.4f}")
+    return "; ".join(parts)
+
+
+#: What the two PSNR numbers mean (report legend).
+PSNR_LEGEND = (
+    "PSNR is measured over the whole stored range (0..2^BitsStored-1, e.g. 0..4095 for "
+    "12-bit CT); window PSNR on the image as displayed through the file's stored window "
+    "(Modality LUT, then the VOI window onto 0..255). A window narrower than the stored "
+    "range magnifies every error by range/width, so window PSNR is lower by about "
+    "20*log10(range/width) dB: a 400-wide CT window on 12-bit data, ~20 dB.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +198,7 @@ def _histogram(title: str, values: list[float], unit: str, bins: int = 24) -> st
     for v in finite:
         counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
     width, height, left, bottom, top = 760, 220, 56, 40, 30
-    plot_w, plot_h = width - left - 10, height - top - bottom
+    plot_w, plot_h = width - left - 16, height - top - bottom
     cmax = max(counts) or 1
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'role="img" aria-label="{html.escape(title)}">',
@@ -135,10 +214,14 @@ def _histogram(title: str, values: list[float], unit: str, bins: int = 24) -> st
     for k in range(5):
         v = lo + (hi - lo) * k / 4
         x = left + plot_w * k / 4
-        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+        anchor = "start" if k == 0 else "end" if k == 4 else "middle"  # inside the picture
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="{anchor}" '
                      f'font-size="11">{v:.4g}{unit}</text>')
     parts.append(f'<text x="{left - 4}" y="{top + 10}" text-anchor="end" font-size="11">'
-                 f'{cmax}</text></svg>')
+                 f'{cmax}</text>'
+                 f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>'
+                 f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" font-size="11" '
+                 f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">frames</text></svg>')
     return "".join(parts)
 
 
@@ -163,10 +246,11 @@ def _cell(value: object, digits: int = 2) -> str:
 
 def render_report(results: Sequence[TranscodeResult], *, title: str = "dcmstream compress",
                   background: Sequence[BackgroundEstimate] = (),
-                  settings: dict[str, object] | None = None) -> str:
-    """The report as an HTML string."""
+                  settings: dict[str, object] | None = None,
+                  wall_seconds: float | None = None, jobs: int = 1) -> str:
+    """The report as an HTML string (``wall_seconds``: the whole run, for its throughput)."""
     everything = _all_results(results)
-    summary = summarise(results)
+    summary = summarise(results, wall_seconds)
     rows = []
     labelled = [(r, False) for main in results for r in (main, *main.companions)]
     for r, _ in labelled:
@@ -183,14 +267,29 @@ def render_report(results: Sequence[TranscodeResult], *, title: str = "dcmstream
                 f"{r.rows}&times;{r.columns}&times;{r.samples}" if r.rows else "",
                 _cell(r.bits_stored or None), format_bytes(r.input_bytes),
                 format_bytes(r.output_bytes) if r.output_bytes else "",
-                _cell(r.ratio), _cell(_mbps(r.raw_bytes, r.encode_seconds), 1),
-                _cell(_mbps(r.raw_bytes, r.decode_seconds), 1), _cell(psnr_min),
+                _cell(r.ratio), _cell(_mbps(r.raw_bytes, r.wall_seconds), 1),
+                _cell(_mbps(r.raw_bytes, r.encode_seconds), 1),
+                _cell(_mbps(r.raw_bytes, r.decode_seconds), 1), _cell(r.encodes_per_frame),
+                _cell(psnr_min),
                 _cell(ssim_min, 4), _cell(wpsnr_min), _cell(r.max_error),
                 _cell(r.offset_table), "yes" if r.verified else "",
                 _cell(r.message))) + "</tr>")
     head = ("file", "status", "modality", "target", "frames", "size", "bits", "input",
-            "output", "ratio", "encode MB/s", "decode MB/s", "min PSNR dB", "min SSIM",
-            "min window PSNR", "max error", "offsets", "verified", "note")
+            "output", "ratio", "MB/s (wall clock)", "encode MB/s per core",
+            "decode MB/s per core", "encodes per frame", "min PSNR dB", "min SSIM",
+            "min window PSNR dB", "max error", "offsets", "verified", "note")
+    tips = {
+        "MB/s (wall clock)": "raw pixel MB over this file's elapsed time, everything included",
+        "encode MB/s per core": "raw pixel MB per second of encoder time, summed over workers",
+        "decode MB/s per core": "raw pixel MB per second of decoding the result back (QA or "
+                                "verification), summed over workers",
+        "encodes per frame": "encoder calls per frame: more than 1 when a PSNR goal was "
+                             "searched or a ratio calibrated",
+        "min PSNR dB": "lowest per-frame PSNR over the stored range (0..2^BitsStored-1)",
+        "min window PSNR dB": "lowest per-frame PSNR of the image as displayed through the "
+                              "file's window (0..255): lower, see the note below",
+        "min SSIM": "lowest per-frame structural similarity (1 = identical)",
+    }
 
     # Ratio per modality and codec (written results only: a kept input has no codec ratio).
     ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -211,7 +310,7 @@ def render_report(results: Sequence[TranscodeResult], *, title: str = "dcmstream
         seconds = sum(s[which] for s in speeds[t])
         return _mbps(total, seconds)
 
-    speed_chart = _bar_chart("Speed per codec (MB/s of raw pixels, per core-second)",
+    speed_chart = _bar_chart("Codec speed per core (raw MB per second inside the codec)",
                              speed_targets,
                              {"encode": [rate(t, 1) for t in speed_targets],
                               "decode (verify/QA)": [rate(t, 2) for t in speed_targets]})
@@ -252,18 +351,22 @@ svg {{ display: block; margin: 1em 0; }}
 <h1>{html.escape(title)}</h1>
 {settings_html}
 <p class="summary">Storage: {format_bytes(s['input_bytes'])} &rarr; {format_bytes(s['output_bytes'])},
-saved <b>{format_bytes(s['saved_bytes'])}</b> ({s['saved_bytes']:,} bytes,
-<b>{s['saved_percent']:.1f} %</b>). Files: {s['files']} &mdash; written {s['written']},
+{'saved' if s['saved_bytes'] >= 0 else 'grew by'} <b>{format_bytes(abs(s['saved_bytes']))}</b>
+({abs(s['saved_bytes']):,} bytes, <b>{abs(s['saved_percent']):.1f} %</b>). Files: {s['files']} &mdash; written {s['written']},
 input kept {s['kept']}, refused {s['refused']}, skipped {s['skipped']}, failed {s['failed']}.</p>
+{f'<p class="summary">Speed: {html.escape(speed_line(s, jobs))}.</p>' if speed_line(s, jobs) else ""}
 {''.join(p for p in plots if p)}
 <h2>Files</h2>
-<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>
+<table><tr>{''.join(f'<th title="{html.escape(tips[h])}">{h}</th>' if h in tips else f'<th>{h}</th>' for h in head)}</tr>
 {''.join(rows)}
 </table>
 {bg_section}
 <p>Lossless results were decoded back and compared bit-exact with the source before they
-were committed. Ratio = raw pixel bytes / encoded pixel bytes; speeds are MB of raw pixels
-per second of codec time summed over workers.</p>
+were committed. Ratio = raw pixel bytes / encoded pixel bytes. "MB/s (wall clock)" is what a
+user waits for: raw pixel MB over elapsed time, reading, checking and writing included; the
+per-core codec speeds count only the time inside the encoder and the decoder, summed over
+workers (hover over a column title for its definition).</p>
+{f'<p>{html.escape(PSNR_LEGEND)}</p>' if any(r.psnr for r in everything) else ''}
 </body></html>
 """
 

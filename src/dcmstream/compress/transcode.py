@@ -3,8 +3,8 @@
 :func:`transcode` turns one DICOM file into another transfer syntax:
 
 1. open the source lazily (:func:`dcmstream.open`, no cache) and plan the target for its
-   pixel layout (:mod:`.encoders`); lossy targets with a ratio/PSNR goal are calibrated on
-   the first, middle and last frames;
+   pixel layout (:mod:`.encoders`); a ratio goal is calibrated on the first, middle and
+   last frames, a PSNR goal is searched frame by frame (:class:`.encoders.QualitySearch`);
 2. write a temporary file next to the destination: header (pydicom), then Pixel Data frame
    by frame - each frame is decoded from the source, encoded, and (lossy) decoded back for
    the QA metrics, in a pool of ``jobs`` threads or processes with a bounded window of
@@ -60,6 +60,7 @@ from .encoders import (
     LOSSY_SYNTAXES,
     EncodePlan,
     FrameEncoder,
+    QualitySearch,
     Target,
     UnsupportedTarget,
     parse_target,
@@ -142,6 +143,7 @@ class TranscodeResult:
     wall_seconds: float = 0.0
     verified: bool = False
     retried_frames: int = 0  # frames whose check failed once and passed when encoded alone
+    encodes: int = 0  # encoder calls, with a PSNR goal's search and a ratio's calibration
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     window_psnr: list[float] = field(default_factory=list)
@@ -152,6 +154,11 @@ class TranscodeResult:
     def ratio(self) -> float | None:
         """Raw pixel bytes / encoded pixel bytes (None when nothing was encoded)."""
         return self.raw_bytes / self.pixel_bytes if self.pixel_bytes else None
+
+    @property
+    def encodes_per_frame(self) -> float | None:
+        """Encoder calls per frame (1.0 for plain targets; more when a goal was searched)."""
+        return self.encodes / self.frames if self.frames and self.encodes else None
 
     @property
     def saved_bytes(self) -> int:
@@ -284,6 +291,7 @@ class _FrameOut:
     raw_bytes: int
     mismatch: bool = False  # a lossless codestream that does not decode to the source
     retried: bool = False  # encoded again (alone) after a failed check
+    encodes: int = 1  # encoder calls for this frame (a PSNR goal may take more than one)
 
 
 def _decode_codestream(data: bytes, syntax: str, spec: PixelSpec) -> np.ndarray:
@@ -326,17 +334,29 @@ def _run_frame(job: _FrameJob, i: int) -> _FrameOut:
     if job.transform is not None:
         frame = job.transform(frame)
     t1 = time.perf_counter()
-    payload: Any = frame if job.native else job.encoder(frame)
-    t2 = time.perf_counter()
     metrics = failure = None
     mismatch = retried = False
-    if job.lossy:
+    encodes = 0 if job.native else 1
+    if isinstance(job.encoder, QualitySearch):  # a PSNR goal: searched, decoded, measured
+        found = job.encoder.search(frame, lambda data: _decode_codestream(data, job.syntax, job.spec))
+        payload: Any = found.payload
+        encodes = found.encodes
+        t2 = t1 + found.encode_seconds
+        t3 = t2 + found.decode_seconds
+        metrics = frame_metrics(frame, found.decoded, bits_stored=job.spec.bits_stored,
+                                window=job.window, with_ssim=job.with_ssim, psnr=found.psnr)
+        failure = job.qa.failure(metrics)
+    elif job.lossy:
+        payload = job.encoder(frame)
+        t2 = time.perf_counter()
         decoded = _decode_codestream(payload, job.syntax, job.spec)
         t3 = time.perf_counter()  # decode speed without the QA metrics' time
         metrics = frame_metrics(frame, decoded, bits_stored=job.spec.bits_stored,
                                 window=job.window, with_ssim=job.with_ssim)
         failure = job.qa.failure(metrics)
     elif job.verify and not job.native:
+        payload = job.encoder(frame)
+        t2 = time.perf_counter()
         mismatch = not _decodes_to(payload, frame, job)
         if mismatch:
             # Once, alone: a codec that misbehaves under concurrency gets a second chance
@@ -345,9 +365,11 @@ def _run_frame(job: _FrameJob, i: int) -> _FrameOut:
                 payload = job.encoder(frame)
                 mismatch = not _decodes_to(payload, frame, job)
             retried = True
+            encodes += 1
         t3 = time.perf_counter()
     else:
-        t3 = time.perf_counter()
+        payload = frame if job.native else job.encoder(frame)
+        t2 = t3 = time.perf_counter()
     return _FrameOut(
         index=i, payload=payload,
         source_digest=digest(frame) if job.native and job.verify else b"",
@@ -355,7 +377,8 @@ def _run_frame(job: _FrameJob, i: int) -> _FrameOut:
         payload_digest=b"" if job.native else digest(payload, pad=len(payload) % 2 == 1),
         metrics=metrics,
         failure=failure, source_seconds=t1 - t0, encode_seconds=t2 - t1,
-        decode_seconds=t3 - t2, raw_bytes=frame.nbytes, mismatch=mismatch, retried=retried)
+        decode_seconds=t3 - t2, raw_bytes=frame.nbytes, mismatch=mismatch, retried=retried,
+        encodes=encodes)
 
 
 def _run_chunk(run: Callable[[Any, int], Any], job: Any, start: int, stop: int) -> list[Any]:
@@ -608,6 +631,7 @@ def _write(plan: _Plan, atomic: writer.AtomicFile, offset_table: str,
                                      "codestream does not decode to the source pixels")
             digests.append((out.source_digest, out.payload_digest))
             result.retried_frames += out.retried
+            result.encodes += out.encodes
             result.source_seconds += out.source_seconds
             result.encode_seconds += out.encode_seconds
             result.decode_seconds += out.decode_seconds
@@ -874,6 +898,7 @@ def transcode(
             return result
         plan.job = replace(plan.job, verify=verify)
         result.lossy = target.lossy
+        result.encodes = encode_plan.calibration_encodes
         result.sop_instance_uid = str(plan.dataset.SOPInstanceUID)
         _register(key, inst)
         if executor is None and jobs > 1:

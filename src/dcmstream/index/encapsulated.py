@@ -130,8 +130,18 @@ def _from_eot(eot: bytes, eot_lengths: bytes, first_item: int, n: int, source: B
 
 def _from_bot(bot: bytes, first_item: int, n: int, source: ByteSource, name: str) -> FrameIndex | None:
     rel = np.frombuffer(bot, dtype="<u4").astype(np.int64)
-    if len(rel) != n or rel[0] != 0 or (np.diff(rel) <= 0).any() or first_item + rel[-1] + 8 > source.size:
-        warnings.warn(f"{name}: Basic Offset Table is inconsistent ({len(rel)} entries for {n} frames); walking the items instead", stacklevel=3)
+    problem = None
+    if len(rel) != n:
+        problem = f"has {len(rel)} entries for {n} frames"
+    elif rel[0] != 0:
+        problem = f"does not start at 0 (first entry {rel[0]})"
+    elif (np.diff(rel) <= 0).any():
+        problem = "has offsets that do not increase"
+    elif first_item + rel[-1] + 8 > source.size:
+        beyond = int((first_item + rel + 8 > source.size).sum())
+        problem = f"places the last {beyond} of {n} frames past the end of the file ({source.size} bytes; truncated?)"
+    if problem is not None:
+        warnings.warn(f"{name}: the Basic Offset Table {problem}; walking the items instead", stacklevel=3)
         return None
     starts = first_item + rel
     tag, _ = item_header(source, int(starts[-1]), name)
