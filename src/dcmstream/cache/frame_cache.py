@@ -9,7 +9,8 @@ loads, the others wait on its future (in-flight de-duplication).
 decoded tier the rest, so the two together never hold more than ``max_bytes``. Frames
 are decoded into buffers of the cache's :class:`BufferPool` (:meth:`FrameCache.decode_pooled`),
 which come back to the pool when the cache has evicted the frame and no caller holds it;
-the pool keeps at most ``max_bytes / 32`` of idle buffers besides (reported in the stats).
+the pool keeps at most ``max_bytes / 16`` of idle buffers besides (reported in the stats;
+in steady use it holds about one buffer per decoding thread).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ MiB = 1 << 20
 #: Share of ``max_bytes`` the encoded tier gets unless told otherwise.
 DEFAULT_ENCODED_SHARE = 0.25
 #: Idle decode buffers the pool may keep, as a fraction of ``max_bytes`` (outside the tiers).
-POOL_SHARE = 1 / 32
+POOL_SHARE = 1 / 16
 
 
 def split_budget(max_bytes: int, encoded_share: float) -> tuple[int, int]:
@@ -64,7 +65,8 @@ class FrameCache:
     ``max_bytes`` bounds both tiers together: the encoded tier gets ``encoded_share``
     of it (0.25: a 64 MiB cache keeps up to 16 MiB of codestreams and 48 MiB of
     decoded frames). ``buffers``: the pool frames are decoded into (True: a new one
-    keeping at most ``max_bytes / 32`` of idle buffers; False: none, decoders allocate).
+    keeping at most ``max_bytes / 16`` of idle buffers; False: none, decoders allocate;
+    or a :class:`BufferPool`, whose bound then scales with :meth:`resize`).
     Values are shared between callers, so cached arrays are made read-only.
     """
 
@@ -84,6 +86,7 @@ class FrameCache:
             buffers = BufferPool(max_bytes=int(max_bytes * POOL_SHARE))
         #: where decode_pooled() takes frame buffers from (None: decoders allocate)
         self.buffers: BufferPool | None = buffers or None
+        self._pool_share = self.buffers.max_bytes / max_bytes if self.buffers is not None and max_bytes else POOL_SHARE
         self._lock = threading.Lock()
         self._inflight: dict[Hashable, Future[Any]] = {}
         self.deduplicated = 0
@@ -120,7 +123,7 @@ class FrameCache:
         for tier, budget in sorted(((self.decoded, decoded), (self.encoded, encoded)), key=lambda tb: tb[1] - tb[0].max_bytes):
             tier.resize(budget)
         if self.buffers is not None:
-            self.buffers.resize(int(total * POOL_SHARE))
+            self.buffers.resize(int(total * self._pool_share))
 
     def shrink(self, fraction: float) -> int:
         """Evict until each tier holds at most ``fraction`` of its budget (so the cache at most

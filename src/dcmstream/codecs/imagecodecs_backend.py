@@ -263,10 +263,11 @@ def _htj2k_clip_range(arr: np.ndarray, data: bytes, level: int, spec: PixelSpec,
         signed = arr.view(f"i{arr.dtype.itemsize}")
         np.clip(signed, 0, (1 << bits) - 1, out=signed)
         return arr
+    # OpenJPEG decodes again, over the wrapped samples (so into the same memory).
     if level == 0:
-        return imagecodecs.jpeg2k_decode(data)
+        return _into(imagecodecs.jpeg2k_decode, data, arr)
     if openjpeg_available():
-        return decode_reduced(data, level)[0]
+        return decode_reduced(data, level, out=arr)[0]
     return arr
 
 
