@@ -109,6 +109,10 @@ def tune_malloc(mmap_threshold: int = 64 * 1024, *, trim_threshold: int | None =
     faults per frame. ``dcmstream serve`` calls it; ``trim_threshold`` (bytes of free heap
     kept) and ``arenas`` (None: leave as is) are glibc's knobs of the same name.
 
+    Frames decoded through :meth:`FrameCache.decode_pooled` (recycled buffers) already stay
+    within ~10 % of the budget without it (``bench/results/cache-rss.md``); it still helps
+    everything else that allocates frame-sized blocks (encoded frames, responses).
+
     It changes the whole process's allocator, so it is opt-in: call it once at start (the
     environment variables ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and
     ``MALLOC_ARENA_MAX`` do the same). Returns False where glibc's ``mallopt`` is
