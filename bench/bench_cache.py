@@ -28,6 +28,15 @@ Loaders:
 Also: peak RSS against budgets of 64 MB..1 GB under a whole-file volume load + cine +
 random reads through the prefetcher, with glibc's default allocator and with
 ``dcmstream.cache.tune_malloc()``; and decode throughput with 1 and 2 threads.
+
+RSS of recycled frame buffers (issue 12, ``--rss-only`` runs just this, into
+``results/cache-rss.md``): a plain ``import dcmstream`` process, 4 threads reading random
+frames through a ``FrameCache`` of 64/128/256 MB, frames decoded into the cache's buffer
+pool (``FrameCache.decode_pooled``) or into fresh memory (``buffers=False``, what the
+readers do today), each with glibc's default allocator and with ``tune_malloc()``.
+Target: peak RSS growth <= budget x 1.1 + 20 MB without ``tune_malloc()``. Until the
+frame readers call ``decode_pooled`` themselves, the worker takes their path by hand:
+encoded bytes (encoded tier) -> decoder with ``out=`` -> ``finish_frame`` -> decoded tier.
 A loader that falls more than 3 s behind a trace is stopped there (pydicom on the
 fast traces); its row says how many requests it served.
 
@@ -136,7 +145,7 @@ def _cache_for(budget: int):
     from dcmstream.cache import FrameCache
 
     # The budget is the whole cache: 80 % decoded frames, 20 % encoded bytes.
-    return FrameCache(max_bytes=int(budget * 0.8), encoded_max_bytes=int(budget * 0.2))
+    return FrameCache(max_bytes=budget, encoded_share=0.2)
 
 
 def trace_worker(p: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +274,78 @@ def memory_worker(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rss_worker(p: dict[str, Any]) -> dict[str, Any]:
+    """4 threads, random frames, one FrameCache: RSS growth against what the cache holds."""
+    import dcmstream
+    from dcmstream.cache import tune_malloc
+    from dcmstream.codecs import decoder_for
+    from dcmstream.image.postprocess import finish_frame
+
+    budget, pooled = int(p["budget"]), p["buffers"] == "pooled"
+    tuned = p.get("malloc") == "tuned" and tune_malloc()
+    cache = dcmstream.FrameCache(budget, buffers=pooled)
+    inst = dcmstream.open(p["path"], cache=cache)
+    spec, syntax, key, n = inst.pixel_spec, inst.transfer_syntax, inst.cache_key, len(inst)
+    decoder = decoder_for(syntax)
+
+    def frame(j: int) -> Any:
+        # The frame readers' path with the cache's buffer pool (FrameReader wiring pending).
+        def load() -> Any:
+            data = cache.get_or_load((key, j, "encoded"), lambda: inst.encoded_frame(j), "encoded")
+            return cache.decode_pooled(
+                spec.shape, spec.dtype, lambda out: finish_frame(decoder.decode_frame(data, spec, 0, out=out), spec, syntax)
+            )
+
+        return cache.get_or_load((key, j, "full"), load)
+
+    np_ref = inst.frame(0)  # the reference path agrees with the pooled one
+    assert (frame(0) == np_ref).all()
+    del np_ref
+    cache.clear()
+    held = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.005):
+            held[0] = max(held[0], cache.bytes)
+
+    def read(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(int(p["reads"])):
+            frame(rng.randrange(n))
+
+    rss = PeakRss().start()
+    started = time.perf_counter()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(int(p.get("threads", 4)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    mem = rss.stop()
+    s = cache.stats()
+    inst.close()
+    limit = int(budget * 1.10 + 20 * MiB)
+    return {
+        "budget": budget,
+        "buffers": "pooled" if pooled else "fresh",
+        "malloc": "tuned" if tuned else "default",
+        "threads": len(threads),
+        "reads": len(threads) * int(p["reads"]),
+        "seconds": round(time.perf_counter() - started, 2),
+        "rss": mem,
+        "held_max": held[0],
+        "held_end": s.bytes,
+        "decodes": s.decodes,
+        "pool": None if s.buffers is None else s.buffers.as_dict(),
+        "limit": limit,
+        "ok": mem["above"] <= limit,
+    }
+
+
 def throughput_worker(p: dict[str, Any]) -> dict[str, Any]:
     """Frames per second decoding a whole file (read + decode, no cache) with 1 and 2 threads."""
     import imagecodecs
@@ -335,6 +416,8 @@ def handler(p: dict[str, Any]) -> dict[str, Any]:
         return memory_worker(p)
     if kind == "throughput":
         return throughput_worker(p)
+    if kind == "rss":
+        return rss_worker(p)
     raise ValueError(kind)
 
 
@@ -451,7 +534,91 @@ def render(data: dict[str, Any]) -> str:
             f"{tp['cores_used_1']} with 1 thread, {tp['cores_used_2']} with 2 threads; "
             f"load average after: {tp['loadavg']}."
         )
+    if data.get("rss"):
+        lines += ["", *rss_section(data["rss"])]
     lines += ["", "## Targets", ""]
+    for name, ok, detail in data["targets"]:
+        lines.append(f"- {'met' if ok else '**not met**'}: {name} — {detail}")
+    lines += ["", f"Versions: {data['versions']}", ""]
+    return "\n".join(lines)
+
+
+RSS_BUDGETS_MB = (64, 128, 256)
+
+
+def rss_section(rows_in: list[dict[str, Any]]) -> list[str]:
+    """The recycled-buffer RSS table (markdown lines)."""
+    lines = [
+        "## RSS with recycled frame buffers (4 threads, random frames, plain `import dcmstream` process)",
+        "",
+        "Frames decoded into the cache's buffer pool (`pooled`, `FrameCache.decode_pooled`) or into fresh "
+        "memory (`fresh`, `FrameCache(buffers=False)`: what the frame readers do until they call "
+        "`decode_pooled`); the worker takes the readers' path by hand (encoded tier -> decoder `out=` -> "
+        "`finish_frame` -> decoded tier). Growth = peak RSS (VmHWM) above the RSS after opening the file and "
+        "decoding one frame. Limit = budget x 1.1 + 20 MB. Held = most bytes the cache held (both tiers).",
+        "",
+    ]
+    rows = []
+    for r in rows_in:
+        if "error" in r:
+            rows.append([_mb(r.get("budget", 0)), r.get("buffers", "?"), r.get("malloc", "?"), "error: " + r["error"]] + [""] * 6)
+            continue
+        pool = r.get("pool") or {}
+        rows.append(
+            [
+                _mb(r["budget"]),
+                r["buffers"],
+                "glibc default" if r["malloc"] == "default" else "tune_malloc()",
+                f"{r['held_max'] / MiB:.1f}",
+                f"{r['rss']['above'] / MiB:.1f}",
+                f"{r['rss']['above'] / max(r['held_max'], 1):.2f}x",
+                _mb(r["limit"]),
+                "yes" if r["ok"] else "**NO**",
+                r["decodes"],
+                "-" if not pool else f"{pool['reused']} / {pool['recycled']} / {pool['kept']}",
+            ]
+        )
+    lines.append(
+        markdown_table(
+            ["budget MB", "buffers", "allocator", "held MB", "RSS growth MB", "growth / held", "limit MB", "within",
+             "decodes", "pool reused / recycled / kept"],
+            rows,
+            "lll" + "r" * 7,
+        )
+    )
+    return lines
+
+
+def rss_targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    pooled = [r for r in rows if "error" not in r and r["buffers"] == "pooled" and r["malloc"] == "default"]
+    if not pooled:
+        return []
+    worst = max(pooled, key=lambda r: r["rss"]["above"] - r["limit"])
+    return [
+        (
+            "RSS growth <= budget x 1.1 + 20 MB, 4 threads, random frames, recycled buffers, glibc's default allocator",
+            all(r["ok"] for r in pooled),
+            f"worst {worst['rss']['above'] / MiB:.1f} MB at {_mb(worst['budget'])} MB (limit {_mb(worst['limit'])} MB)",
+        )
+    ]
+
+
+def render_rss_page(data: dict[str, Any]) -> str:
+    lines = [
+        "# Frame cache: RSS with recycled frame buffers",
+        "",
+        (
+            f"File: {data['frames']}-frame 512x512 16-bit JPEG-LS CT (BOT), `{Path(data['path']).name}`. "
+            f"Machine: {data['machine']['cpu_count']} CPUs ({data['machine']['cpu_model']}), load average at start "
+            f"{data['machine']['loadavg']}, at end {data['machine_end']['loadavg']}. Each row is a fresh process; "
+            "`python bench/run.py --only cache --rss-only`."
+        ),
+        "",
+        *rss_section(data["rss"]),
+        "",
+        "## Targets",
+        "",
+    ]
     for name, ok, detail in data["targets"]:
         lines.append(f"- {'met' if ok else '**not met**'}: {name} — {detail}")
     lines += ["", f"Versions: {data['versions']}", ""]
@@ -489,6 +656,7 @@ def evaluate(data: dict[str, Any]) -> list[tuple[str, bool, str]]:
                 f"(load average {tp['loadavg']}); rerun on a quiet machine"
             )
         targets.append(("2 threads >= 1.7x single-thread throughput", tp["file_speedup"] >= 1.7, detail))
+    targets += rss_targets(data.get("rss", []))
     return targets
 
 
@@ -503,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loaders", default=",".join(LOADERS))
     parser.add_argument("--no-memory", action="store_true", help="skip the budget sweep")
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--no-rss", action="store_true", help="skip the recycled-buffer RSS section")
+    parser.add_argument("--rss-only", action="store_true", help="only the recycled-buffer RSS section (results/cache-rss.md)")
+    parser.add_argument("--rss-reads", type=int, default=1500, help="random reads per thread in the RSS section")
     parser.add_argument("--quick", action="store_true", help="smoke run: 100 frames, 64 MB sweep only, one throughput pass")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--name", default=None, help="results/<name>.md (default: cache, or cache-quick with --frames < 1000)")
@@ -510,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.frames = min(args.frames, 100)
     sweep = SWEEP_BUDGETS_MB[:1] if args.quick else SWEEP_BUDGETS_MB
+    if args.rss_only:
+        args.traces, args.no_memory, args.no_throughput = "none", True, True
 
     path = str(ensure_input(args.frames))
     budget = args.budget_mb * MiB
@@ -522,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         "traces": [],
         "memory": [],
         "throughput": {"error": "skipped"},
+        "rss": [],
     }
     started = time.perf_counter()
     traces = [] if args.traces == "none" else args.traces.split(",")
@@ -553,9 +727,35 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"kind": "throughput", "path": path, "repeats": 1 if args.quick else 3}
         data["throughput"] = run_worker("bench_cache", payload, timeout=600)
         print(f"throughput: {data['throughput']}", file=sys.stderr)
+    if not args.no_rss:
+        budgets = RSS_BUDGETS_MB[:1] if args.quick else RSS_BUDGETS_MB
+        reads = min(args.rss_reads, 300) if args.quick else args.rss_reads
+        for mb in budgets:
+            for buffers in ("pooled", "fresh"):
+                for malloc in ("default", "tuned"):
+                    payload = {"kind": "rss", "path": path, "budget": mb * MiB, "buffers": buffers, "malloc": malloc, "reads": reads}
+                    r = run_worker("bench_cache", payload, timeout=600)
+                    r.setdefault("budget", mb * MiB)
+                    r.setdefault("buffers", buffers)
+                    r.setdefault("malloc", malloc)
+                    data["rss"].append(r)
+                    if "error" in r:
+                        print(f"rss {mb} MB {buffers} {malloc}: ERROR {r['error']}", file=sys.stderr)
+                    else:
+                        print(
+                            f"rss {mb:4d} MB {buffers:6s} {malloc:7s}: held {r['held_max'] / MiB:6.1f} MB, "
+                            f"growth {r['rss']['above'] / MiB:6.1f} MB (limit {r['limit'] / MiB:.0f})",
+                            file=sys.stderr,
+                        )
     data["seconds"] = round(time.perf_counter() - started, 1)
     data["machine_end"] = machine_info()
     data["targets"] = evaluate(data)
+    if args.rss_only:
+        name = args.name or ("cache-rss" if args.frames >= 1000 else "cache-rss-quick")
+        md, js = write_results(name, render_rss_page(data), data, args.results_dir)
+        print(md.read_text())
+        print(f"wrote {md} and {js} in {data['seconds']} s", file=sys.stderr)
+        return 0 if all(ok for _, ok, _ in data["targets"]) else 1
     name = args.name or ("cache" if args.frames >= 1000 else "cache-quick")
     md, js = write_results(name, render(data), data, args.results_dir)
     print(md.read_text())

@@ -12,6 +12,9 @@ frame::
 
     with dcmstream.open_series("study/series-dir") as series:   # single-frame files, sorted
         thumb = series.thumbnail(len(series) // 2)
+
+    cache = dcmstream.FrameCache(64 << 20)    # 64 MiB for encoded + decoded frames together
+    inst = dcmstream.open("ct.dcm", cache=cache)
 """
 
 from .errors import (
@@ -22,6 +25,7 @@ from .errors import (
     SourceError,
     UnsupportedTransferSyntaxError,
 )
+from .cache import FrameCache
 from .image import Instance, Series, open, open_series
 from .index import FrameIndex, OffsetTableKind, PixelSpec
 from .io import ByteSource, BytesSource, FileObjectSource, FileSource
@@ -33,6 +37,7 @@ __all__ = [
     "open_series",
     "Instance",
     "Series",
+    "FrameCache",
     "FrameIndex",
     "OffsetTableKind",
     "PixelSpec",

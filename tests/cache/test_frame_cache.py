@@ -1,10 +1,9 @@
-"""FrameCache: byte budget, LRU order, de-duplication, metrics, purge."""
+"""FrameCache: one byte budget for both tiers, LRU order, de-duplication, metrics, purge."""
 
 from __future__ import annotations
 
 import random
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -35,7 +34,7 @@ def test_entry_larger_than_budget_is_refused_clearly() -> None:
 
 
 def test_get_or_load_returns_uncached_when_too_large() -> None:
-    cache = FrameCache(max_bytes=100, encoded_max_bytes=100)
+    cache = FrameCache(max_bytes=200)
     value = cache.get_or_load(("i", 0, "full"), lambda: arr(1000))
     assert value.nbytes == 1000
     assert cache.stats().decoded.refused == 1 and cache.bytes == 0
@@ -44,21 +43,27 @@ def test_get_or_load_returns_uncached_when_too_large() -> None:
 def test_concurrent_requests_decode_once() -> None:
     cache = FrameCache(max_bytes=1 << 20)
     calls = []
-    gate = threading.Event()
+    start = threading.Barrier(8)
+    others_waiting = threading.Event()
 
     def slow_loader() -> np.ndarray:
         calls.append(1)
-        gate.wait(5)
+        # Finish only once the other 7 wait on this very load (the cache counts each
+        # waiter under its lock before it blocks): no timing assumption either way.
+        while cache.deduplicated < 7:
+            assert not others_waiting.wait(0.001)
         return arr(1000, 7)
 
+    def request() -> None:
+        start.wait(10)
+        results.append(cache.get_or_load("k", slow_loader))
+
     results: list[np.ndarray] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_load("k", slow_loader))) for _ in range(8)]
+    threads = [threading.Thread(target=request) for _ in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
-    gate.set()
     for t in threads:
-        t.join(5)
+        t.join(10)
     assert len(calls) == 1
     assert len(results) == 8 and all(r is results[0] for r in results)
     assert cache.stats().deduplicated == 7
@@ -74,14 +79,19 @@ def test_loader_error_reaches_every_waiter_and_is_not_cached() -> None:
 
 def test_budget_never_exceeded_under_concurrent_random_access(testfile) -> None:
     frame_bytes = 64 * 64 * 2
-    cache = FrameCache(max_bytes=5 * frame_bytes + 600, encoded_max_bytes=3 * 4096)
+    cache = FrameCache(max_bytes=8 * frame_bytes)  # 6 frames' worth decoded, 2 encoded
+    assert cache.decoded.max_bytes + cache.encoded.max_bytes == cache.max_bytes == 8 * frame_bytes
+    assert cache.encoded.max_bytes == 2 * frame_bytes
     peak = [0]
+    over: list[tuple[int, int]] = []
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], cache.decoded.bytes)
-            assert cache.encoded.bytes <= cache.encoded.max_bytes
+            decoded, encoded = cache.decoded.bytes, cache.encoded.bytes
+            peak[0] = max(peak[0], decoded + encoded)
+            if decoded > cache.decoded.max_bytes or encoded > cache.encoded.max_bytes:
+                over.append((decoded, encoded))
 
     with dcmstream.open(testfile("emri_small_jpeg_2k_lossless.dcm"), cache=cache) as inst, dcmstream.open(
         testfile("emri_small_jpeg_2k_lossless.dcm"), cache=False
@@ -108,9 +118,10 @@ def test_budget_never_exceeded_under_concurrent_random_access(testfile) -> None:
         stop.set()
         watcher.join()
     assert not errors, errors[0]
-    assert peak[0] <= cache.decoded.max_bytes
+    assert not over and 0 < peak[0] <= cache.max_bytes
     stats = cache.stats()
     assert stats.hits + stats.misses >= 1200 and stats.evictions > 0
+    assert stats.encoded.evictions > 0 and stats.decoded.evictions > 0  # both tiers were full
     assert 0 < stats.hit_rate < 1
 
 
@@ -125,7 +136,9 @@ def test_stats_and_cached_arrays_are_read_only(testfile) -> None:
         assert stats.hit_rate == 0.5
         assert stats.bytes == stats.decoded.bytes >= a.nbytes
         assert stats.decodes == 1 and sum(stats.decode_histogram_ms.values()) == 1
-        assert {"hits", "misses", "hit_rate", "bytes", "evictions"} <= set(stats.as_dict())
+        assert {"hits", "misses", "hit_rate", "bytes", "evictions", "max_bytes"} <= set(stats.as_dict())
+        assert stats.max_bytes == 1 << 24 == stats.decoded.max_bytes + stats.encoded.max_bytes
+        assert stats.encoded_share == 0.25 and stats.used_fraction == stats.bytes / (1 << 24)
 
 
 def test_reopening_the_same_file_hits_and_purge_drops(testfile) -> None:
@@ -141,7 +154,7 @@ def test_reopening_the_same_file_hits_and_purge_drops(testfile) -> None:
 
 
 def test_prefetched_entries_count_used_and_wasted() -> None:
-    cache = FrameCache(max_bytes=2 * nbytes_of(arr(100)))
+    cache = FrameCache(max_bytes=2 * nbytes_of(arr(100)), encoded_share=0.0)
     cache.get_or_load("a", lambda: arr(100), prefetch=True)
     cache.get_or_load("b", lambda: arr(100), prefetch=True)
     cache.get("a")  # used
@@ -151,12 +164,43 @@ def test_prefetched_entries_count_used_and_wasted() -> None:
 
 
 def test_shrink_and_resize() -> None:
-    cache = FrameCache(max_bytes=10 * nbytes_of(arr(100)))
+    cache = FrameCache(max_bytes=10 * nbytes_of(arr(100)), encoded_share=0.0)
     for k in range(10):
         cache.put(k, arr(100))
     freed = cache.shrink(0.5)
     assert freed > 0 and cache.decoded.bytes <= cache.decoded.max_bytes // 2
     cache.resize(max_bytes=nbytes_of(arr(100)))
-    assert len(cache.decoded) == 1
+    assert len(cache.decoded) == 1 and cache.max_bytes == nbytes_of(arr(100))
     cache.clear()
     assert cache.bytes == 0
+
+
+def test_max_bytes_is_both_tiers_and_the_share_is_configurable() -> None:
+    cache = FrameCache(max_bytes=1000, encoded_share=0.3)
+    assert (cache.decoded.max_bytes, cache.encoded.max_bytes, cache.max_bytes) == (700, 300, 1000)
+    for k in range(20):
+        cache.put(("i", k, "full"), arr(50))
+        cache.put(("i", k, "encoded"), b"x" * 50, tier="encoded")
+        assert cache.bytes <= cache.max_bytes
+    assert cache.decoded.bytes > 500 and cache.encoded.bytes > 200  # each tier fills its share
+    cache.resize(encoded_share=0.5)
+    assert (cache.decoded.max_bytes, cache.encoded.max_bytes) == (500, 500) and cache.bytes <= 1000
+    cache.resize(400)
+    assert cache.decoded.max_bytes + cache.encoded.max_bytes == 400 and cache.bytes <= 400
+    assert "400" in repr(cache)
+    with pytest.raises(ValueError):
+        FrameCache(1000, encoded_share=1.5)
+
+
+def test_default_cache_budget_is_the_whole_cache(monkeypatch) -> None:
+    from dcmstream.cache import frame_cache
+
+    monkeypatch.setenv("DCMSTREAM_CACHE_MB", "64")
+    monkeypatch.setattr(frame_cache, "_default", None)
+    cache = frame_cache.default_cache()
+    assert cache.max_bytes == 64 << 20 == cache.decoded.max_bytes + cache.encoded.max_bytes
+    assert cache.encoded.max_bytes == 16 << 20
+
+
+def test_frame_cache_is_exported_at_the_top() -> None:
+    assert dcmstream.FrameCache is FrameCache and "FrameCache" in dcmstream.__all__

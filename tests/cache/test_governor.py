@@ -31,7 +31,7 @@ class Probe:
 
 
 def filled_cache(frames: int = 64) -> FrameCache:
-    cache = FrameCache(max_bytes=64 * 17 * KiB, encoded_max_bytes=16 * 17 * KiB)
+    cache = FrameCache(max_bytes=64 * 17 * KiB)  # 48 decoded entries, 16 encoded
     for k in range(frames):
         cache.put(("i", k, "full"), np.zeros(16 * KiB, np.uint8))
         if k < 16:
@@ -42,24 +42,27 @@ def filled_cache(frames: int = 64) -> FrameCache:
 def test_no_pressure_no_action() -> None:
     cache, probe = filled_cache(), Probe(CALM)
     gov = MemoryGovernor([cache], probe=probe)
-    before = (cache.bytes, cache.decoded.max_bytes, cache.encoded.max_bytes)
+    before = (cache.bytes, cache.max_bytes, cache.decoded.max_bytes, cache.encoded.max_bytes)
     for _ in range(10):
         assert gov.check() is False
-    assert (cache.bytes, cache.decoded.max_bytes, cache.encoded.max_bytes) == before
+    assert (cache.bytes, cache.max_bytes, cache.decoded.max_bytes, cache.encoded.max_bytes) == before
     stats = gov.stats()
     assert stats.checks == 10 and stats.shrinks == 0 and stats.level == 1.0
 
 
-def test_system_pressure_halves_budgets_at_every_check() -> None:
+def test_system_pressure_halves_the_total_budget_at_every_check() -> None:
     cache, probe = filled_cache(), Probe(PRESSURE)
-    original = cache.decoded.max_bytes, cache.encoded.max_bytes
+    assert cache.bytes > 0.9 * cache.max_bytes
+    total, original = cache.max_bytes, (cache.decoded.max_bytes, cache.encoded.max_bytes)
     gov = MemoryGovernor([cache], probe=probe)
     assert gov.check() is True
+    assert cache.max_bytes == total // 2 == cache.decoded.max_bytes + cache.encoded.max_bytes
     assert cache.decoded.max_bytes == original[0] // 2 and cache.encoded.max_bytes == original[1] // 2
-    assert cache.bytes <= sum(original) // 2
+    assert cache.bytes <= total // 2
     assert gov.check() is True
-    assert cache.decoded.max_bytes == original[0] // 4
-    assert cache.bytes <= sum(original) // 4
+    assert cache.max_bytes == total // 4 and cache.decoded.max_bytes == original[0] // 4
+    assert cache.bytes <= total // 4
+    assert cache.stats().buffers.max_bytes <= total // 4  # idle decode buffers shrink too
     stats = gov.stats()
     assert stats.shrinks == 2 and stats.pressured == 2 and stats.bytes_freed > 0 and stats.level == 0.25
 
@@ -70,7 +73,7 @@ def test_shrunk_cache_does_not_refill_past_the_lowered_budget() -> None:
     gov.check()
     for k in range(100, 200):
         cache.put(("i", k, "full"), np.zeros(16 * KiB, np.uint8))
-    assert cache.decoded.bytes <= cache.decoded.max_bytes == 64 * 17 * KiB // 2
+    assert cache.bytes <= cache.max_bytes == 64 * 17 * KiB // 2
 
 
 def test_process_limit_triggers_without_system_pressure() -> None:
@@ -188,7 +191,7 @@ def test_prefetch_window_follows_the_governed_budget() -> None:
     tile = np.zeros((8, 8), np.uint16)
 
     class Stack:
-        cache = FrameCache(max_bytes=40 * nbytes_of(tile), encoded_max_bytes=1024)
+        cache = FrameCache(max_bytes=40 * nbytes_of(tile), encoded_share=0.0)
 
         def __len__(self) -> int:
             return 1000

@@ -212,7 +212,7 @@ def test_serving_from_the_record_parses_no_header(testfile, tmp_path: Path, monk
 @pytest.mark.parametrize("name, native", [("emri_small.dcm", True), ("emri_small_RLE.dcm", False)])
 def test_cache_keys_are_the_readers(name: str, native: bool, testfile, tmp_path: Path) -> None:
     path = testfile(name)
-    cache = FrameCache(max_bytes=8 << 20, encoded_max_bytes=2 << 20)
+    cache = FrameCache(max_bytes=10 << 20, encoded_share=0.2)
     with dcmstream.open(path, cache=cache) as inst:
         reader = inst.reader
         assert reader.cache_key == inst.cache_key and reader.cache is cache

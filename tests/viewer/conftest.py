@@ -122,7 +122,7 @@ def viewer_server(tmp_path_factory) -> Iterator[ViewerServer]:
     small = get_testdata_file("CT_small.dcm")
     if small:
         files["small"] = Path(small)
-    archive = Archive(tmp_path_factory.mktemp("viewer-archive"), cache=FrameCache(32 << 20, 8 << 20))
+    archive = Archive(tmp_path_factory.mktemp("viewer-archive"), cache=FrameCache(40 << 20))
     uids = {}
     for name, path in files.items():
         result = archive.ingest_file(path)

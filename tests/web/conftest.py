@@ -52,7 +52,7 @@ def server(tmp_path_factory) -> Server:
         path = get_testdata_file(name)
         if path is not None:
             files[name] = Path(path)
-    archive = Archive(tmp_path_factory.mktemp("web-archive"), cache=FrameCache(64 << 20, 16 << 20))
+    archive = Archive(tmp_path_factory.mktemp("web-archive"), cache=FrameCache(80 << 20))
     sops = {}
     for name, path in files.items():
         result = archive.ingest_file(path)

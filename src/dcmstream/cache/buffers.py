@@ -1,29 +1,42 @@
-"""BufferPool: reuse preallocated output arrays for codecs that decode into ``out=``.
+"""BufferPool: frame-sized output arrays that decoders write into (``out=``) and get back.
 
-imagecodecs' ``jpegls_decode``, ``htj2k_decode``, ``jpeg2k_decode``,
-``jpeg8_decode``, ``ljpeg_decode`` and ``dicomrle_decode`` accept ``out=`` (an
-array of exactly the decoded shape and dtype; a wrong shape raises ValueError).
-A pool keeps released arrays by ``(shape, dtype)`` and hands them out again, so
-a decode loop need not ask the allocator (and the kernel, for page faults) for
-fresh memory per frame.
+Why: decoded frames are long-lived (a cache holds them) and frame-sized (512 KiB for a
+512x512 16-bit CT frame). With glibc's default allocator, once one such block has been
+freed the mmap threshold rises above it, so later frames are carved from the per-thread
+heaps; evicting them in LRU order while codecs allocate and free their temporaries in
+between leaves holes that stay resident - with 4 reading threads RSS ran 25 % above what
+the cache held (``bench/results/cache.md``). Decoding every frame into a buffer taken
+from this pool, and giving the buffer back when the cache has dropped the frame and no
+caller holds it any more, keeps the set of frame blocks fixed: RSS follows the cache
+without ``tune_malloc()``.
 
-Measured here (``bench/bench_buffers.py``, results in ``bench/results/buffers.md``):
-no gain on 512x512 16-bit JPEG-LS (~3.6 ms) and HTJ2K (~1.2 ms) frames — decoding
-thread CPU time per frame is 0.7-2.7 % *higher* with the pool, wall-time
-differences change sign from run to run. glibc already hands a just-freed
-512 KiB block straight back, and a fresh block costs ~20-50 page faults, well
-under 1 % of a decode. So the decode path does not use the pool (it also could
-not: cached frames are shared with callers, so an evicted array may still be in
-use). It is kept for callers with their own loops that decode, use and drop.
+Two ways to use it:
 
-Ownership: :meth:`release` hands the array back to the pool. The caller must
-not keep it, or any view of it, afterwards — the next :meth:`acquire` will
-overwrite it. Views and arrays that do not own their memory are refused.
+* :meth:`BufferPool.fill` (what :meth:`FrameCache.decode_pooled` calls): ``fill(buffer)``
+  writes a frame into a pooled buffer and returns it (or a view of it). The buffer comes
+  back to the pool **by itself**, when the returned array has been garbage collected and
+  nothing else references the buffer (see "Recycling rule").
+* :meth:`acquire` / :meth:`release` / :meth:`lease` / :meth:`decode_into`: explicit
+  ownership for loops that decode, use and drop. After :meth:`release` the caller must
+  not keep the array or any view of it: the next :meth:`acquire` overwrites it.
+
+Recycling rule (``fill``): the frame handed out is a view whose ``base`` is the pooled
+buffer, and a ``weakref.finalize`` on that view fires when the view dies (the cache
+evicted it and every caller dropped it). Every other array that can see the memory - a
+caller's slice, ``arr.base`` itself, a memoryview - holds a reference to the buffer
+(numpy points a view's ``base`` at the array owning the memory), so the finalizer
+releases the buffer only when ``sys.getrefcount`` shows no reference beyond the
+finalizer's own (the count of that path is measured once at import, not assumed).
+Otherwise the buffer is left to the garbage collector like any array: a buffer is never
+recycled while something can still read it. Raw pointers taken out of numpy
+(``arr.ctypes.data`` kept as an int) are outside any rule.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +58,9 @@ class BufferPoolStats:
     discarded: int  # buffers refused on release (pool full, not owned, wrong layout)
     idle_bytes: int  # bytes held by idle buffers
     idle_buffers: int
+    recycled: int = 0  # fill() buffers that came back by themselves when their frame died
+    kept: int = 0  # fill() buffers still referenced when their frame died (left to the GC)
+    max_bytes: int = 0  # bound of idle_bytes
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -61,8 +77,11 @@ class BufferPool:
         self._idle: defaultdict[Key, deque[np.ndarray]] = defaultdict(deque)
         self._bytes = 0
         self._count = 0
-        self._lock = threading.Lock()
+        # Re-entrant: a frame's finalizer may run (garbage collection) in a thread that is
+        # inside the pool already, and it releases into the pool.
+        self._lock = threading.RLock()
         self._reused = self._allocated = self._released = self._discarded = 0
+        self._recycled = self._kept = 0
 
     @staticmethod
     def _key(shape: tuple[int, ...] | int, dtype: Any) -> Key:
@@ -130,7 +149,57 @@ class BufferPool:
             self.release(buf)  # the codec ignored out=: do not leak the buffer
         return out
 
+    def fill(
+        self, shape: tuple[int, ...] | int, dtype: Any, produce: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        """``produce(buffer)`` with a pooled buffer of ``shape``/``dtype``; returns its result.
+
+        ``produce`` writes a frame into the buffer (a decoder's ``out=``) and returns the
+        frame: the buffer, a view of it, or a new array when it could not use the buffer.
+        A frame in the buffer is returned as a view of it that recycles the buffer when it
+        dies (module docstring: "Recycling rule"); an unused buffer comes back at once.
+        On an error the buffer is dropped, not recycled (the traceback may still see it).
+        """
+        buf = self.acquire(shape, dtype)
+        result = produce(buf)
+        if result is buf or (isinstance(result, np.ndarray) and result.base is buf):
+            frame = buf[...] if result is buf else result
+            del result
+            watch = weakref.finalize(frame, _recycle, self, buf)
+            watch.atexit = False
+            return frame
+        if isinstance(result, np.ndarray) and np.may_share_memory(result, buf):
+            return result  # some other view chain: leave the buffer to the garbage collector
+        probe = np.empty(0)  # a local referenced from here only: what "unshared" counts
+        if sys.getrefcount(buf) <= sys.getrefcount(probe):
+            self.release(buf)
+        return result
+
+    def _returned(self, buf: np.ndarray, refs: int) -> None:
+        """A fill() frame died; ``refs`` is the buffer's reference count seen by ``_recycle``."""
+        if refs > _FINALIZER_REFS:
+            with self._lock:
+                self._kept += 1
+            return
+        if self.release(buf):
+            with self._lock:
+                self._recycled += 1
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the bound of idle bytes; idle buffers beyond it are dropped at once."""
+        dropped: list[np.ndarray] = []
+        with self._lock:
+            self.max_bytes = max(0, int(max_bytes))
+            for idle in self._idle.values():
+                while idle and self._bytes > self.max_bytes:
+                    arr = idle.popleft()  # least recently released first
+                    self._bytes -= arr.nbytes
+                    self._count -= 1
+                    dropped.append(arr)
+        del dropped  # freed outside the lock
+
     def clear(self) -> None:
+        """Drop every idle buffer (buffers of live frames come back later as usual)."""
         with self._lock:
             self._idle.clear()
             self._bytes = 0
@@ -145,4 +214,37 @@ class BufferPool:
                 discarded=self._discarded,
                 idle_bytes=self._bytes,
                 idle_buffers=self._count,
+                recycled=self._recycled,
+                kept=self._kept,
+                max_bytes=self.max_bytes,
             )
+
+
+def _recycle(pool: Any, buf: np.ndarray) -> None:
+    """The finalizer of a fill() frame: hand the buffer back if nothing else references it."""
+    pool._returned(buf, sys.getrefcount(buf))
+
+
+class _Probe:
+    refs = 0
+
+    def _returned(self, buf: np.ndarray, refs: int) -> None:
+        self.refs = refs
+
+
+def _finalizer_refs() -> int:
+    """The buffer's reference count inside ``_recycle`` when nothing but the finalizer
+    machinery references it, measured on this interpreter (counts differ between Python
+    versions; the rule must not guess them)."""
+    probe = _Probe()
+    buf = np.empty(1)
+    frame = buf[...]
+    weakref.finalize(frame, _recycle, probe, buf).atexit = False
+    del buf
+    del frame  # the finalizer runs here
+    if not probe.refs:  # pragma: no cover - weakref callbacks deferred: never recycle
+        return 0
+    return probe.refs
+
+
+_FINALIZER_REFS = _finalizer_refs()

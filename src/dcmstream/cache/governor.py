@@ -3,9 +3,10 @@
 The governor samples the machine (``psutil.virtual_memory().percent``) and the
 process (resident set size) every ``interval`` seconds. Under pressure (system
 use at or above ``system_threshold``, or RSS at or above ``process_limit_bytes``)
-it lowers the budgets of the registered caches by ``shrink_fraction`` — which
-evicts at once — and keeps lowering them at every check while the pressure
-lasts, down to ``min_fraction`` of the original budgets. Lowering the *budget*
+it lowers the budget of each registered cache (``max_bytes``, both tiers together;
+the tiers keep their shares) by ``shrink_fraction`` — which evicts at once — and
+keeps lowering it at every check while the pressure lasts, down to
+``min_fraction`` of the original budget. Lowering the *budget*
 rather than only evicting matters: a cache that merely evicted would refill on
 the next request, so nothing else could grow into the memory it gave back.
 When the pressure has been gone for ``recover_checks`` checks in a row (with a
@@ -25,7 +26,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 from ..libc import libc
 from ..memory import process_rss, system_memory_fraction
@@ -49,14 +50,13 @@ def psutil_probe() -> MemorySample:
 
 
 class GovernedCache(Protocol):
-    """What the governor needs of a cache (FrameCache has it)."""
-
-    decoded: Any  # .max_bytes
-    encoded: Any  # .max_bytes
+    """What the governor needs of a cache (FrameCache has it): one budget for all it holds."""
 
     @property
+    def max_bytes(self) -> int: ...
+    @property
     def bytes(self) -> int: ...
-    def resize(self, max_bytes: int | None = None, encoded_max_bytes: int | None = None) -> None: ...
+    def resize(self, max_bytes: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,10 @@ def tune_malloc(mmap_threshold: int = 64 * 1024, *, trim_threshold: int | None =
     the system at once and RSS tracks the budget within a few percent, for ~30 extra page
     faults per frame. ``dcmstream serve`` calls it; ``trim_threshold`` (bytes of free heap
     kept) and ``arenas`` (None: leave as is) are glibc's knobs of the same name.
+
+    Frames decoded through :meth:`FrameCache.decode_pooled` (recycled buffers) already stay
+    within ~10 % of the budget without it (``bench/results/cache-rss.md``); it still helps
+    everything else that allocates frame-sized blocks (encoded frames, responses).
 
     It changes the whole process's allocator, so it is opt-in: call it once at start (the
     environment variables ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and
@@ -159,7 +163,7 @@ class MemoryGovernor:
         self._trim = _malloc_trim() if trim else (lambda: None)
         self._lock = threading.RLock()
         self._caches: list[GovernedCache] = []
-        self._original: dict[int, tuple[int, int]] = {}
+        self._original: dict[int, int] = {}
         self.level = 1.0
         self._calm = 0
         self._checks = self._pressured = self._shrinks = self._recoveries = 0
@@ -172,29 +176,27 @@ class MemoryGovernor:
 
     # -- caches ------------------------------------------------------------------
     def register(self, cache: GovernedCache) -> None:
-        """Govern ``cache`` from now on (its current budgets count as its original ones)."""
+        """Govern ``cache`` from now on (its current budget counts as its original one)."""
         with self._lock:
             if any(c is cache for c in self._caches):
                 return
             self._caches.append(cache)
-            self._original[id(cache)] = (int(cache.decoded.max_bytes), int(cache.encoded.max_bytes))
+            self._original[id(cache)] = int(cache.max_bytes)
             if self.level < 1.0:
                 self._apply(cache)
 
     def unregister(self, cache: GovernedCache) -> None:
-        """Stop governing ``cache`` and give it back its original budgets."""
+        """Stop governing ``cache`` and give it back its original budget."""
         with self._lock:
             for k, c in enumerate(self._caches):
                 if c is cache:
                     del self._caches[k]
-                    decoded, encoded = self._original.pop(id(cache))
-                    cache.resize(decoded, encoded)
+                    cache.resize(self._original.pop(id(cache)))
                     return
 
     def _apply(self, cache: GovernedCache) -> int:
-        decoded, encoded = self._original[id(cache)]
         before = cache.bytes
-        cache.resize(max(0, int(decoded * self.level)), max(0, int(encoded * self.level)))
+        cache.resize(max(0, int(self._original[id(cache)] * self.level)))
         return max(0, before - cache.bytes)
 
     # -- checking ----------------------------------------------------------------

@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .buffers import BufferPoolStats
 
 __all__ = ["TierStats", "CacheStats", "DecodeTimer", "DECODE_BUCKETS_MS"]
 
@@ -33,10 +37,13 @@ class TierStats:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """A snapshot of a FrameCache: both tiers, decode times and prefetch use.
+    """A snapshot of a FrameCache: both tiers, decode times, prefetch use, frame buffers.
 
     ``hits``/``misses``/``hit_rate``/``bytes``/``evictions`` are over both tiers;
-    the per-tier numbers are in ``decoded`` and ``encoded``.
+    the per-tier numbers are in ``decoded`` and ``encoded``. ``max_bytes`` is the one
+    budget both tiers share (``decoded.max_bytes + encoded.max_bytes``, the encoded tier
+    ``encoded_share`` of it); ``buffers`` is the decode buffer pool (idle buffers are
+    outside the tiers, at most ``buffers.max_bytes``).
     """
 
     hits: int
@@ -53,6 +60,14 @@ class CacheStats:
     prefetch_issued: int = 0
     prefetch_used: int = 0
     prefetch_wasted: int = 0
+    max_bytes: int = 0
+    encoded_share: float = 0.0
+    buffers: BufferPoolStats | None = None
+
+    @property
+    def used_fraction(self) -> float:
+        """``bytes / max_bytes``: how full the cache is against its one budget."""
+        return self.bytes / self.max_bytes if self.max_bytes else 0.0
 
     def as_dict(self) -> dict[str, object]:
         """A flat dict (for JSON, Prometheus export, benchmark tables)."""
@@ -61,6 +76,8 @@ class CacheStats:
             "misses": self.misses,
             "hit_rate": round(self.hit_rate, 4),
             "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
+            "encoded_share": self.encoded_share,
             "evictions": self.evictions,
             "deduplicated": self.deduplicated,
             "decodes": self.decodes,
@@ -72,6 +89,9 @@ class CacheStats:
         for tier in (self.decoded, self.encoded):
             for key in ("hits", "misses", "bytes", "items", "max_bytes", "evictions", "refused"):
                 out[f"{tier.name}_{key}"] = getattr(tier, key)
+        if self.buffers is not None:
+            for key, value in self.buffers.as_dict().items():
+                out[f"buffers_{key}"] = value
         out["decode_histogram_ms"] = dict(self.decode_histogram_ms)
         return out
 

@@ -84,7 +84,7 @@ def serve(
     ),
     max_upload_mb: int = typer.Option(4096, help="largest STOW-RS request body, in MB"),
     public_url: str = typer.Option("", help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"),
-    cache_mb: int = typer.Option(64, help="decoded-frame cache budget in MB (the encoded tier gets a quarter more)"),
+    cache_mb: int = typer.Option(64, help="frame cache budget in MB, encoded and decoded frames together (a quarter of it for encoded)"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
     compress_policy: Path | None = typer.Option(
         None, "--compress-policy", help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
@@ -107,7 +107,7 @@ def serve(
     tune_malloc()
     # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
     # cache gets a fixed share rather than the library default (5% of RAM).
-    set_default_cache(FrameCache(max(cache_mb, 1) << 20, max(cache_mb << 18, 1 << 20)))
+    set_default_cache(FrameCache(max(cache_mb, 1) << 20))
     archive = Archive(archive_dir)
     worker = None
     if compress_policy is not None:

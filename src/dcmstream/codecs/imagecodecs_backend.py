@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from pydicom.pixels.utils import _get_jpg_parameters
@@ -30,8 +33,15 @@ from pydicom.uid import (
 
 from ..errors import DecodeError
 from ..index.pixel_spec import PixelSpec
-from .base import Decoded, FrameDecoder
-from .j2k_levels import codestream_start, decode_reduced, decomposition_levels, is_reversible, openjpeg_available
+from .base import Decoded, FrameDecoder, out_view
+from .j2k_levels import (
+    codestream_start,
+    decode_reduced,
+    decomposition_levels,
+    is_reversible,
+    openjpeg_available,
+    sample_dtype,
+)
 
 __all__ = ["IMAGECODECS_DECODERS", "openjph_ready"]
 
@@ -66,11 +76,34 @@ def _jpg_info(codec: str, data: bytes, spec: PixelSpec) -> dict:
     return info
 
 
-def _jpeg(data: bytes, spec: PixelSpec, level: int) -> Decoded:
+def _into(decode: Callable[..., np.ndarray], data: bytes, out: np.ndarray | None, **kwargs: Any) -> np.ndarray:
+    """``decode(data, out=out, **kwargs)``, or without ``out`` when there is none or it does not fit.
+
+    imagecodecs checks ``out`` (shape and sample type) after reading the header and before
+    decoding, raising ValueError("invalid out..."): a codestream whose sample type differs
+    from what the caller guessed is decoded into fresh memory instead, at the cost of one
+    header parse.
+    """
+    if out is None:
+        return decode(data, **kwargs)
+    try:
+        return decode(data, out=out, **kwargs)
+    except ValueError as exc:
+        if "out" not in str(exc):
+            raise
+    return decode(data, **kwargs)
+
+
+def _jpg_dtype(info: dict) -> np.dtype:
+    return np.dtype(np.uint8 if (info.get("precision") or 8) <= 8 else np.uint16)
+
+
+def _jpeg(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = None) -> Decoded:
     """JPEG baseline/extended/lossless through libjpeg-turbo 3 (8, 12 and 16 bit)."""
     info = _jpg_info("JPEG", data, spec)
+    into = out_view(out, _jpg_dtype(info))
     if spec.samples_per_pixel == 1:
-        return Decoded(imagecodecs.jpeg8_decode(data))
+        return Decoded(_into(imagecodecs.jpeg8_decode, data, into))
     photometric = spec.photometric_interpretation
     # Same colour-space decisions as pydicom (_conform_jpg_colorspace): component
     # ids "RGB"/"rgb" mean no transform; a JFIF marker means YCbCr.
@@ -83,15 +116,16 @@ def _jpeg(data: bytes, spec: PixelSpec, level: int) -> Decoded:
     if ybr:
         # libjpeg-turbo converts YCbCr to RGB itself (fixed point, within +-1 of
         # pydicom's float conversion) - far faster than converting afterwards.
-        arr = imagecodecs.jpeg8_decode(data, colorspace="YCBCR", outcolorspace="RGB")
+        arr = _into(imagecodecs.jpeg8_decode, data, into, colorspace="YCBCR", outcolorspace="RGB")
         return Decoded(arr, photometric="RGB")
-    arr = imagecodecs.jpeg8_decode(data, colorspace="RGB", outcolorspace="RGB")
+    arr = _into(imagecodecs.jpeg8_decode, data, into, colorspace="RGB", outcolorspace="RGB")
     return Decoded(arr, photometric=photometric if photometric != "YBR_FULL_422" else "RGB")
 
 
-def _jpegls(data: bytes, spec: PixelSpec, level: int) -> Decoded:
+def _jpegls(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = None) -> Decoded:
     info = _jpg_info("JPEG-LS", data, spec)
-    return Decoded(imagecodecs.jpegls_decode(data), precision=info.get("precision"))
+    arr = _into(imagecodecs.jpegls_decode, data, out_view(out, _jpg_dtype(info)))
+    return Decoded(arr, precision=info.get("precision"))
 
 
 def _j2k_params(data: bytes, spec: PixelSpec) -> tuple[int | None, bool | None]:
@@ -129,16 +163,23 @@ def _decimate(arr: np.ndarray, levels: int) -> np.ndarray:
     return np.ascontiguousarray(arr[::step, ::step])
 
 
-def _jpeg2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
+def _j2k_out(out: np.ndarray | None, precision: int | None, signed: bool | None, rest: int) -> np.ndarray | None:
+    # Levels left to decimate make the decoded array larger than ``out``: no use for it.
+    if out is None or rest or precision is None:
+        return None
+    return out_view(out, sample_dtype(precision, bool(signed)))
+
+
+def _jpeg2k(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = None) -> Decoded:
     precision, signed = _j2k_params(data, spec)
     native, rest = _split_level(data, level)
     if native and openjpeg_available():
         # imagecodecs' jpeg2k_decode has no reduce option: OpenJPEG's own
         # resolution factor, through ctypes, decodes only the coarser levels.
-        arr, _, _ = decode_reduced(data, native)
+        arr, _, _ = decode_reduced(data, native, out=_j2k_out(out, precision, signed, rest))
     else:
-        arr = imagecodecs.jpeg2k_decode(data)
         rest = level
+        arr = _into(imagecodecs.jpeg2k_decode, data, _j2k_out(out, precision, signed, rest))
     arr = _decimate(arr, rest)
     return Decoded(arr, photometric=_j2k_photometric(spec), precision=precision, signed=signed)
 
@@ -168,16 +209,16 @@ def openjph_ready() -> None:
             _ojph_warm = True
 
 
-def _htj2k(data: bytes, spec: PixelSpec, level: int) -> Decoded:
+def _htj2k(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = None) -> Decoded:
     openjph_ready()
     precision, signed = _j2k_params(data, spec)
     native, rest = _split_level(data, level)
     try:
-        arr = imagecodecs.htj2k_decode(data, skipres=native or None)
+        arr = _into(imagecodecs.htj2k_decode, data, _j2k_out(out, precision, signed, rest), skipres=native or None)
     except imagecodecs.Htj2kError:
         # OpenJPH decodes only HT code-blocks; .203 (HTJ2K) may hold classic
         # JPEG 2000 blocks too, which OpenJPEG handles.
-        return _jpeg2k(data, spec, level)
+        return _jpeg2k(data, spec, level, out)
     if native or not is_reversible(data):
         arr = _htj2k_clip_range(arr, data, native, spec, precision)
     arr = _decimate(arr, rest)
@@ -203,10 +244,11 @@ def _htj2k_clip_range(arr: np.ndarray, data: bytes, level: int, spec: PixelSpec,
         signed = arr.view(f"i{arr.dtype.itemsize}")
         np.clip(signed, 0, (1 << bits) - 1, out=signed)
         return arr
+    # OpenJPEG decodes again, over the wrapped samples (so into the same memory).
     if level == 0:
-        return imagecodecs.jpeg2k_decode(data)
+        return _into(imagecodecs.jpeg2k_decode, data, arr)
     if openjpeg_available():
-        return decode_reduced(data, level)[0]
+        return decode_reduced(data, level, out=arr)[0]
     return arr
 
 
@@ -230,23 +272,28 @@ def _check_rle_header(data: bytes, segments: int) -> None:
         raise DecodeError(f"RLE segment offsets {list(offsets)} are not increasing within the {len(data)}-byte frame")
 
 
-def _rle(data: bytes, spec: PixelSpec, level: int) -> Decoded:
+def _rle(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = None) -> Decoded:
     nbytes = spec.bits_allocated // 8 if spec.bits_allocated > 1 else 1
     expected = spec.pixels_per_frame * nbytes
     _check_rle_header(data, spec.samples_per_pixel * nbytes)
+    spp, rows, cols = spec.samples_per_pixel, spec.rows, spec.columns
+    dtype = np.dtype(f"u{nbytes}")
+    into = out_view(out, dtype) if out is not None and out.shape == spec.shape else None
+    final = np.empty(spec.shape, dtype) if into is None else into
+    direct = spp == 1 and nbytes == 1  # segments are the frame itself
     # Decode into a buffer of the frame's size, so the output never grows with
     # what the run lengths expand to (a longer frame fails instead).
-    raw = imagecodecs.dicomrle_decode(data, "u1", out=np.empty(expected, np.uint8))
+    raw = imagecodecs.dicomrle_decode(data, "u1", out=final.reshape(-1) if direct else np.empty(expected, np.uint8))
     if len(raw) != expected:
         raise DecodeError(f"RLE frame decodes to {len(raw)} bytes, expected {expected}")
-    spp, rows, cols = spec.samples_per_pixel, spec.rows, spec.columns
-    # Segments are per sample, most significant byte first (PS3.5 G.2).
-    planes = np.frombuffer(raw, np.uint8).reshape(spp, nbytes, rows * cols)
-    if nbytes > 1:
-        planes = np.ascontiguousarray(planes.transpose(0, 2, 1)).view(f">u{nbytes}")
-    arr = planes.reshape(spp, rows, cols)
-    arr = arr[0] if spp == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
-    return Decoded(arr.astype(arr.dtype.newbyteorder("=")), photometric=None)
+    if not direct:
+        # Segments are per sample, most significant byte first (PS3.5 G.2): one strided
+        # copy puts every byte where the native-order frame (rows, columns[, samples]) has it.
+        planes = np.frombuffer(raw, np.uint8).reshape(spp, nbytes, rows * cols)
+        if sys.byteorder == "little":
+            planes = planes[:, ::-1, :]
+        final.view(np.uint8).reshape(rows * cols, spp, nbytes)[...] = planes.transpose(2, 0, 1)
+    return Decoded(final, photometric=None)
 
 
 IMAGECODECS_DECODERS = [
@@ -256,8 +303,11 @@ IMAGECODECS_DECODERS = [
         _jpeg,
         package="imagecodecs",
         available=_available,
+        takes_out=True,
     ),
-    FrameDecoder("imagecodecs.jpegls", frozenset({JPEGLSLossless, JPEGLSNearLossless}), _jpegls, "imagecodecs", _available),
+    FrameDecoder(
+        "imagecodecs.jpegls", frozenset({JPEGLSLossless, JPEGLSNearLossless}), _jpegls, "imagecodecs", _available, takes_out=True
+    ),
     FrameDecoder(
         "imagecodecs.jpeg2k",
         frozenset({JPEG2000Lossless, JPEG2000}),
@@ -266,6 +316,7 @@ IMAGECODECS_DECODERS = [
         _available,
         reduces=True,
         max_level=decomposition_levels,
+        takes_out=True,
     ),
     FrameDecoder(
         "imagecodecs.htj2k",
@@ -275,6 +326,7 @@ IMAGECODECS_DECODERS = [
         _available,
         reduces=True,
         max_level=decomposition_levels,
+        takes_out=True,
     ),
-    FrameDecoder("imagecodecs.dicomrle", frozenset({RLELossless}), _rle, "imagecodecs", _available),
+    FrameDecoder("imagecodecs.dicomrle", frozenset({RLELossless}), _rle, "imagecodecs", _available, takes_out=True),
 ]

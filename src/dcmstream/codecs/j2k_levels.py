@@ -31,7 +31,8 @@ import numpy as np
 
 from ..errors import DecodeError
 
-__all__ = ["codestream_start", "decomposition_levels", "decode_reduced", "openjpeg_available", "openjpeg_library"]
+__all__ = ["codestream_start", "decomposition_levels", "decode_reduced", "openjpeg_available", "openjpeg_library",
+           "sample_dtype"]
 
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
@@ -300,19 +301,21 @@ def openjpeg_library() -> str | None:
     return _lib_path
 
 
-def _dtype(prec: int, signed: bool) -> np.dtype:
+def sample_dtype(prec: int, signed: bool) -> np.dtype:
+    """The array type a decoder gives samples of ``prec`` bits (OpenJPEG's and imagecodecs' rule)."""
     size = 1 if prec <= 8 else 2 if prec <= 16 else 4
     return np.dtype(f"{'i' if signed else 'u'}{size}")
 
 
-def decode_reduced(data: bytes, level: int) -> tuple[np.ndarray, int, bool]:
+def decode_reduced(data: bytes, level: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
     """Decode a J2K codestream (or JP2 file) at 1/2**level of its size with OpenJPEG.
 
     Returns (array, precision, signed) with the array shaped (rows, columns) or
     (rows, columns, components), like ``imagecodecs.jpeg2k_decode``. ``level``
     must be within 0..NL (see :func:`decomposition_levels`). The multi-component
     transform is undone by OpenJPEG, as in a full decode. Raises
-    :class:`DecodeError` when the library is missing or the decode fails.
+    :class:`DecodeError` when the library is missing or the decode fails. ``out``, when of
+    the decoded shape and sample type, receives the samples (else a new array does).
     """
     lib = _library()
     if lib is None:
@@ -354,14 +357,17 @@ def decode_reduced(data: bytes, level: int) -> tuple[np.ndarray, int, bool]:
         if any((c.h, c.w) != (h, w) for c in comps):
             raise DecodeError("JPEG 2000 components have different sizes (subsampled); not supported")
         prec, signed = comps[0].prec, bool(comps[0].sgnd)
-        dtype = _dtype(prec, signed)
-        out = np.empty((h, w, len(comps)), dtype)
+        dtype = sample_dtype(prec, signed)
+        shape = (h, w) if len(comps) == 1 else (h, w, len(comps))
+        if out is None or out.shape != shape or out.dtype != dtype:
+            out = np.empty(shape, dtype)
+        planes = out.reshape(h, w, len(comps))
         for k, comp in enumerate(comps):
             if not comp.data:
                 raise DecodeError("OpenJPEG returned a component without data")
             plane = np.ctypeslib.as_array(comp.data, shape=(h * w,))
-            out[:, :, k] = plane.reshape(h, w)
-        return (np.ascontiguousarray(out[:, :, 0]) if len(comps) == 1 else out), prec, signed
+            planes[:, :, k] = plane.reshape(h, w)
+        return out, prec, signed
     finally:
         _messages.errors = None
         if image:

@@ -396,7 +396,7 @@ def run(
     # a few decoded frames so neighbouring tiles do not decode them again.
     tile_cache = min(budget // 8, 256 << 20) if unit == "tile" else 0
     opts = ReadOptions(unit=unit, level=level, values=values, window=window, tile_cache_bytes=tile_cache)
-    cache: FrameCache | bool = FrameCache(max_bytes=tile_cache, encoded_max_bytes=max(1, tile_cache // 4)) if tile_cache else False
+    cache: FrameCache | bool = FrameCache(max_bytes=tile_cache) if tile_cache else False
     opener = Opener(cache=cache, max_open=max_open)
     planner = Planner(sources, unit=unit, opener=opener, level=level, tile_size=tile_size, overlap=overlap,
                       roi=roi, roi_level=roi_level)

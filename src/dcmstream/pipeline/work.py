@@ -151,7 +151,7 @@ def _process_opener(cache_bytes: int) -> Opener:
     with _openers_lock:
         opener = _openers.get(cache_bytes)
         if opener is None:
-            cache = FrameCache(max_bytes=cache_bytes, encoded_max_bytes=max(1, cache_bytes // 4)) if cache_bytes else False
+            cache = FrameCache(max_bytes=cache_bytes) if cache_bytes else False
             opener = _openers[cache_bytes] = Opener(cache=cache, max_open=16)
         return opener
 
