@@ -17,6 +17,7 @@ frame::
     inst = dcmstream.open("ct.dcm", cache=cache)
 """
 
+from .cache import FrameCache
 from .errors import (
     DcmstreamError,
     DecodeError,
@@ -25,7 +26,6 @@ from .errors import (
     SourceError,
     UnsupportedTransferSyntaxError,
 )
-from .cache import FrameCache
 from .image import Instance, Series, open, open_series
 from .index import FrameIndex, OffsetTableKind, PixelSpec
 from .io import ByteSource, BytesSource, FileObjectSource, FileSource

@@ -142,7 +142,7 @@ class Archive:
         A blob without its row (an interrupted ingest) or a row pointing elsewhere (an
         old blob a compression swap has not deleted yet) is skipped.
         """
-        for key in self.blobs.keys():
+        for key in self.blobs.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
             record = self.catalog.get(Path(key).stem)
             if record is not None and record.blob_key == key:
                 yield record

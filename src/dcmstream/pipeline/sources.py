@@ -30,9 +30,9 @@ from ..cache import FrameCache
 from ..cache.lru import OpenLRU
 from ..codecs.syntaxes import SYNTAXES
 from ..errors import DcmstreamError, DicomFormatError
-from ..io.walk import walk_files
 from ..image.levels import decimate, level_shape
 from ..index import PixelSpec
+from ..io.walk import walk_files
 from .tiles import SlideGeometry, slide_geometry
 
 if TYPE_CHECKING:
