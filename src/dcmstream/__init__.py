@@ -26,7 +26,7 @@ from .errors import (
     SourceError,
     UnsupportedTransferSyntaxError,
 )
-from .image import Instance, Series, open, open_series
+from .image import Instance, Series, open, open_series  # noqa: A004 - dcmstream.open is the public entry point (README)
 from .index import FrameIndex, OffsetTableKind, PixelSpec
 from .io import ByteSource, BytesSource, FileObjectSource, FileSource
 
