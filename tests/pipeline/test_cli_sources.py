@@ -50,7 +50,7 @@ def test_process_stats_csv_and_report(cohort: Path, tmp_path: Path) -> None:
     header = rows[0].split(",")
     got = {}
     for row in rows[1:]:
-        rec = dict(zip(header, row.split(",")))
+        rec = dict(zip(header, row.split(","), strict=True))
         got[f"{rec['source']}#{rec['frame']}"] = {"min": int(rec["min"]), "max": int(rec["max"]), "sum": int(rec["sum"])}
     assert got == expected_stats(cohort)
 
