@@ -213,7 +213,7 @@ def trace_worker(p: dict[str, Any]) -> dict[str, Any]:
         "stopped_behind": stopped,
         "duration_s": round(trace[-1][0], 2),
         "latency_ms": summarize(latencies),
-        "latency_after_1s_ms": summarize([lat for lat, at in zip(latencies, times) if at >= 1.0]),
+        "latency_after_1s_ms": summarize([lat for lat, at in zip(latencies, times, strict=True) if at >= 1.0]),
         "hit_rate": hits / len(latencies),
         "rss": mem,
     }

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                         "path": str(path), "target": target, "jobs": jobs, "verify": verify,
                         "out": str(work / f"{path.stem}.{target}.dcm"), "raw": True})
                     large.setdefault(key, []).append(r)
-    for label, (path, _) in samples.items():
+    for label in samples:
         for target in LARGE_TARGETS:
             for jobs, verify in variants(label):
                 runs = large[f"{label}/{target}/jobs{jobs}/{'verify' if verify else 'noverify'}"]
@@ -275,11 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                     r["x_bound"] = r["mbps"] / r["bound_mbps"] if verify else None
                 goal = SPEED_TARGET_1 if jobs == 1 else SPEED_TARGET_2
 
-                def med(name: str) -> float | None:
+                def med(name: str, runs: list[dict[str, Any]] = runs) -> float | None:
                     values = [r[name] for r in runs if r.get(name) is not None]
                     return statistics.median(values) if values else None
 
-                def verdict(value: float | None) -> str:
+                def verdict(value: float | None, goal: float = goal) -> str:
                     return "" if value is None else f"{value:.2f} ({'met' if value >= goal else 'missed'} {goal})"
 
                 judged = "x_bound" if verify else "x_raw"  # what verification allows

@@ -580,14 +580,17 @@ def compare_pixels(target: Target, mode: str, a: FrameAnswer, b: FrameAnswer) ->
     if a.error or b.error:
         out["note"] = f"cannot compare: {a.error or ''} {b.error or ''}".strip()
         return out
-    same = [pa == pb for (_, pa), (_, pb) in zip(a.parts, b.parts)]
+    if len(a.parts) != len(b.parts):
+        out["note"] = f"different frame counts ({len(a.parts)} vs {len(b.parts)})"
+        return out
+    same = [pa == pb for (_, pa), (_, pb) in zip(a.parts, b.parts, strict=True)]
     out["identical_frames"] = f"{sum(same)}/{len(same)}"
     out["identical"] = all(same)
     out["sizes"] = {"orthanc": [len(p) for _, p in a.parts], "dcmstream": [len(p) for _, p in b.parts]}
     if out["identical"]:
         return out
     notes = []
-    for (_, pa), (_, pb) in zip(a.parts, b.parts):
+    for (_, pa), (_, pb) in zip(a.parts, b.parts, strict=True):
         if pa == pb:
             continue
         if mode == "default" and len(pa) == len(pb) == target.frame_bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
@@ -25,10 +24,3 @@ def testfile():
         return str(path)
 
     return get
-
-
-@pytest.fixture(autouse=True)
-def _quiet_pydicom_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield

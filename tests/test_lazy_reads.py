@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -65,7 +66,7 @@ def test_native_encoded_frame_is_raw_bytes(testfile) -> None:
 
 def test_sources_agree(testfile) -> None:
     path = testfile("emri_small_RLE.dcm")
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     with dcmstream.open(path) as a, dcmstream.open(data) as b, dcmstream.open(io.BytesIO(data)) as c:
         for i in range(len(a)):
             np.testing.assert_array_equal(a.frame(i), b.frame(i))

@@ -145,7 +145,7 @@ def exercise(
 
 
 def patched(data: bytes, offset: int, new: bytes) -> bytes:
-    assert 0 <= offset and offset + len(new) <= len(data)
+    assert offset >= 0 and offset + len(new) <= len(data)
     return data[:offset] + new + data[offset + len(new) :]
 
 
@@ -801,9 +801,8 @@ def test_bad_arguments_raise_index_and_type_errors() -> None:
             inst.encoded_frame(10)
     with pytest.raises(TypeError):
         dcmstream.open(12345)  # type: ignore[arg-type]
-    with quiet(), dcmstream.open(load("rtstruct.dcm"), cache=False) as inst:
-        with pytest.raises(DicomFormatError):
-            inst.frame(0)
+    with quiet(), dcmstream.open(load("rtstruct.dcm"), cache=False) as inst, pytest.raises(DicomFormatError):
+        inst.frame(0)
 
 
 class _FailingFile(io.RawIOBase):

@@ -425,7 +425,7 @@ def test_us_and_mr_frames() -> None:
     colour = (us[..., 0] != us[..., 2]).sum()
     assert 0 < colour < us.shape[0] * us.shape[1] * 0.05  # a small Doppler patch
     mr = synthetic_frames("mr", rows=128, columns=128)(5)
-    assert mr.dtype == np.uint16 and 0 <= mr.min() and mr.max() <= 4095
+    assert mr.dtype == np.uint16 and mr.min() >= 0 and mr.max() <= 4095
 
 
 def test_jpegls_ratio_is_realistic() -> None:

@@ -44,7 +44,7 @@ def test_rows_are_unique_and_agree_with_pydicom() -> None:
 
 
 def test_derived_sets() -> None:
-    assert NATIVE_SYNTAXES == {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"} == NATIVE_SYNTAXES
     assert ENCAPSULATED_UNCOMPRESSED == "1.2.840.10008.1.2.1.98"
     assert LOSSY_METHODS["1.2.840.10008.1.2.4.203"] == "ISO_15444_15" and "1.2.840.10008.1.2.4.80" not in LOSSY_METHODS
     assert media_type("1.2.840.10008.1.2.4.80") == "image/jls" and media_type("1.2.3") == "application/octet-stream"
@@ -64,7 +64,7 @@ def test_every_user_reads_the_table() -> None:
         assert row is not None and (row.lossy_method is not None) == target.lossy, target.name
     for name, uid in SAMPLE_SYNTAXES.items():
         assert by_name(name).uid == uid
-    assert _J2K_SYNTAXES == {s.uid for s in SYNTAXES if s.family in ("j2k", "htj2k")}
+    assert {s.uid for s in SYNTAXES if s.family in ("j2k", "htj2k")} == _J2K_SYNTAXES
     for s in SYNTAXES:
         assert media_type_for_syntax(s.uid) == s.media_type
         assert is_deflated(s.uid) == s.deflated

@@ -17,6 +17,7 @@ frame::
     inst = dcmstream.open("ct.dcm", cache=cache)
 """
 
+from .cache import FrameCache
 from .errors import (
     DcmstreamError,
     DecodeError,
@@ -25,8 +26,7 @@ from .errors import (
     SourceError,
     UnsupportedTransferSyntaxError,
 )
-from .cache import FrameCache
-from .image import Instance, Series, open, open_series
+from .image import Instance, Series, open, open_series  # noqa: A004 - dcmstream.open is the public entry point (README)
 from .index import FrameIndex, OffsetTableKind, PixelSpec
 from .io import ByteSource, BytesSource, FileObjectSource, FileSource
 

@@ -53,7 +53,8 @@ from typing import Any
 
 from .archive import Archive, IngestResult, InstanceRecord
 from .archive.ingest import instance_record
-from .compress import UnsupportedTarget, parse_target
+from .compress import TranscodeResult, UnsupportedTarget, parse_target
+from .compress import transcode as compress_transcode
 
 __all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
 
@@ -99,12 +100,12 @@ class CompressionRule:
         return transfer_syntax != self.target_syntax  # already there: nothing to do
 
 
-def _attrs(obj: Any) -> tuple[str, str, int]:
+def _attrs(obj: InstanceRecord | Mapping[str, Any]) -> tuple[str, str, int]:
     """(modality, transfer syntax, size) of an InstanceRecord or a mapping."""
     if isinstance(obj, Mapping):
         return str(obj.get("modality") or ""), str(obj.get("transfer_syntax") or ""), int(obj.get("size") or 0)
-    modality = str((getattr(obj, "columns", None) or {}).get("modality") or "")
-    text = getattr(obj, "dataset_json", None)
+    modality = str((obj.columns or {}).get("modality") or "")
+    text = obj.dataset_json
     if not modality and text:
         values = json.loads(text).get(_MODALITY_TAG, {}).get("Value") or [""]
         modality = str(values[0] or "")
@@ -178,9 +179,6 @@ def load_policy(path: str | os.PathLike[str]) -> CompressionPolicy:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-_STOP = object()
-
-
 class PolicyWorker:
     """Applies a :class:`CompressionPolicy` to newly stored instances in one background thread.
 
@@ -198,15 +196,16 @@ class PolicyWorker:
         *,
         queue_size: int = 1024,
         block: bool = False,
-        transcode: Callable[..., Any] | None = None,
+        transcode: Callable[..., TranscodeResult] | None = None,
     ) -> None:
         if policy is None or not policy.rules:
             raise ValueError("PolicyWorker needs a policy with at least one rule")
         self.archive = archive
         self.policy = policy
         self.block = block
-        self._transcode = transcode
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(int(queue_size), 1))
+        self._transcode = transcode if transcode is not None else compress_transcode
+        # SOP Instance UIDs to process; None stops the thread
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=max(int(queue_size), 1))
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -236,9 +235,9 @@ class PolicyWorker:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not _STOP:
+                if item is not None:
                     self._done()
-        self._queue.put(_STOP)
+        self._queue.put(None)
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self._thread = None
@@ -262,7 +261,7 @@ class PolicyWorker:
             }
 
     # -- queueing ---------------------------------------------------------------------------
-    def _on_ingest(self, result: Any) -> None:
+    def _on_ingest(self, result: IngestResult) -> None:
         if result.status == "stored" and result.sop_uid and not self._stopped.is_set():
             self.submit(result.sop_uid)
 
@@ -299,7 +298,7 @@ class PolicyWorker:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if item is None:
                 return
             try:
                 self.process(item)
@@ -332,10 +331,7 @@ class PolicyWorker:
                 with open(local_copy, "xb") as fh:
                     fh.writelines(archive.blobs.iter_range(record.blob_key))
                 source = local_copy
-            transcode = self._transcode
-            if transcode is None:
-                from .compress import transcode
-            result = transcode(source, out, target, copy_kept=False)
+            result = self._transcode(source, out, target, copy_kept=False)
             if result.status != "written" or not out.is_file():
                 kind = "failed" if result.status == "failed" else "kept"
                 return self._outcome(kind, sop_uid, f"transcode {result.status}: {result.message}")
@@ -374,7 +370,7 @@ class PolicyWorker:
             if local_copy is not None:
                 local_copy.unlink(missing_ok=True)
 
-    def _new_record(self, record: Any, new_key: str, size: int) -> Any:
+    def _new_record(self, record: InstanceRecord, new_key: str, size: int) -> InstanceRecord:
         from .image.instance import open as open_instance
 
         inst = open_instance(self.archive.blobs.open(new_key), cache=False, strict=True)
@@ -391,7 +387,7 @@ class PolicyWorker:
             raise ValueError(f"frame count changed ({old_frames} -> {new_frames})")
         return replace(fresh, blob_key=new_key, size=size, columns=record.columns, ingested_at=record.ingested_at)
 
-    def _notify(self, record: Any) -> None:
+    def _notify(self, record: InstanceRecord) -> None:
         # Caches drop the old bytes; this worker's own listener ignores "replaced".
         self.archive.notify(IngestResult(
             "replaced", sop_uid=record.sop_uid, sop_class_uid=record.sop_class_uid,

@@ -59,7 +59,7 @@ def test_decode_into_reused_buffers_matches_fresh_decode(encode, decode) -> None
     frames = [source(n) for n in range(0, 40, 7)]
     encoded = [encode(f) for f in frames]
     pool = BufferPool(max_per_key=1)
-    for frame, data in zip(frames, encoded):
+    for frame, data in zip(frames, encoded, strict=True):
         out = pool.decode_into(decode, data, frame.shape, frame.dtype)
         np.testing.assert_array_equal(out, decode(data))
         np.testing.assert_array_equal(out, frame)

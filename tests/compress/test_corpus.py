@@ -3,7 +3,6 @@ target, bit-exact against the source's dcmstream frames, or the input kept for a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 
 from dcmstream.compress import transcode
-from dcmstream.compress.encoders import TARGETS, parse_target
+from dcmstream.compress.encoders import parse_target
 
 from .conftest import frames_of
 
@@ -162,7 +162,7 @@ def test_peers_decode_the_same_pixels(synthetic, tmp_path: Path, kind: str, targ
         np.testing.assert_array_equal(ours, frames_of(synthetic[kind]))
     peers = _decode_with_peers(target, output, tmp_path)
     assert peers
-    for name, pixels in peers:
+    for _name, pixels in peers:
         if pixels.ndim == ours.ndim + 1 and pixels.shape[0] == 1:
             pixels = pixels[0]
         freedom = {"jpeg": 3, "j2k-lossy": 2, "htj2k-lossy": 2}.get(t.name, 0)

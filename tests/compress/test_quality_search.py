@@ -37,7 +37,7 @@ def test_every_frame_meets_the_psnr_goal_in_few_encodes(ct_series: Path, tmp_pat
     assert result.encodes_per_frame is not None and result.encodes_per_frame <= 3
     # The PSNR reported is the one of the file as written, read back by dcmstream.
     source, written = frames_of(ct_series), frames_of(result.output)
-    measured = [psnr(a, b, 4095.0) for a, b in zip(source, written)]
+    measured = [psnr(a, b, 4095.0) for a, b in zip(source, written, strict=True)]
     np.testing.assert_allclose(measured, result.psnr, rtol=1e-9)
     # Not wastefully above the goal either: the search keeps the cheapest it found.
     assert np.median(result.psnr) < goal + 1.0

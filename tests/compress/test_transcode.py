@@ -287,9 +287,9 @@ def test_frames_in_tasks_of_several_keep_their_order(tmp_path: Path, target: str
 
 
 def test_ordered_runs_chunks_within_the_window() -> None:
-    from concurrent.futures import ThreadPoolExecutor
     import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     lock, state = threading.Lock(), {"running": 0, "most": 0}
 

@@ -41,7 +41,7 @@ def test_oblique_stack_sorts_along_the_normal(tmp_path):
     uid = generate_uid()
     row, col = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])  # sagittal: normal = -x
     normal = np.cross(row, col)
-    for name, k in zip("dacb", (3, 0, 2, 1)):
+    for name, k in zip("dacb", (3, 0, 2, 1), strict=True):
         position = tuple(float(v) for v in np.array([5.0, -20.0, 7.0]) + 1.7 * k * normal)
         write_ct(tmp_path / f"{name}.dcm", np.full((4, 4), k, np.uint16), series_uid=uid, position=position,
                  orientation=(*row, *col), instance_number=10 - k)
@@ -52,7 +52,7 @@ def test_oblique_stack_sorts_along_the_normal(tmp_path):
 
 def test_instance_number_then_file_name(tmp_path):
     uid = generate_uid()
-    for name, number in zip("abc", (3, 1, 2)):
+    for name, number in zip("abc", (3, 1, 2), strict=True):
         write_ct(tmp_path / f"{name}.dcm", np.full((4, 4), number, np.uint16), series_uid=uid, instance_number=number)
     with dcmstream.open_series(tmp_path, cache=False) as series:
         assert series.sort_rule == "instance_number" and _values(series) == [1, 2, 3]

@@ -19,9 +19,11 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def client():
     # In-process workers keep the test light; the chunks still travel pickled (by path).
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as c:
-            yield c
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
 
 
 def test_run_on_a_local_cluster_matches_the_local_run(cohort: Path, client) -> None:

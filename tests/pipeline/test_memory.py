@@ -128,7 +128,9 @@ def test_a_pause_that_cannot_end_degrades_to_one_item_at_a_time(tmp_path: Path) 
             live["n"] -= 1
         return item.frame
 
-    always = lambda: MemorySample(0.99, 1)
+    def always() -> MemorySample:
+        return MemorySample(0.99, 1)
+
     report = pipeline.run(path, fn, memory_probe=always, monitor_interval=0.01, stall_timeout=0.2, workers=2)
     assert report.items == 8 and report.forced == 8
     assert max(in_flight) == 1

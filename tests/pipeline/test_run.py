@@ -93,7 +93,8 @@ def test_a_failing_item_does_not_stop_the_run(cohort: Path, tmp_path: Path) -> N
     data = good.read_bytes()
     (folder / "truncated.dcm").write_bytes(data[: len(data) // 2])  # frames past the cut are missing
     sink = pipeline.ListSink()
-    report = pipeline.run(folder, fails_on_frame_3, sink=sink, workers=2, memory_budget="64MB")
+    with pytest.warns(UserWarning, match="Basic Offset Table places the last"):  # the truncated file
+        report = pipeline.run(folder, fails_on_frame_3, sink=sink, workers=2, memory_budget="64MB")
     keys = {f.key: f for f in report.failures}
     assert f"{folder / 'ct-jls.dcm'}#3" in keys and f"{folder / 'mr-htj2k.dcm'}#3" in keys
     f = keys[f"{folder / 'ct-jls.dcm'}#3"]

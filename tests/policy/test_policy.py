@@ -10,13 +10,13 @@ import pytest
 
 import dcmstream
 from dcmstream.archive import Archive
+from dcmstream.compress.encoders import UnsupportedTarget
 from dcmstream.policy import (
     CompressionPolicy,
     CompressionRule,
     PolicyWorker,
     load_policy,
 )
-from dcmstream.compress.encoders import UnsupportedTarget
 from dcmstream.samples import write_multiframe
 
 JPEG_LS = "1.2.840.10008.1.2.4.80"
@@ -243,7 +243,7 @@ def test_import_cli_applies_the_policy(tmp_path, testfile) -> None:
 
 
 def _sops(arc: Archive) -> list[str]:
-    return [key.rsplit("/", 1)[1][: -len(".dcm")] for key in arc.blobs.keys()]
+    return [key.rsplit("/", 1)[1][: -len(".dcm")] for key in arc.blobs.keys()]  # noqa: SIM118 - a BlobStore, not a dict
 
 
 def test_metrics_expose_policy_counters(archive: Archive, ct_policy, testfile) -> None:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pydicom.data import get_testdata_file
 
 from dcmstream.archive import Archive
 from dcmstream.cache import FrameCache
 from dcmstream.samples import write_multiframe
 from dcmstream.web import create_app
+
 from ..server_util import start_server, stop_server
 
 CHROMIUM = os.environ.get("DCMSTREAM_CHROMIUM", "/usr/bin/chromium")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from pydicom.data import get_testdata_file
 
 from dcmstream.archive import Archive
@@ -19,6 +18,7 @@ from dcmstream.cache import FrameCache
 from dcmstream.samples import write_multiframe
 from dcmstream.web import create_app
 from dcmstream.web.common import ServerConfig
+
 from ..server_util import start_server, stop_server
 
 TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg.dcm", "emri_small_jpeg_2k_lossless.dcm", "rtdose.dcm")

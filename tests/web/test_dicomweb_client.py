@@ -51,7 +51,7 @@ def test_retrieve_instance_frames_default_syntax(server: Server, client: DICOMwe
     frames = client.retrieve_instance_frames(st, se, sop, frame_numbers=[1, 4])
     with dcmstream.open(server.files[name], cache=False) as inst:
         spec = inst.pixel_spec
-        for data, number in zip(frames, (1, 4)):
+        for data, number in zip(frames, (1, 4), strict=True):
             import numpy as np
 
             arr = np.frombuffer(data, dtype=spec.dtype.newbyteorder("<")).reshape(spec.shape)

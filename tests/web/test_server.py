@@ -145,7 +145,7 @@ def test_frames_default_octet_stream_equal_decoded_frames(server: Server, http, 
     parts = multipart_parts(r)
     assert len(parts) == 3
     with dcmstream.open(server.files[name], cache=False) as inst:
-        for (headers, body), number in zip(parts, (1, 3, 5)):
+        for (headers, body), number in zip(parts, (1, 3, 5), strict=True):
             assert headers["content-type"] == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
             np.testing.assert_array_equal(decode_octets(body, server.files[name]), inst.frame(number - 1))
 

@@ -6,9 +6,9 @@ rewrites archived blobs needs :mod:`dcmstream.compress` too, so it lives above b
 packages, in :mod:`dcmstream.policy`.
 """
 
+from .archive import Archive
 from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, InvalidKeyError, validate_key
 from .catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SearchResult, SQLCatalog, SQLiteCatalog
-from .archive import Archive
 from .ingest import IngestResult, iter_files
 from .stored import StoredInstance
 from .uids import InvalidUIDError, is_valid_uid, validate_uid

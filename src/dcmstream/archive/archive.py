@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from ..cache import FrameCache, default_cache
 from ..cache.lru import LRU
@@ -36,6 +36,13 @@ __all__ = ["Archive"]
 log = logging.getLogger(__name__)
 
 _CATALOG_FILE = "catalog.sqlite"
+
+
+class ArchiveWorker(Protocol):
+    """A background job attached to an archive (the compression policy, which lives in a
+    higher layer); the web layer exposes its :meth:`metrics` on ``/metrics``."""
+
+    def metrics(self) -> dict[str, int]: ...
 
 
 class Archive:
@@ -66,7 +73,7 @@ class Archive:
         self._sop_locks: dict[str, threading.Lock] = {}
         #: The compression policy worker (:class:`dcmstream.policy.PolicyWorker`) attached
         #: to this archive, if any; the server reports its metrics.
-        self.policy_worker: Any = None
+        self.policy_worker: ArchiveWorker | None = None  # set by dcmstream.policy.PolicyWorker
         if isinstance(self.blobs, FilesystemBlobStore):
             self.blobs.clean_staging(older_than=6 * 3600)
 
@@ -142,7 +149,7 @@ class Archive:
         A blob without its row (an interrupted ingest) or a row pointing elsewhere (an
         old blob a compression swap has not deleted yet) is skipped.
         """
-        for key in self.blobs.keys():
+        for key in self.blobs.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
             record = self.catalog.get(Path(key).stem)
             if record is not None and record.blob_key == key:
                 yield record

@@ -39,15 +39,23 @@ class Column:
 
     @property
     def tag(self) -> int:
-        return int(tag_for_keyword(self.keyword))  # type: ignore[arg-type]
+        return _dictionary_tag(self.keyword)
 
     @property
     def is_integer(self) -> bool:
         return self.vr in ("IS", "US", "UL", "SL", "SS")
 
 
+def _dictionary_tag(keyword: str) -> int:
+    """The tag of a keyword of the DICOM dictionary (the catalog's columns are all there)."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"{keyword!r} is not a DICOM dictionary keyword")
+    return tag
+
+
 def _col(keyword: str, level: str, name: str) -> Column:
-    vr = dictionary_VR(tag_for_keyword(keyword))
+    vr = dictionary_VR(_dictionary_tag(keyword))
     return Column(keyword, level, name, "US" if vr == "US or SS" else vr)
 
 
@@ -121,10 +129,10 @@ def resolve_attribute(name: str) -> tuple[int, str] | None:
     if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name):
         tag = int(name, 16)
         return tag, keyword_for_tag(tag) or ""
-    tag = tag_for_keyword(name)
-    if tag is None:
+    known = tag_for_keyword(name)
+    if known is None:
         return None
-    return int(tag), name
+    return known, name
 
 
 def _text(value: Any) -> str | None:

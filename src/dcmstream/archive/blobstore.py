@@ -86,7 +86,8 @@ class BlobStore(ABC):
         """Bytes read so far through sources opened by this store."""
         return self._bytes_read
 
-    def _count(self, n: int) -> None:
+    def count_read(self, n: int) -> None:
+        """Add ``n`` bytes to :attr:`bytes_read`: the sources a store opens call this on each read."""
         with self._read_lock:
             self._bytes_read += n
 
@@ -181,14 +182,14 @@ class _CountingFileSource(FileSource):
 
     def _read_at(self, offset: int, length: int) -> bytes:
         data = super()._read_at(offset, length)
-        self._store._count(len(data))
+        self._store.count_read(len(data))
         return data
 
     def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
         # FileSource reads these with preadv, past _read_at: count them here. (Its
         # fallback through _read_at only returns when a short read raises anyway.)
         buf = super().read_writable(offset, length, what)
-        self._store._count(len(buf))
+        self._store.count_read(len(buf))
         return buf
 
 

@@ -119,15 +119,19 @@ def ingest_file(
             if inst is not None:
                 inst.close()
     except DcmstreamError as exc:
-        return IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message=f"not a readable DICOM file: {_short(exc)}")
+        reason = f"not a readable DICOM file: {_short(exc)}"
+        return IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message=reason)
     except OSError as exc:
         return IngestResult("failed", failure_reason=FAILURE_OUT_OF_RESOURCES, message=f"storage error: {exc}")
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop an import
         log.exception("ingest of %s failed", path)
-        return IngestResult("failed", failure_reason=FAILURE_PROCESSING, message=f"{type(exc).__name__}: {_short(exc)}")
+        reason = f"{type(exc).__name__}: {_short(exc)}"
+        return IngestResult("failed", failure_reason=FAILURE_PROCESSING, message=reason)
 
 
-def _ingest_opened(archive: Archive, path: Path, inst: Instance | None, *, move: bool, expected_study: str | None) -> IngestResult:
+def _ingest_opened(
+    archive: Archive, path: Path, inst: Instance | None, *, move: bool, expected_study: str | None
+) -> IngestResult:
     if inst is not None:
         ds = inst.dataset
         ts = str(inst.transfer_syntax)
@@ -140,27 +144,34 @@ def _ingest_opened(archive: Archive, path: Path, inst: Instance | None, *, move:
     sop = str(ds.get("SOPInstanceUID", "") or "")
     study = str(ds.get("StudyInstanceUID", "") or "")
     series = str(ds.get("SeriesInstanceUID", "") or "")
-    ids = dict(sop_uid=sop or None, sop_class_uid=sop_class or None, study_uid=study or None, series_uid=series or None)
+    # the instance's identity, in every result: each return below replaces status and message
+    seen = IngestResult(
+        "failed", sop_uid=sop or None, sop_class_uid=sop_class or None, study_uid=study or None, series_uid=series or None
+    )
     try:
-        for value, what in ((sop, "SOPInstanceUID"), (sop_class, "SOPClassUID"), (study, "StudyInstanceUID"), (series, "SeriesInstanceUID")):
+        for value, what in (
+            (sop, "SOPInstanceUID"),
+            (sop_class, "SOPClassUID"),
+            (study, "StudyInstanceUID"),
+            (series, "SeriesInstanceUID"),
+        ):
             validate_uid(value, what)
         if ts:
             validate_uid(ts, "TransferSyntaxUID")
         else:
             raise InvalidUIDError("no TransferSyntaxUID in the file meta information (not a DICOM Part 10 file)")
     except InvalidUIDError as exc:
-        return IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc), **ids)
+        return replace(seen, failure_reason=FAILURE_CANNOT_UNDERSTAND, message=str(exc))
     if expected_study is not None and study != expected_study:
-        return IngestResult(
-            "failed",
+        return replace(
+            seen,
             failure_reason=FAILURE_DATASET_MISMATCH,
             message=f"StudyInstanceUID {study} does not match the target study {expected_study}",
-            **ids,
         )
     catalog, blobs = archive.catalog, archive.blobs
     with archive.instance_lock(sop):
         if catalog.get(sop) is not None:
-            return IngestResult("duplicate", message="already archived", **ids)
+            return replace(seen, status="duplicate", message="already archived")
         key = archive.blob_key(study, series, sop)
         record = instance_record(ds, inst, ts, blob_key=key)
         existed = blobs.exists(key)
@@ -171,12 +182,12 @@ def _ingest_opened(archive: Archive, path: Path, inst: Instance | None, *, move:
         except CatalogConflictError as exc:
             if not existed:
                 blobs.delete(key)
-            return IngestResult("failed", failure_reason=FAILURE_DATASET_MISMATCH, message=str(exc), **ids)
+            return replace(seen, failure_reason=FAILURE_DATASET_MISMATCH, message=str(exc))
         except BaseException:
             if not existed:
                 blobs.delete(key)
             raise
-    result = IngestResult("stored" if added else "duplicate", **ids)
+    result = replace(seen, status="stored" if added else "duplicate")
     if added:
         archive.notify(result)
     return result
@@ -202,9 +213,9 @@ def instance_record(ds: Dataset, inst: Instance | None, transfer_syntax: str, *,
 
     data = dataset_to_json(ds, uri)
     data["00083002"] = {"vr": "UI", "Value": [ts]}  # AvailableTransferSyntaxUID (viewers use it)
-    pixel = frame_index = None
-    if inst is not None and inst.has_pixels:
-        pixel = pixel_record(inst)
+    pixel = None if inst is None else pixel_record(inst)  # None without pixel data
+    frame_index: dict[str, Any] | None = None
+    if inst is not None and pixel is not None:
         if ts != DeflatedExplicitVRLittleEndian and not pixel["swap_ow"]:
             frame_index = inst.frame_index.to_dict()
         data[f"{pixel['tag']:08X}"] = {"vr": _pixel_json_vr(pixel), "BulkDataURI": uri(pixel["tag"])}

@@ -21,8 +21,11 @@ def import_files(
     archive: Path = typer.Option(Path("archive"), "--archive", "-a", help="archive folder (created if missing)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     compress_policy: Path | None = typer.Option(
-        None, "--compress-policy", help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
-        exists=True, dir_okay=False,
+        None,
+        "--compress-policy",
+        help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
+        exists=True,
+        dir_okay=False,
     ),
 ) -> None:
     """Copy DICOM files into an archive (idempotent: instances already archived are skipped)."""
@@ -58,7 +61,8 @@ def import_files(
                 counts[result.status] += 1
                 if not result.ok:
                     failures.append((path, result.message))
-                progress.update(task, advance=1, status=f"{counts['stored']} stored, {counts['duplicate']} dup, {counts['failed']} failed")
+                status = f"{counts['stored']} stored, {counts['duplicate']} dup, {counts['failed']} failed"
+                progress.update(task, advance=1, status=status)
         if worker is not None:
             with console.status("applying the compression policy ..."):
                 worker.stop(drain=True)

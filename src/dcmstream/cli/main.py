@@ -15,7 +15,7 @@ Every command runs through :class:`_Command`, so all of them behave alike for a 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -24,6 +24,8 @@ from ..errors import DcmstreamError
 from . import compress, demo, frame, importer, info, process, serve
 
 
+# Contexts and parameters stay Any: typer builds on its own vendored copy of click
+# (typer._click), whose classes are not public API.
 def _tidy_params(params: list[Any]) -> list[Any]:
     """Flags get an empty metavar (no ``<bool>``), arguments their name in capitals."""
     for param in params:
@@ -35,7 +37,7 @@ def _tidy_params(params: list[Any]) -> list[Any]:
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
-                      lineno: int, file: Any = None, line: str | None = None) -> None:
+                      lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
     typer.echo(f"warning: {message}", err=True)
 
 

@@ -16,7 +16,10 @@ DEMO_TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm", "emri_small_j
 #: (label, write_multiframe arguments) of the generated demo studies.
 DEMO_SAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("CT JPEG-LS, 1,000 frames 512x512", dict(frames=1000, syntax="jpeg-ls", kind="ct", rows=512, columns=512, seed=1)),
-    ("US RGB JPEG baseline, 120 frames 480x640", dict(frames=120, syntax="jpeg-baseline", kind="us", rows=480, columns=640, seed=2)),
+    (
+        "US RGB JPEG baseline, 120 frames 480x640",
+        dict(frames=120, syntax="jpeg-baseline", kind="us", rows=480, columns=640, seed=2),
+    ),
 )
 
 
@@ -75,20 +78,31 @@ def banner(root: Path, counts: dict[str, int], host: str, port: int,
 
 
 def serve(
-    archive_dir: Path = typer.Argument(Path("archive"), help="archive folder (catalog.sqlite + objects/); created if missing"),
+    archive_dir: Path = typer.Argument(
+        Path("archive"), help="archive folder (catalog.sqlite + objects/); created if missing"
+    ),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8042, help="TCP port"),
-    demo: bool = typer.Option(False, "--demo", help="add sample studies (a 1,000-frame JPEG-LS CT, an RGB US cine, pydicom test files) once"),
+    demo: bool = typer.Option(
+        False, "--demo", help="add sample studies (a 1,000-frame JPEG-LS CT, an RGB US cine, pydicom test files) once"
+    ),
     cors_origin: list[str] = typer.Option(
         [], "--cors-origin", help="allow browser viewers from this origin (repeatable; '*' for any). Default: CORS off"
     ),
     max_upload_mb: int = typer.Option(4096, help="largest STOW-RS request body, in MB"),
-    public_url: str = typer.Option("", help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"),
-    cache_mb: int = typer.Option(64, help="frame cache budget in MB, encoded and decoded frames together (a quarter of it for encoded)"),
+    public_url: str = typer.Option(
+        "", help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"
+    ),
+    cache_mb: int = typer.Option(
+        64, help="frame cache budget in MB, encoded and decoded frames together (a quarter of it for encoded)"
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
     compress_policy: Path | None = typer.Option(
-        None, "--compress-policy", help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
-        exists=True, dir_okay=False,
+        None,
+        "--compress-policy",
+        help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
+        exists=True,
+        dir_okay=False,
     ),
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..image import ImageSource, Series
+    from ..image import Series
+    from .sources import PipelineImage
 
 __all__ = ["Frame", "Tile", "InstanceItem", "SeriesItem", "ItemInfo", "Failure", "UNITS"]
 
@@ -65,7 +66,7 @@ class ItemInfo:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        d = {"source": self.source, "unit": self.unit}
+        d: dict[str, Any] = {"source": self.source, "unit": self.unit}
         if self.frame is not None:
             d["frame"] = self.frame
         if self.core is not None:
@@ -127,10 +128,11 @@ class Tile:
 
 @dataclass
 class InstanceItem:
-    """One instance, opened lazily (``instance`` is a :class:`dcmstream.Instance` or alike)."""
+    """One instance, opened lazily (``instance`` is a :class:`dcmstream.Instance` or a
+    :class:`~.sources.DicomWebInstance`: see :class:`~.sources.PipelineImage`)."""
 
     source: str
-    instance: ImageSource
+    instance: PipelineImage
     info: ItemInfo | None = field(default=None, repr=False)
 
     @property
@@ -160,6 +162,14 @@ class Failure:
     stage: str  # "open", "read" or "fn" (or "task" when a remote task died)
     error: str  # "ExceptionType: message"
     traceback: str
+
+    @classmethod
+    def of(cls, key: str, stage: str, exc: BaseException) -> Failure:
+        """The failure of ``key`` at ``stage`` that raised ``exc`` (its traceback formatted now)."""
+        import traceback
+
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(key, stage, f"{type(exc).__name__}: {exc}", trace)
 
     def as_dict(self) -> dict[str, str]:
         return dict(self.__dict__)

@@ -99,7 +99,7 @@ class HistogramSink(Sink):
         else:
             with open(self.path, "w") as fh:
                 fh.write("value,count\n")
-                for v, c in zip(values.tolist(), counts.tolist()):
+                for v, c in zip(values.tolist(), counts.tolist(), strict=True):
                     fh.write(f"{v},{c}\n")
         return str(self.path)
 

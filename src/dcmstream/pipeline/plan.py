@@ -101,11 +101,7 @@ class Planner:
         return s
 
     def _fail(self, name: str, stage: str, exc: BaseException) -> None:
-        import traceback
-
-        self.stats.failures.append(
-            Failure(name, stage, f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-        )
+        self.stats.failures.append(Failure.of(name, stage, exc))
 
     def _open(self, ref: InputRef) -> ImageInfo | None:
         try:
@@ -183,7 +179,7 @@ class Planner:
                     self.stats.selected_out += math.prod(gshape)
                     continue
             for t in tile_grid(plane[0], plane[1], self.tile_size, self.overlap):
-                if mask is not None and mask is not True and not _touches(mask, plane, t.core):
+                if isinstance(mask, np.ndarray) and not _touches(mask, plane, t.core):
                     self.stats.selected_out += 1
                     continue
                 self.stats.planned += 1

@@ -22,13 +22,17 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
 
 from .items import ItemInfo
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = ["Sink", "NullSink", "ListSink", "CallbackSink", "StatsSink", "ZarrSink", "as_sink"]
 
@@ -83,6 +87,7 @@ class CallbackSink(Sink):
 # -- per-item records ---------------------------------------------------------------------------
 def _record(info: ItemInfo, result: Any) -> dict[str, Any]:
     rec = info.as_dict()
+    items: Iterable[tuple[Any, Any]]
     if isinstance(result, Mapping):
         items = result.items()
     elif isinstance(result, np.ndarray) and result.dtype.names:
@@ -118,7 +123,7 @@ class StatsSink(Sink):
 
     FORMATS = (".csv", ".json", ".jsonl", ".npy")
 
-    def __init__(self, path: str | os.PathLike[str], format: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], format: str | None = None) -> None:  # noqa: A002 - public keyword
         self.path = Path(path)
         self.format = (format or self.path.suffix).lower()
         if not self.format.startswith("."):
@@ -126,58 +131,65 @@ class StatsSink(Sink):
         if self.format not in self.FORMATS:
             raise ValueError(f"{self.path}: a stats sink writes {', '.join(self.FORMATS)}")
         self.count = 0
-        self._fh: Any = None
-        self._csv: Any = None
-        self._fields: list[str] | None = None
+        self._fh: TextIO | None = None  # open from open() (or the first write) to close()
+        self._csv: csv.DictWriter[str] | None = None
+        self._tmp: Path | None = None  # NPY: the JSON Lines file the array is built from
 
     def open(self) -> None:
+        self._file()
+
+    def _file(self) -> TextIO:
+        """The output being written, opened on first use."""
+        if self._fh is not None:
+            return self._fh
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.format == ".npy":
             fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=self.path.parent, prefix=f".{self.path.name}.")
             self._tmp = Path(tmp)
-            self._fh = os.fdopen(fd, "w")
+            fh = os.fdopen(fd, "w")
         else:
-            self._fh = open(self.path, "w", newline="")
+            # held across write() calls until close(): no with-block can span them
+            fh = open(self.path, "w", newline="")  # noqa: SIM115
             if self.format == ".json":
-                self._fh.write("[")
+                fh.write("[")
+        self._fh = fh
+        return fh
 
     def write(self, info: ItemInfo, result: Any) -> None:
-        if self._fh is None:
-            self.open()
+        fh = self._file()
         rec = _record(info, result)
         if self.format == ".csv":
             if self._csv is None:
-                self._fields = list(rec)
-                self._csv = csv.DictWriter(self._fh, fieldnames=self._fields, extrasaction="ignore")
+                self._csv = csv.DictWriter(fh, fieldnames=list(rec), extrasaction="ignore")
                 self._csv.writeheader()
             self._csv.writerow(rec)
         elif self.format == ".json":
-            self._fh.write(("\n" if not self.count else ",\n") + json.dumps(rec, default=_json_default))
+            fh.write(("\n" if not self.count else ",\n") + json.dumps(rec, default=_json_default))
         else:
-            self._fh.write(json.dumps(rec, default=_json_default) + "\n")
+            fh.write(json.dumps(rec, default=_json_default) + "\n")
         self.count += 1
 
     def close(self) -> str:
-        if self._fh is None:
-            self.open()
+        fh = self._file()
         if self.format == ".json":
-            self._fh.write("\n]\n")
-        self._fh.close()
+            fh.write("\n]\n")
+        fh.close()
         self._fh = None
-        if self.format == ".npy":
+        if self._tmp is not None:
             try:
-                self._to_npy()
+                self._to_npy(self._tmp)
             finally:
                 self._tmp.unlink(missing_ok=True)
+                self._tmp = None
         return str(self.path)
 
-    def _to_npy(self) -> None:
+    def _to_npy(self, records: Path) -> None:
         fields: dict[str, np.dtype] = {}
         widths: dict[str, int] = {}
-        with open(self._tmp) as fh:
+        with open(records) as fh:
             for line in fh:
                 for k, v in json.loads(line).items():
-                    if isinstance(v, str) or isinstance(v, (list, dict)):
+                    if isinstance(v, (str, list, dict)):
                         widths[k] = max(widths.get(k, 1), len(str(v)))
                         fields[k] = np.dtype("U1")
                     elif isinstance(v, bool):
@@ -191,10 +203,10 @@ class StatsSink(Sink):
                             fields[k] = np.dtype("f8")
         dtype = np.dtype([(k, f"U{widths[k]}" if dt.kind == "U" else dt) for k, dt in fields.items()])
         out = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=(self.count,))
-        with open(self._tmp) as fh:
+        with open(records) as fh:
             for n, line in enumerate(fh):
                 rec = json.loads(line)
-                row = []
+                row: list[Any] = []
                 for k, dt in fields.items():
                     v = rec.get(k)
                     if dt.kind == "U":
@@ -234,7 +246,7 @@ class ZarrSink(Sink):
         self,
         path: str | os.PathLike[str],
         *,
-        dtype: Any = None,
+        dtype: npt.DTypeLike | None = None,
         clevel: int = 3,
         cname: str = "zstd",
         overwrite: bool = False,
@@ -246,8 +258,8 @@ class ZarrSink(Sink):
         self.cname = cname
         self.overwrite = overwrite
         self.name_of = name
-        self._group: Any = None
-        self._arrays: dict[str, Any] = {}
+        self._group: zarr.Group | None = None
+        self._arrays: dict[str, zarr.Array] = {}
         self._names: dict[str, str] = {}
         self.written = 0
 
@@ -256,12 +268,13 @@ class ZarrSink(Sink):
             import zarr
         except ImportError as exc:  # pragma: no cover - optional dependency
             raise ImportError("the Zarr sink needs zarr: pip install 'dcmstream[dask]'") from exc
-        self._zarr = zarr
         self._group = zarr.open_group(str(self.path), mode="w" if self.overwrite else "a")
 
-    def _compressor(self, dtype: np.dtype) -> Any:
-        shuffle = "bitshuffle" if dtype.itemsize == 1 else "shuffle"
-        return self._zarr.codecs.BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=shuffle)
+    def _compressor(self, dtype: np.dtype) -> zarr.codecs.BloscCodec:
+        from zarr.codecs import BloscCname, BloscCodec, BloscShuffle
+
+        shuffle = BloscShuffle.bitshuffle if dtype.itemsize == 1 else BloscShuffle.shuffle
+        return BloscCodec(cname=BloscCname(self.cname), clevel=self.clevel, shuffle=shuffle)
 
     def _name(self, info: ItemInfo) -> str:
         key = info.source if info.unit != "series" else (info.series_uid or info.source)
@@ -279,10 +292,13 @@ class ZarrSink(Sink):
         self._names[key] = name
         return name
 
-    def _array(self, info: ItemInfo, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype, placement: str) -> Any:
+    def _array(
+        self, info: ItemInfo, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype, placement: str
+    ) -> zarr.Array:
         name = self._name(info)
         arr = self._arrays.get(name)
         if arr is None:
+            assert self._group is not None  # opened by write()
             arr = self._group.create_array(
                 name, shape=shape, chunks=chunks, dtype=dtype, compressors=self._compressor(dtype),
                 fill_value=0, overwrite=True,
@@ -300,6 +316,7 @@ class ZarrSink(Sink):
         if self.dtype is not None:
             res = res.astype(self.dtype, copy=False)
         if info.unit == "frame":
+            assert info.frame is not None  # frame items are numbered
             arr = self._array(info, (info.frames, *res.shape), (1, *res.shape), res.dtype, "frame")
             arr[info.frame] = res
         elif info.unit == "tile":

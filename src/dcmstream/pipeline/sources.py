@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -30,21 +30,35 @@ from ..cache import FrameCache
 from ..cache.lru import OpenLRU
 from ..codecs.syntaxes import SYNTAXES
 from ..errors import DcmstreamError, DicomFormatError
-from ..io.walk import walk_files
-from ..image.levels import decimate, level_shape
+from ..image import ImageSource
+from ..image.levels import decimate, level_for_size, level_shape
+from ..image.render import check_size, resize_area, target_shape
 from ..index import PixelSpec
+from ..io.walk import walk_files
 from .tiles import SlideGeometry, slide_geometry
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from ..archive import Archive
-    from ..image import ImageSource
     from ..image.render import Renderer
 
-__all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance"]
+__all__ = ["InputRef", "ImageInfo", "iter_inputs", "Opener", "image_info", "DicomWebInstance", "PipelineImage"]
 
 _J2K_SYNTAXES = frozenset(s.uid for s in SYNTAXES if s.family in ("j2k", "htj2k"))
+
+
+class PipelineImage(ImageSource, Protocol):
+    """What an :class:`Opener` opens (an :class:`~dcmstream.Instance` or a
+    :class:`DicomWebInstance`): an ImageSource with its display chain, built once per
+    instance, which the ``values`` views and the thumbnails op use."""
+
+    @property
+    def renderer(self) -> Renderer: ...
+
+    def thumbnail(self, i: int, size: int = 128) -> np.ndarray:
+        """Frame ``i`` rendered with the file's window, ``size`` pixels on the longest side."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -217,8 +231,12 @@ class DicomWebInstance:
 
         self.name = ref.name
         self.ref = ref
-        self.client = DICOMwebClient(url=ref.url)
-        meta = self.client.retrieve_instance_metadata(ref.study, ref.series, ref.sop)
+        url, study, series, sop = ref.url, ref.study, ref.series, ref.sop
+        if url is None or study is None or series is None or sop is None:
+            raise ValueError(f"{ref.name}: a DICOMweb input needs its URL and study, series and instance UIDs")
+        self._uids = (study, series, sop)
+        self.client = DICOMwebClient(url=url)
+        meta = self.client.retrieve_instance_metadata(*self._uids)
         self.dataset = Dataset.from_json(meta, bulk_data_uri_handler=lambda *a: None)
         self.pixel_spec = pixel_spec_from_dataset(self.dataset, "PixelData", self.name)
         self.transfer_syntax = "1.2.840.10008.1.2.1"  # what the octet-stream frames are
@@ -236,7 +254,7 @@ class DicomWebInstance:
     def frame(self, i: int, level: int = 0) -> np.ndarray:
         spec = self.pixel_spec
         (data,) = self.client.retrieve_instance_frames(
-            self.ref.study, self.ref.series, self.ref.sop, frame_numbers=[int(i) + 1],
+            *self._uids, frame_numbers=[int(i) + 1],
             media_types=("application/octet-stream",),
         )
         if spec.bits_allocated == 1:
@@ -258,6 +276,14 @@ class DicomWebInstance:
     def render(self, i: int, window: tuple[float, float] | None = None, level: int | None = None) -> np.ndarray:
         return self.renderer.render(self.frame(i, level=level or 0), i, window)
 
+    def thumbnail(self, i: int, size: int = 128) -> np.ndarray:
+        """As :meth:`Instance.thumbnail <dcmstream.Instance.thumbnail>` (not cached): rendered
+        from the coarsest level with at least ``size`` pixels, area-averaged to ``size``."""
+        spec = self.pixel_spec
+        size = check_size(size)
+        level = level_for_size(spec.rows, spec.columns, size, self.max_level)
+        return resize_area(self.render(i, level=level), *target_shape(spec.rows, spec.columns, size))
+
     def close(self) -> None:
         pass
 
@@ -273,20 +299,22 @@ class Opener:
     def __init__(self, *, cache: FrameCache | bool = False, max_open: int = 16) -> None:
         self.cache = cache
         self.max_open = max_open
-        self._open: OpenLRU[str, Any] = OpenLRU(max_open)
+        self._open: OpenLRU[str, PipelineImage] = OpenLRU(max_open)
 
-    def _open_ref(self, ref: InputRef) -> ImageSource:
+    def _open_ref(self, ref: InputRef) -> PipelineImage:
         if ref.kind == "dicomweb":
             return DicomWebInstance(ref)
         from ..image.instance import Instance
 
+        if ref.path is None:
+            raise ValueError(f"{ref.name}: a file input without a path")
         return Instance(ref.path, cache=self.cache)
 
-    def put(self, ref: InputRef, inst: ImageSource) -> None:
+    def put(self, ref: InputRef, inst: PipelineImage) -> None:
         """Hand over an instance opened elsewhere (enumeration opens every file once)."""
         self._open.put(ref.name, inst)
 
-    def use(self, ref: InputRef) -> AbstractContextManager[Any]:
+    def use(self, ref: InputRef) -> AbstractContextManager[PipelineImage]:
         """The open instance of ``ref``, never closed while the ``with`` block runs."""
         return self._open.use(ref.name, lambda: self._open_ref(ref))
 

@@ -9,7 +9,6 @@ and processes a batch of refs where it runs and returns results (or failures) on
 from __future__ import annotations
 
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -19,11 +18,11 @@ import numpy as np
 from ..cache import FrameCache
 from .dtypes import modality_dtype, to_modality
 from .items import Failure, Frame, InstanceItem, ItemInfo, SeriesItem, Tile
-from .sources import InputRef, Opener
+from .sources import InputRef, Opener, PipelineImage
 from .tiles import SlideGeometry, read_region
 
 if TYPE_CHECKING:
-    from ..image import ImageSource, Instance
+    from ..image import Instance
 
 __all__ = [
     "ReadOptions",
@@ -58,7 +57,7 @@ class WorkRef:
     slide: SlideGeometry | None = None  # TILED_FULL geometry at the read level
 
 
-def values_of(inst: ImageSource, arr: np.ndarray, frame: int, opts: ReadOptions) -> np.ndarray:
+def values_of(inst: PipelineImage, arr: np.ndarray, frame: int, opts: ReadOptions) -> np.ndarray:
     """``arr`` (stored values of ``frame`` or part of it) in the view ``opts.values`` asks for.
 
     ``inst`` is what :class:`~.sources.Opener` opens (an :class:`~dcmstream.Instance` or a
@@ -83,7 +82,7 @@ def _owned(arr: np.ndarray) -> np.ndarray:
     return arr if arr.flags.writeable and arr.base is None else np.array(arr)
 
 
-def read_item(ref: WorkRef, opener: Opener, opts: ReadOptions) -> tuple[Any, Callable[[], None] | None]:
+def read_item(ref: WorkRef, opener: Opener, opts: ReadOptions) -> tuple[Any, Callable[[], object] | None]:
     """(item for ``fn``, a release callback or None). Raises what reading raises."""
     info = ref.info
     if info.unit == "series":
@@ -100,24 +99,27 @@ def read_item(ref: WorkRef, opener: Opener, opts: ReadOptions) -> tuple[Any, Cal
 
     with opener.use(ref.input) as inst:
         if info.unit == "frame":
-            arr = _owned(values_of(inst, inst.frame(info.frame, level=info.level), info.frame, opts))
+            frame = info.frame
+            assert frame is not None  # the planner numbers every frame item
+            arr = _owned(values_of(inst, inst.frame(frame, level=info.level), frame, opts))
             info = replace(info, nbytes=int(arr.nbytes))
-            return Frame(info.source, info.frame, arr, info.level, info), None
-        # tiles
-        assert info.y is not None and info.x is not None and info.height and info.width
+            return Frame(info.source, frame, arr, info.level, info), None
+        # tiles: the planner gives each its place (and a frame, 0 for a whole-slide image)
+        y, x, height, width = info.y, info.x, info.height, info.width
+        assert y is not None and x is not None and height and width
+        frame, level = info.frame or 0, info.level
         if ref.slide is not None:
-            region = read_region(ref.slide, lambda f: inst.frame(f, level=info.level), info.y, info.x, info.height, info.width)
+            region = read_region(ref.slide, lambda f: inst.frame(f, level=level), y, x, height, width)
         else:
-            full = inst.frame(info.frame, level=info.level)
-            region = full[info.y : info.y + info.height, info.x : info.x + info.width]
-        arr = _owned(values_of(inst, region, info.frame or 0, opts))
+            region = inst.frame(frame, level=level)[y : y + height, x : x + width]
+        arr = _owned(values_of(inst, region, frame, opts))
         info = replace(info, nbytes=int(arr.nbytes))
-        tile = Tile(info.source, info.frame or 0, info.y, info.x, info.height, info.width, arr,
-                    info.core or (info.y, info.x, info.height, info.width), info.level, info.grid or (0, 0), info)
+        core = info.core or (y, x, height, width)
+        tile = Tile(info.source, frame, y, x, height, width, arr, core, level, info.grid or (0, 0), info)
         return tile, None
 
 
-def encoded_of(inst: ImageSource, ref: WorkRef) -> bytes | None:
+def encoded_of(inst: PipelineImage, ref: WorkRef) -> bytes | None:
     """The stored bytes of a frame item, read through ``inst`` (already in use for a chunk of
     its frames): the I/O half of reading it. None when the source cannot split reading from
     decoding (DICOMweb, whose frames arrive decoded): :func:`read_item` reads those."""
@@ -129,16 +131,16 @@ def encoded_of(inst: ImageSource, ref: WorkRef) -> bytes | None:
 def decoded_of(inst: Instance, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
     """The CPU half: decode ``data`` (from :func:`encoded_of`) into the item for ``fn``."""
     info = ref.info
-    assert info.frame is not None
+    frame = info.frame
+    assert frame is not None
     level = min(info.level, inst.max_level) if info.level else 0
-    arr = _owned(values_of(inst, inst.decode(data, info.frame, level), info.frame, opts))
+    arr = _owned(values_of(inst, inst.decode(data, frame, level), frame, opts))
     info = replace(info, nbytes=int(arr.nbytes))
-    return Frame(info.source, info.frame, arr, info.level, info)
+    return Frame(info.source, frame, arr, info.level, info)
 
 
 def _failure(info: ItemInfo, stage: str, exc: BaseException) -> Failure:
-    return Failure(info.key, stage, f"{type(exc).__name__}: {exc}",
-                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return Failure.of(info.key, stage, exc)
 
 
 # -- remote execution (process pools, dask workers) -----------------------------------------

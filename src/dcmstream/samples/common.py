@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 __all__ = ["FIELD_OF_VIEW_MM", "IMPLEMENTATION_CLASS_UID", "PATIENT_POSITION", "SLICE_SPACING_MM", "add_equipment",
            "code_item", "dataset_item", "make_uid", "one_item_sequence"]
@@ -24,7 +24,7 @@ _SOFTWARE_VERSIONS = "dcmstream samples 1"
 PATIENT_POSITION = "HFS"  # head first supine: the stack runs head to feet (z decreasing)
 
 
-def make_uid(*parts: object) -> str:
+def make_uid(*parts: object) -> UID:
     return generate_uid(entropy_srcs=["dcmstream-samples", *map(str, parts)])
 
 

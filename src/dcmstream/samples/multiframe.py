@@ -17,6 +17,11 @@ from typing import BinaryIO
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
+from pydicom.uid import (
+    EnhancedCTImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    UltrasoundMultiFrameImageStorage,
+)
 
 from ..compress import (
     AtomicFile,
@@ -73,9 +78,9 @@ def _write_native(out: BinaryIO | DeflateWriter, enc: Encoding, layout: Layout,
 
 
 _SOP_CLASSES = {
-    "ct": "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
-    "mr": "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
-    "us": "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+    "ct": EnhancedCTImageStorage,
+    "mr": MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    "us": UltrasoundMultiFrameImageStorage,
 }
 _WINDOWS = {"ct": (40, 400), "mr": (1000, 2000)}  # (center, width) in rescaled units
 

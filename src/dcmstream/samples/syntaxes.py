@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import imagecodecs
 import numpy as np
+from pydicom.uid import UID
 
 from ..codecs.syntaxes import by_name, uid_of
 from ..compress import jpegls_encode, unsigned_pattern
@@ -21,7 +22,7 @@ __all__ = ["COLOUR_PHOTOMETRICS", "LOSSY_METHODS", "OFFSET_TABLES", "SYNTAXES", 
            "codec_for", "layout_for"]
 
 #: The syntaxes samples are written in, by short name (UIDs from the one syntax table).
-SYNTAXES: dict[str, str] = {name: uid_of(name) for name in (
+SYNTAXES: dict[str, UID] = {name: UID(uid_of(name)) for name in (
     "implicit", "explicit", "big-endian", "deflated", "rle", "jpeg-baseline", "jpeg-ext12", "jpeg-lossless",
     "jpeg-lossless-sv1", "jpeg-ls", "jpeg-ls-near", "j2k-lossless", "j2k", "htj2k-lossless", "htj2k-rpcl", "htj2k",
 )}
@@ -113,39 +114,41 @@ def codec_for(syntax: str, layout: Layout, photometric: str | None) -> Codec:
 
 def _encoder(syntax: str, layout: Layout, *, colour_transform: bool,
              subsampling: str) -> Encoder:
+    # imagecodecs' encoders are typed bytes | bytearray (bytearray only with out=): bytes()
+    # of their bytes result is that same object, no copy
     bits = layout.bits_stored
     if syntax == "rle":
         return lambda frame: _rle_encode(frame, layout)
     if syntax in ("jpeg-baseline", "jpeg-ext12"):
-        colour: dict[str, str] = {}
-        if layout.samples > 1:
-            colour = ({"subsampling": subsampling} if colour_transform
-                      else {"colorspace": "RGB", "outcolorspace": "RGB"})
-        return lambda frame: imagecodecs.jpeg8_encode(
-            unsigned_pattern(frame, layout.bits_stored, layout.signed), level=_JPEG_QUALITY, bitspersample=bits, **colour)
+        # colour: YBR (libjpeg's colour transform, subsampled) or RGB kept as it is
+        rgb = "RGB" if layout.samples > 1 and not colour_transform else None
+        chroma = subsampling if layout.samples > 1 and colour_transform else None
+        return lambda frame: bytes(imagecodecs.jpeg8_encode(
+            unsigned_pattern(frame, layout.bits_stored, layout.signed), level=_JPEG_QUALITY, bitspersample=bits,
+            colorspace=rgb, outcolorspace=rgb, subsampling=chroma))
     if syntax in ("jpeg-lossless", "jpeg-lossless-sv1"):
         predictor = 1 if syntax == "jpeg-lossless-sv1" else _JPEG_LOSSLESS_PREDICTOR
-        return lambda frame: imagecodecs.jpeg8_encode(
+        return lambda frame: bytes(imagecodecs.jpeg8_encode(
             unsigned_pattern(frame, layout.bits_stored, layout.signed), lossless=True, predictor=predictor,
-            bitspersample=bits)
+            bitspersample=bits))
     if syntax in ("jpeg-ls", "jpeg-ls-near"):
         near = _JPEG_LS_NEAR if syntax == "jpeg-ls-near" else 0
         return lambda frame: _jpegls_encode(frame, layout, near)
     if syntax in ("j2k-lossless", "j2k"):
         # OpenJPEG writes signed components for int16 input, so no bit-pattern trick here.
         lossy = syntax == "j2k"
-        return lambda frame: imagecodecs.jpeg2k_encode(
+        return lambda frame: bytes(imagecodecs.jpeg2k_encode(
             frame, level=_J2K_PSNR_DB if lossy else None, codecformat="J2K",
-            bitspersample=bits, reversible=not lossy, mct=colour_transform)
+            bitspersample=bits, reversible=not lossy, mct=colour_transform))
     if syntax in ("htj2k-lossless", "htj2k-rpcl", "htj2k"):
         # OpenJPH's default progression order is already RPCL; .202 also requires TLM markers.
         # It codes the full 16-bit precision of (u)int16 input (no bits-per-sample option), and
         # its quantisation step is relative to that range.
         lossy = syntax == "htj2k"
         step = _HTJ2K_STEP * 2 ** (bits - 8 * layout.dtype.itemsize) if lossy else None
-        return lambda frame: imagecodecs.htj2k_encode(
+        return lambda frame: bytes(imagecodecs.htj2k_encode(
             frame, level=step, reversible=not lossy, rgb=colour_transform,
-            tlm=syntax == "htj2k-rpcl")
+            tlm=syntax == "htj2k-rpcl"))
     raise ValueError(f"unknown syntax {syntax!r}; expected one of {list(SYNTAXES)}")
 
 

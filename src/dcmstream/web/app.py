@@ -108,7 +108,7 @@ async def _metrics(request: Request) -> Response:
         "dcmstream_metadata_cache_misses_total": ctx.metadata_cache.misses,
         "dcmstream_blob_bytes_read_total": ctx.archive.blobs.bytes_read,
     }
-    worker = getattr(ctx.archive, "policy_worker", None)
+    worker = ctx.archive.policy_worker
     if worker is not None:
         extra.update(worker.metrics())
     text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra)
@@ -192,7 +192,9 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
                 allow_origins=list(config.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["Accept", "Content-Type", "Range", "Authorization", "Cache-Control"],
-                expose_headers=["Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Warning", "Accept-Ranges"],
+                expose_headers=[
+                    "Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Warning", "Accept-Ranges"
+                ],
                 max_age=600,
             )
         )

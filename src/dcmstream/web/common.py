@@ -12,10 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..archive import Archive, InstanceRecord
+from ..archive import Archive, IngestResult, InstanceRecord
 from ..archive.uids import is_valid_uid
 from ..cache import ByteBudgetLRU
 from ..cache.lru import LRU
+from ..image.render import Renderer
 from .media import MediaRange, accepts, parse_accept
 from .metrics import Metrics
 
@@ -63,10 +64,10 @@ class WebContext:
         #: Series/study metadata responses (bytes); see :func:`.wado.metadata` for what is kept.
         self.metadata_cache = ByteBudgetLRU("metadata", config.metadata_cache_bytes)
         #: Renderers (display parameters) of recently rendered instances.
-        self.renderers: LRU[str, Any] = LRU(64)
+        self.renderers: LRU[str, Renderer] = LRU(64)
         archive.add_listener(self._on_ingest)
 
-    def _on_ingest(self, result: Any) -> None:
+    def _on_ingest(self, result: IngestResult) -> None:
         # Versions in the keys already make stale entries unreachable; dropping them
         # frees the memory at once.
         study = result.study_uid

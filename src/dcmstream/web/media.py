@@ -77,7 +77,9 @@ class MediaRange:
 
 def _split(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double quotes."""
-    out, buf, quoted = [], [], False
+    out: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
@@ -177,9 +179,14 @@ def negotiate_pixels(ranges: list[MediaRange], stored_ts: str) -> PixelChoice | 
         if ts is None or ts == EXPLICIT_LE:
             if _matches(inner, "application/octet-stream"):
                 return PixelChoice("application/octet-stream", EXPLICIT_LE, True, multipart)
-            if ts is None and not uncompressed_ok and _matches(inner, stored_media) and inner != "*/*":
-                if inner == stored_media or stored_media != "image/jphc":  # HTJ2K only when named
-                    return PixelChoice(stored_media, stored_ts, False, multipart)
+            if (
+                ts is None
+                and not uncompressed_ok
+                and _matches(inner, stored_media)
+                and inner != "*/*"
+                and (inner == stored_media or stored_media != "image/jphc")  # HTJ2K only when named
+            ):
+                return PixelChoice(stored_media, stored_ts, False, multipart)
             continue
         if ts == stored_ts and not uncompressed_ok and _matches(inner, stored_media):
             return PixelChoice(stored_media, stored_ts, False, multipart)

@@ -15,12 +15,14 @@ cannot grow the label set.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from ..cache import CacheStats
 from ..memory import process_rss
 
 __all__ = ["Metrics", "MetricsMiddleware", "LATENCY_BUCKETS", "METHODS", "CONTENT_TYPE"]
@@ -55,17 +57,23 @@ class Metrics:
         self.duration.labels(route, method).observe(seconds)
         self.bytes_sent.labels(route, method).inc(sent)
 
-    def render(self, cache_stats: Any = None, archive_counts: dict[str, int] | None = None,
-               extra: dict[str, float] | None = None) -> str:
+    def render(
+        self,
+        cache_stats: CacheStats | None = None,
+        archive_counts: Mapping[str, int] | None = None,
+        extra: Mapping[str, float] | None = None,
+    ) -> str:
         """The text exposition: request metrics plus the values given here (read at scrape)."""
         snapshot = _Snapshot(cache_stats, archive_counts or {}, extra or {}, self.started)
-        return (generate_latest(self.registry) + generate_latest(snapshot)).decode("utf-8")  # type: ignore[arg-type]
+        return (generate_latest(self.registry) + generate_latest(snapshot)).decode("utf-8")
 
 
-class _Snapshot:
+class _Snapshot(Collector):
     """Values read at scrape time, as a collector for :func:`generate_latest`."""
 
-    def __init__(self, cache_stats: Any, archive_counts: dict[str, int], extra: dict[str, float], started: float) -> None:
+    def __init__(
+        self, cache_stats: CacheStats | None, archive_counts: Mapping[str, int], extra: Mapping[str, float], started: float
+    ) -> None:
         self.cache_stats = cache_stats
         self.archive_counts = archive_counts
         self.extra = extra

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from ..archive import InstanceRecord
 from ..image.render import Renderer, render_array, resize_area
 from ..units import InvalidValueError, parse_window
-from .common import context, find_instance, path_uid, run
+from .common import WebContext, context, find_instance, path_uid, run
 from .media import accepts, parse_accept
 from .wado import parse_frame_list
 
@@ -66,7 +66,8 @@ def _params(request: Request, default_size: int | None, max_viewport: int) -> di
         if len(values) == 6:
             sx, sy, sw, sh = (int(v) for v in values[2:])
             if sx < 0 or sy < 0 or sw <= 0 or sh <= 0:
-                raise HTTPException(400, "viewport source region must be non-negative with a positive size (flips are not supported)")
+                reason = "viewport source region must be non-negative with a positive size (flips are not supported)"
+                raise HTTPException(400, reason)
             out["region"] = (sx, sy, sw, sh)
     elif default_size:
         out["viewport"] = (default_size, default_size)
@@ -88,7 +89,7 @@ def _media(request: Request) -> str:
     return media
 
 
-def _renderer(ctx: Any, record: InstanceRecord) -> Renderer:
+def _renderer(ctx: WebContext, record: InstanceRecord) -> Renderer:
     renderer = ctx.renderers.get(record.sop_uid)
     if renderer is not None:
         return renderer
@@ -103,7 +104,7 @@ def _renderer(ctx: Any, record: InstanceRecord) -> Renderer:
     return renderer
 
 
-def render_frame(ctx: Any, record: InstanceRecord, index: int, params: dict[str, Any], media: str) -> bytes:
+def render_frame(ctx: WebContext, record: InstanceRecord, index: int, params: dict[str, Any], media: str) -> bytes | bytearray:
     """Decode frame ``index`` (0-based), window it, fit the viewport, encode."""
     stored = ctx.archive.stored(record)
     if stored is not None:

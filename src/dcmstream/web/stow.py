@@ -60,7 +60,8 @@ async def store(request: Request) -> Response:
     study = path_uid(request, "study", "StudyInstanceUID") if "study" in request.path_params else None
     media, params = parse_content_type(request.headers.get("content-type", ""))
     if media != "multipart/related":
-        raise HTTPException(415, f"STOW-RS needs Content-Type multipart/related; type=\"application/dicom\" (got {media or 'none'!r})")
+        needed = 'multipart/related; type="application/dicom"'
+        raise HTTPException(415, f"STOW-RS needs Content-Type {needed} (got {media or 'none'!r})")
     part_type = params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
         raise HTTPException(415, f"STOW-RS parts of type {part_type!r} are not supported; send application/dicom")
@@ -87,7 +88,8 @@ async def store(request: Request) -> Response:
                 if isinstance(event, PartHeaders):
                     ptype, _ = parse_content_type(event.content_type or part_type)
                     if ptype != "application/dicom":
-                        outcomes.append((event.index, None, f"part {event.index + 1}: media type {ptype!r} is not application/dicom"))
+                        reason = f"part {event.index + 1}: media type {ptype!r} is not application/dicom"
+                        outcomes.append((event.index, None, reason))
                         current = current_path = None
                         continue
                     current_path = archive.staging_path()

@@ -9,13 +9,14 @@ in memory). Elements after the pixel data (rare: padding, signatures) are droppe
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from ..archive import Archive, InstanceRecord
 from ..codecs import NATIVE_SYNTAXES
@@ -109,5 +110,5 @@ def explicit_le_stream(archive: Archive, record: InstanceRecord) -> Iterator[byt
 
 
 def _element_header(tag: int, vr: str, length: int) -> bytes:
-    group, elem = tag >> 16, tag & 0xFFFF
-    return group.to_bytes(2, "little") + elem.to_bytes(2, "little") + vr.encode("ascii") + b"\x00\x00" + length.to_bytes(4, "little")
+    # Explicit VR little endian, a VR with a 4-byte length: group, element, VR, 2 reserved bytes, length
+    return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length)

@@ -92,7 +92,7 @@ async def _instance_search(request: Request, study: str, fields: str) -> bytes |
         raw_path=f"{root}/studies/{study}/instances".encode(),
         query_string=f"includefield={fields}".encode(),
         path_params={"study": study},
-        headers=[(b"accept", b"application/dicom+json")] + [(k, v) for k, v in request.scope.get("headers", []) if k in (b"host",)],
+        headers=[(b"accept", b"application/dicom+json")] + [(k, v) for k, v in request.scope.get("headers", []) if k == b"host"],
     )
     try:
         response = await qido.search_instances(Request(scope))

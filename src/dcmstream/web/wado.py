@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import numpy as np
 from starlette.concurrency import iterate_in_threadpool
@@ -22,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..archive import InstanceRecord
 from ..dicomjson import resolve_bulk_uris
-from .common import DICOM_JSON, base_url, context, find_instance, path_uid, require_json_accept, run
+from .common import DICOM_JSON, WebContext, base_url, context, find_instance, path_uid, require_json_accept, run
 from .media import EXPLICIT_LE, PixelChoice, negotiate_instance, negotiate_pixels, parse_accept
 from .multipart import MultipartWriter
 from .transcode import CHUNK, explicit_le_stream
@@ -139,7 +138,9 @@ def parse_frame_list(text: str, limit: int) -> list[int]:
     return numbers
 
 
-def frame_reader(ctx: Any, record: InstanceRecord, choice: PixelChoice) -> tuple[Callable[[int], bytes], Callable[[], None], int]:
+def frame_reader(
+    ctx: WebContext, record: InstanceRecord, choice: PixelChoice
+) -> tuple[Callable[[int], bytes], Callable[[], None], int]:
     """(read(i) for 0-based frame i, close(), number of frames) for a pixel choice.
 
     Uses the stored frame index when possible; otherwise (deflated files, byte-swapped
@@ -220,6 +221,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
+    unsatisfiable = {"Content-Range": f"bytes */{size}"}  # the headers of a 416
     if not dash:
         raise HTTPException(416, f"malformed Range header {header[:80]!r}", headers={"Content-Range": f"bytes */{size}"})
     try:
@@ -230,9 +232,9 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             start = int(first)
             end = size if last == "" else min(int(last) + 1, size)
     except ValueError:
-        raise HTTPException(416, f"malformed Range header {header[:80]!r}", headers={"Content-Range": f"bytes */{size}"}) from None
+        raise HTTPException(416, f"malformed Range header {header[:80]!r}", headers=unsatisfiable) from None
     if start >= size or end <= start:
-        raise HTTPException(416, f"range {header[:80]!r} is outside the {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+        raise HTTPException(416, f"range {header[:80]!r} is outside the {size} bytes", headers=unsatisfiable)
     return start, end
 
 
@@ -247,7 +249,8 @@ def _ranged(request: Request, total: int, open_chunks: Callable[[int, int], Iter
         headers["Content-Length"] = str(end - start)
         if span is not None:
             headers["Content-Range"] = content_range
-        return StreamingResponse(iterate_in_threadpool(open_chunks(start, end)), status_code=status, media_type="application/octet-stream", headers=headers)
+        chunks = iterate_in_threadpool(open_chunks(start, end))
+        return StreamingResponse(chunks, status_code=status, media_type="application/octet-stream", headers=headers)
     writer = MultipartWriter()
     part_headers = {"Content-Range": content_range} if span is not None else None
 
@@ -257,7 +260,8 @@ def _ranged(request: Request, total: int, open_chunks: Callable[[int, int], Iter
             yield chunk
         yield writer.close()
 
-    return StreamingResponse(body(), status_code=status, media_type=writer.content_type("application/octet-stream"), headers=headers)
+    media_type = writer.content_type("application/octet-stream")
+    return StreamingResponse(body(), status_code=status, media_type=media_type, headers=headers)
 
 
 async def bulkdata(request: Request) -> Response:
@@ -274,18 +278,23 @@ async def bulkdata(request: Request) -> Response:
     if pixel is not None and tag == pixel["tag"]:
         choice = negotiate_pixels(ranges, record.transfer_syntax)
         if choice is None:
-            raise HTTPException(406, f"pixel data is stored as {record.transfer_syntax}; acceptable: application/octet-stream or transfer-syntax=*")
+            acceptable = "application/octet-stream or transfer-syntax=*"
+            raise HTTPException(406, f"pixel data is stored as {record.transfer_syntax}; acceptable: {acceptable}")
         stored = await run(ctx.archive.stored, record)
-        native_le = stored is not None and stored.native and stored.little_endian
-        if native_le and choice.decode and pixel["length"] is not None:
+        if (  # native little endian (not YBR_FULL_422) goes out as a byte range of the stored value
+            stored is not None
+            and stored.native
+            and stored.little_endian
+            and stored.spec.photometric_interpretation != "YBR_FULL_422"
+            and choice.decode
+            and pixel["length"] is not None
+        ):
             offset, length = pixel["value_offset"], pixel["length"]
-            spec = stored.spec
-            if spec.photometric_interpretation != "YBR_FULL_422":
-                return _ranged(
-                    request, length,
-                    lambda s, e: blobs.iter_range(record.blob_key, offset + s, offset + e, CHUNK),
-                    choice.multipart,
-                )
+            return _ranged(
+                request, length,
+                lambda s, e: blobs.iter_range(record.blob_key, offset + s, offset + e, CHUNK),
+                choice.multipart,
+            )
         # Encapsulated (or to be converted): one part per frame, as the frames resource.
         read, close, count = await run(frame_reader, ctx, record, choice)
         writer = MultipartWriter()
@@ -299,7 +308,8 @@ async def bulkdata(request: Request) -> Response:
             finally:
                 close()
 
-        return StreamingResponse(body(), media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax))
+        media_type = writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax)
+        return StreamingResponse(body(), media_type=media_type)
 
     def value() -> bytes | None:
         inst = ctx.archive.open_instance(record)
