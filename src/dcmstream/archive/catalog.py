@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Column as SAColumn
 from sqlalchemy import (
-    Column as SAColumn,
     Float,
     ForeignKey,
     Index,
@@ -44,7 +44,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import FromClause
 
+from .. import dicomjson
 from ..errors import DcmstreamError
 from .attributes import COLUMNS_BY_KEYWORD, COLUMNS_BY_LEVEL, LEVELS, Column
 
@@ -136,7 +138,7 @@ def summarize(dataset_json: str | Mapping[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if "BulkDataURI" in value or "InlineBinary" in value:
             continue
-        if len(json.dumps(value, separators=(",", ":"))) > _SUMMARY_MAX:
+        if len(dicomjson.dumps(value)) > _SUMMARY_MAX:
             continue
         out[key] = value
     return out
@@ -187,7 +189,7 @@ class Catalog(ABC):
         returns whether the row was updated. Used by the compression policy."""
         raise NotImplementedError(f"{type(self).__name__} cannot replace blobs")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a catalog without connections has nothing to release
         """Release connections."""
 
     def __enter__(self) -> "Catalog":
@@ -288,7 +290,7 @@ class SQLCatalog(Catalog):
     def add(self, record: InstanceRecord) -> bool:
         if record.dataset_json is None:
             raise ValueError("InstanceRecord.dataset_json is required to add an instance")
-        summary = json.dumps(summarize(record.dataset_json), separators=(",", ":"))
+        summary = dicomjson.dumps(summarize(record.dataset_json))
         cols = dict(record.columns)
         with self._write_lock:
             try:
@@ -331,8 +333,8 @@ class SQLCatalog(Catalog):
                 size=record.size,
                 attrs_json=summary,
                 dataset_json=record.dataset_json,
-                frame_index_json=None if record.frame_index is None else json.dumps(record.frame_index, separators=(",", ":")),
-                pixel_json=None if record.pixel is None else json.dumps(record.pixel, separators=(",", ":")),
+                frame_index_json=_dumps_or_none(record.frame_index),
+                pixel_json=_dumps_or_none(record.pixel),
                 ingested_at=record.ingested_at or time.time(),
                 **values,
             )
@@ -356,7 +358,7 @@ class SQLCatalog(Catalog):
         if record.dataset_json is None:
             raise ValueError("InstanceRecord.dataset_json is required to replace a blob")
         ins = self.instances_table
-        summary = json.dumps(summarize(record.dataset_json), separators=(",", ":"))
+        summary = dicomjson.dumps(summarize(record.dataset_json))
         with self._write_lock, self.engine.begin() as conn:
             res = conn.execute(
                 ins.update()
@@ -367,8 +369,8 @@ class SQLCatalog(Catalog):
                     size=record.size,
                     attrs_json=summary,
                     dataset_json=record.dataset_json,
-                    frame_index_json=None if record.frame_index is None else json.dumps(record.frame_index, separators=(",", ":")),
-                    pixel_json=None if record.pixel is None else json.dumps(record.pixel, separators=(",", ":")),
+                    frame_index_json=_dumps_or_none(record.frame_index),
+                    pixel_json=_dumps_or_none(record.pixel),
                 )
             )
             return res.rowcount == 1
@@ -509,10 +511,11 @@ class SQLCatalog(Catalog):
             else:
                 deeper[column.level].append(cond)
 
+        source: FromClause  # a table or its joins
         if query.level == "study":
             source = st
             cols = [st.c.study_uid, st.c.attrs_json.label("study_attrs")]
-            order = st.c.seq
+            order: tuple[SAColumn[Any], ...] = (st.c.seq,)
             if deeper["series"]:
                 own.append(exists(select(se.c.seq).where(se.c.study_uid == st.c.study_uid, *deeper["series"])))
             if deeper["instance"]:
@@ -520,7 +523,7 @@ class SQLCatalog(Catalog):
         elif query.level == "series":
             source = se.join(st, st.c.study_uid == se.c.study_uid)
             cols = [se.c.study_uid, se.c.series_uid, st.c.attrs_json.label("study_attrs"), se.c.attrs_json.label("series_attrs")]
-            order = se.c.seq
+            order = (se.c.seq,)
             if deeper["instance"]:
                 own.append(exists(select(ins.c.seq).where(ins.c.series_uid == se.c.series_uid, *deeper["instance"])))
         else:
@@ -536,7 +539,7 @@ class SQLCatalog(Catalog):
             ]
             order = (se.c.seq, ins.c.instance_number, ins.c.seq)
         stmt = select(*cols).select_from(source).where(and_(*own) if own else true())
-        stmt = stmt.order_by(*(order if isinstance(order, tuple) else (order,)))
+        stmt = stmt.order_by(*order)
         if query.offset:
             stmt = stmt.offset(max(int(query.offset), 0))
         if query.limit is not None:
@@ -571,8 +574,8 @@ class SQLCatalog(Catalog):
             return
         st_uids = [h["0020000D"]["Value"][0] for h in hits]
         se, ins = self.series, self.instances_table
-        n_series = dict(conn.execute(select(se.c.study_uid, func.count()).where(se.c.study_uid.in_(st_uids)).group_by(se.c.study_uid)).all())
-        n_inst = dict(conn.execute(select(ins.c.study_uid, func.count()).where(ins.c.study_uid.in_(st_uids)).group_by(ins.c.study_uid)).all())
+        n_series = _count_by(conn, se.c.study_uid, st_uids)
+        n_inst = _count_by(conn, ins.c.study_uid, st_uids)
         modalities: dict[str, list[str]] = {}
         for uid, modality in conn.execute(
             select(se.c.study_uid, se.c.modality).where(se.c.study_uid.in_(st_uids)).distinct().order_by(se.c.modality)
@@ -580,30 +583,40 @@ class SQLCatalog(Catalog):
             if modality:
                 modalities.setdefault(uid, []).append(modality)
         classes: dict[str, list[str]] = {}
-        for uid, sop_class in conn.execute(
-            select(ins.c.study_uid, ins.c.sop_class_uid).where(ins.c.study_uid.in_(st_uids)).distinct().order_by(ins.c.sop_class_uid)
-        ):
+        study_classes = select(ins.c.study_uid, ins.c.sop_class_uid).where(ins.c.study_uid.in_(st_uids))
+        for uid, sop_class in conn.execute(study_classes.distinct().order_by(ins.c.sop_class_uid)):
             classes.setdefault(uid, []).append(sop_class)
-        for hit, uid in zip(hits, st_uids):
+        for hit, uid in zip(hits, st_uids, strict=True):
             hit["00080061"] = {"vr": "CS", "Value": modalities[uid]} if modalities.get(uid) else {"vr": "CS"}
             hit["00080062"] = {"vr": "UI", "Value": classes.get(uid, [])}
-            hit["00201206"] = {"vr": "IS", "Value": [int(n_series.get(uid, 0))]}
-            hit["00201208"] = {"vr": "IS", "Value": [int(n_inst.get(uid, 0))]}
+            hit["00201206"] = {"vr": "IS", "Value": [n_series.get(uid, 0)]}
+            hit["00201208"] = {"vr": "IS", "Value": [n_inst.get(uid, 0)]}
 
     def _add_series_counts(self, conn: Connection, hits: list[dict[str, Any]]) -> None:
         if not hits:
             return
         se_uids = [h["0020000E"]["Value"][0] for h in hits]
         ins = self.instances_table
-        n_inst = dict(conn.execute(select(ins.c.series_uid, func.count()).where(ins.c.series_uid.in_(se_uids)).group_by(ins.c.series_uid)).all())
-        for hit, uid in zip(hits, se_uids):
-            hit["00201209"] = {"vr": "IS", "Value": [int(n_inst.get(uid, 0))]}
+        n_inst = _count_by(conn, ins.c.series_uid, se_uids)
+        for hit, uid in zip(hits, se_uids, strict=True):
+            hit["00201209"] = {"vr": "IS", "Value": [n_inst.get(uid, 0)]}
 
     def close(self) -> None:
         self.engine.dispose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def _count_by(conn: Connection, key: SAColumn[str], uids: list[str]) -> dict[str, int]:
+    """Rows per value of ``key`` among ``uids``, in one GROUP BY query (the QIDO count attributes)."""
+    rows = conn.execute(select(key, func.count()).where(key.in_(uids)).group_by(key)).tuples()
+    return {uid: int(n) for uid, n in rows}
+
+
+def _dumps_or_none(value: Any) -> str | None:
+    """The stored JSON of an optional column (frame index, pixel description)."""
+    return None if value is None else dicomjson.dumps(value)
 
 
 def _hex(keyword: str) -> str:
