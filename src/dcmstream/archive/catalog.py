@@ -298,8 +298,9 @@ _RETRY_SQLSTATES = {"40001", "40P01"}
 _WRITE_ATTEMPTS = 8
 
 
-class _AlreadyStored(Exception):  # noqa: N818 - internal signal, never leaves add()
-    """Raised inside :meth:`SQLCatalog.add`'s transaction to roll it back: a duplicate."""
+class _AlreadyStored(DcmstreamError):
+    """Internal, never leaves :meth:`SQLCatalog.add`: raised inside its transaction to
+    roll it back when another writer committed the same instance first."""
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -365,7 +366,12 @@ class SQLCatalog(Catalog):
         if make_url(url).get_backend_name() == "postgresql":
             for key, value in self.POOL_SETTINGS.items():
                 kwargs.setdefault(key, value)
-        return create_engine(url, **kwargs)
+        try:
+            return create_engine(url, **kwargs)
+        except ModuleNotFoundError as exc:
+            if exc.name == "psycopg":
+                raise ImportError("a PostgreSQL catalog needs psycopg 3: pip install 'dcmstream[postgres]'") from exc
+            raise
 
     @property
     def _sqlite(self) -> bool:

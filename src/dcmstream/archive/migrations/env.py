@@ -13,9 +13,6 @@ from sqlalchemy.engine import Connection
 
 from dcmstream.archive.catalog import normalize_url, schema_metadata
 
-config = context.config
-
-
 def _run(connection: Connection, target: MetaData) -> None:
     context.configure(
         connection=connection,
@@ -29,6 +26,7 @@ def _run(connection: Connection, target: MetaData) -> None:
 
 
 def _main() -> None:
+    config = context.config
     target = schema_metadata()
     connection = config.attributes.get("connection")
     if connection is not None:
@@ -43,4 +41,7 @@ def _main() -> None:
         conn.commit()
 
 
-_main()
+# alembic loads this file by path to run it; importing it as a module of the package
+# (tests walking dcmstream, documentation tools) must not touch any database.
+if __name__ != "dcmstream.archive.migrations.env":
+    _main()
