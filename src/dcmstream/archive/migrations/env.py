@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from dcmstream.archive.catalog import normalize_url, schema_metadata
 
+
 def _run(connection: Connection, target: MetaData) -> None:
     context.configure(
         connection=connection,
