@@ -30,6 +30,26 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
+# PostgreSQL catalog tests (tests/postgres_util.py start a throwaway server): Debian's
+# `postgresql` (initdb/pg_ctl under /usr/lib/postgresql/*/bin), installed only when missing.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        # One `apt-get update` per install run: skipped when a section above just did it.
+        if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+            apt-get update -qq
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+        # The package may start its default cluster; the tests start their own servers.
+        if command -v pg_lsclusters >/dev/null; then
+            pg_lsclusters -h | awk '$4 == "online" {print $1, $2}' | while read -r version cluster; do
+                pg_ctlcluster "$version" "$cluster" stop || true
+            done
+        fi
+    else
+        echo "install.sh: PostgreSQL is missing (need root and apt-get); its catalog tests will be skipped" >&2
+    fi
+fi
+
 # OHIF at /ohif (not committed: ~200 MB from npm into third_party/ohif/).
 if [ ! -f third_party/ohif/index.html ]; then
     bash scripts/install-ohif.sh || echo "install.sh: OHIF could not be installed; /ohif and its test are unavailable" >&2

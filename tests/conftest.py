@@ -24,3 +24,22 @@ def testfile():
         return str(path)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (tests/postgres_util.py).
+
+    Skipped with the reason when PostgreSQL is not installed, except in CI (``CI`` set),
+    where that is a failure. Tests take a fresh database each with ``server.database()``.
+    """
+    from .postgres_util import postgres_server as start
+    from .postgres_util import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    with start() as server:
+        yield server

@@ -20,6 +20,8 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── InvalidUIDError (also ValueError)     archive/uids.py      not a DICOM UID (400)
     ├── CatalogConflictError (also ValueError) archive/catalog.py  contradicts the catalog
     ├── QueryError (also ValueError)          archive/catalog.py   malformed query (400)
+    ├── CatalogUnavailableError (also RuntimeError) archive/catalog.py database kept refusing a write
+    ├── _AlreadyStored                        archive/catalog.py   internal: a concurrent duplicate add
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
     ├── QaFailure                             compress/transcode.py lossy frame missed QA

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import shutil
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 
+from dcmstream.archive import migrations
 from dcmstream.archive.attributes import column_values
-from dcmstream.archive.catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SQLiteCatalog
+from dcmstream.archive.catalog import (
+    Catalog,
+    CatalogConflictError,
+    InstanceRecord,
+    Query,
+    QueryError,
+    SQLCatalog,
+    SQLiteCatalog,
+    normalize_url,
+    schema_metadata,
+)
 from dcmstream.dicomjson import dataset_to_json, dumps
+
+# Made by the catalog code from before alembic (tables created by create_all, no
+# alembic_version): 2 studies, 2 series, 3 instances.
+BEFORE_ALEMBIC = Path(__file__).parent / "data" / "catalog-before-alembic.sqlite"
 
 ST1, ST2, ST3 = "1.2.3.1", "1.2.3.2", "1.2.3.3"
 
@@ -201,12 +220,111 @@ class CatalogTests:
         assert filled.search(Query("series", study_uid="1.9.9")).hits == []
 
 
-class TestSQLiteCatalog(CatalogTests):
+# -- SQL backends: schema migrations and writers in several processes ------------------------
+
+
+def _writer(url: str, k: int, barrier, results) -> None:
+    """One of the processes of test_concurrent_writers: open the catalog (the
+    migration races too), then 50 adds, overlapping with the other processes'."""
+    try:
+        barrier.wait(timeout=120)
+        catalog = SQLCatalog(url)
+    except BaseException as exc:
+        results.put((k, "open", f"{type(exc).__name__}: {exc}"))
+        return
+    for j in range(50):
+        if j < 20:  # the same instance from every process
+            record = make_record(f"2.9.{j % 4}", f"2.8.{j % 8}", f"2.1.{j}")
+        elif j < 49:  # this process's own instance, in the shared studies and series
+            record = make_record(f"2.9.{j % 4}", f"2.8.{j % 8}", f"2.2.{k}.{j}")
+        else:  # one series claimed for a different study by every process
+            record = make_record(f"2.6.{k}", "2.7.1", f"2.2.{k}.{j}")
+        try:
+            outcome = catalog.add(record)
+        except CatalogConflictError:
+            outcome = "conflict"
+        except BaseException as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        results.put((k, record.sop_uid, outcome))
+    catalog.close()
+
+
+def run_concurrent_writers(url: str, processes: int = 4) -> dict[str, list[object]]:
+    """SOP Instance UID -> the outcomes of its adds, from ``processes`` spawned writers."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_writer, args=(url, k, barrier, results)) for k in range(processes)]
+    for w in workers:
+        w.start()
+    outcomes: dict[str, list[object]] = {}
+    for _ in range(processes * 50):
+        _k, sop, outcome = results.get(timeout=300)
+        assert sop != "open", outcome
+        outcomes.setdefault(sop, []).append(outcome)
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    return outcomes
+
+
+class SQLCatalogChecks:
+    """What an SQL catalog must do beyond CatalogTests. Subclasses provide ``url``."""
+
+    @pytest.fixture
+    def url(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_schema_is_at_head_and_matches_the_tables(self, url: str) -> None:
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        with SQLCatalog(url) as catalog, catalog.engine.connect() as conn:
+            assert migrations.current(conn) == migrations.head()
+            sqlite = conn.dialect.name == "sqlite"  # SQLite column types are only affinities
+            context = MigrationContext.configure(conn, opts={"compare_type": not sqlite})
+            assert compare_metadata(context, schema_metadata()) == []
+
+    @pytest.mark.slow
+    def test_concurrent_writers(self, url: str) -> None:
+        outcomes = run_concurrent_writers(url)
+        shared = {sop: got for sop, got in outcomes.items() if sop.startswith("2.1.")}
+        own = {sop: got for sop, got in outcomes.items() if sop.startswith("2.2.") and not sop.endswith(".49")}
+        claims = [got[0] for sop, got in outcomes.items() if sop.endswith(".49")]
+        assert len(shared) == 20 and all(sorted(got, key=str) == [False, False, False, True] for got in shared.values()), shared
+        assert len(own) == 4 * 29 and all(got == [True] for got in own.values()), own
+        assert sorted(claims, key=str) == [True, "conflict", "conflict", "conflict"]
+        with SQLCatalog(url) as catalog:
+            assert catalog.counts() == {"studies": 4 + 1, "series": 8 + 1, "instances": 20 + 4 * 29 + 1}
+            assert all(catalog.get(sop) is not None for sop in [*shared, *own])
+
+
+class TestSQLiteCatalog(CatalogTests, SQLCatalogChecks):
     @pytest.fixture
     def catalog(self, tmp_path) -> Catalog:
         catalog = SQLiteCatalog(tmp_path / "catalog.sqlite")
         yield catalog
         catalog.close()
+
+    @pytest.fixture
+    def url(self, tmp_path) -> str:
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+
+    def test_catalog_from_before_alembic_is_stamped_not_recreated(self, tmp_path) -> None:
+        path = tmp_path / "old.sqlite"
+        shutil.copy(BEFORE_ALEMBIC, path)
+        with SQLiteCatalog(path) as catalog:
+            assert catalog.counts() == {"studies": 2, "series": 2, "instances": 3}
+            assert [r.sop_uid for r in catalog.instances("1.2.3.1")] == ["1.2.3.1.1.1", "1.2.3.1.1.2"]
+            hits = catalog.search(Query("study", matches=[("PatientName", "old*")])).hits
+            assert uids(hits, "0020000D") == ["1.2.3.2"]
+            assert catalog.add(make_record("1.2.3.2", "1.2.3.2.1", "1.2.3.2.1.2", PatientName="Old^Olga"))
+        con = sqlite3.connect(path)
+        try:
+            assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrations.head(),)]
+        finally:
+            con.close()
+        with SQLiteCatalog(path) as again:  # at head: opened without migrating
+            assert again.counts()["instances"] == 4
 
     def test_persists_across_reopen(self, tmp_path) -> None:
         path = tmp_path / "c.sqlite"
@@ -221,3 +339,54 @@ class TestSQLiteInMemoryCatalog(CatalogTests):
     @pytest.fixture
     def catalog(self) -> Catalog:
         return SQLiteCatalog(":memory:")
+
+
+class TestPostgresCatalog(CatalogTests, SQLCatalogChecks):
+    """The same conformance on a real PostgreSQL server (tests/postgres_util.py)."""
+
+    @pytest.fixture
+    def url(self, postgres_server) -> str:
+        with postgres_server.database() as url:
+            yield url
+
+    @pytest.fixture
+    def catalog(self, url: str) -> Catalog:
+        catalog = SQLCatalog(url)
+        yield catalog
+        catalog.close()
+
+    def test_plain_url_means_psycopg_with_a_pool(self, catalog: SQLCatalog) -> None:
+        from sqlalchemy.pool import QueuePool
+
+        assert catalog.engine.dialect.name == "postgresql" and catalog.engine.dialect.driver == "psycopg"
+        assert isinstance(catalog.engine.pool, QueuePool) and catalog.engine.pool._pre_ping
+        assert "psycopg" in catalog.url
+
+    def test_database_from_before_alembic_is_stamped_and_upgraded(self, url: str) -> None:
+        from alembic import command
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(normalize_url(url))
+        try:
+            with engine.begin() as conn:  # the tables of revision 0001, without alembic_version
+                command.upgrade(migrations.alembic_config(conn), migrations.BASELINE)
+                conn.execute(text("DROP TABLE alembic_version"))
+            with SQLCatalog(url) as catalog:
+                assert catalog.add(make_record(ST1, "1.1", "5.5", PatientName="Doe^John"))
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == migrations.head()
+                size_type = conn.execute(text(
+                    "SELECT data_type FROM information_schema.columns WHERE table_name='instances' AND column_name='size'"
+                )).scalar_one()
+                collation = conn.execute(text(
+                    "SELECT collation_name FROM information_schema.columns WHERE table_name='studies' AND column_name='patient_id'"
+                )).scalar_one()
+            assert (size_type, collation) == ("bigint", "C")
+        finally:
+            engine.dispose()
+
+    def test_sizes_beyond_32_bits(self, catalog: Catalog) -> None:
+        record = make_record(ST1, "1.1", "5.5")
+        big = InstanceRecord(**{**record.__dict__, "size": 5 * 2**30})
+        assert catalog.add(big)
+        assert catalog.get("5.5").size == 5 * 2**30

@@ -3,7 +3,10 @@
 :class:`Catalog` is the interface (every backend passes
 ``tests/archive/test_catalog.py::CatalogTests``). :class:`SQLCatalog` implements it
 with SQLAlchemy 2 Core, so the same code runs on SQLite (the embedded default,
-:class:`SQLiteCatalog`) and PostgreSQL (``SQLCatalog("postgresql+psycopg://...")``).
+:class:`SQLiteCatalog`) and PostgreSQL (``SQLCatalog("postgresql://...")``, driven by
+psycopg 3 through a connection pool). The schema is created and migrated by alembic
+(:mod:`.migrations`) when a catalog opens; several processes and hosts may write to
+one PostgreSQL catalog at once (see :meth:`SQLCatalog.add`).
 
 Three tables, one per QIDO level. QIDO matching keys are columns
 (:mod:`.attributes`); each row also keeps a *summary* (the DICOM JSON of the first
@@ -14,17 +17,18 @@ pixel element description, so serving a frame needs no header parse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column as SAColumn
 from sqlalchemy import (
+    BigInteger,
     Float,
     ForeignKey,
     Index,
@@ -42,9 +46,13 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column as SAColumn
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.sql import FromClause
+from sqlalchemy.types import TypeEngine
 
 from .. import dicomjson
 from ..errors import DcmstreamError
@@ -58,7 +66,10 @@ __all__ = [
     "Query",
     "SearchResult",
     "CatalogConflictError",
+    "CatalogUnavailableError",
     "QueryError",
+    "normalize_url",
+    "schema_metadata",
     "summarize",
 ]
 
@@ -69,6 +80,10 @@ _SUMMARY_MAX = 2048
 
 class CatalogConflictError(DcmstreamError, ValueError):
     """The instance contradicts the catalog (e.g. its series belongs to another study)."""
+
+
+class CatalogUnavailableError(DcmstreamError, RuntimeError):
+    """The database kept refusing a write (locked, deadlocked, unreachable) after retries; 503 on the web."""
 
 
 class QueryError(DcmstreamError, ValueError):
@@ -204,12 +219,17 @@ class Catalog(ABC):
 # ---------------------------------------------------------------------------------------------
 
 
+def _text(length: int) -> TypeEngine[str]:
+    # PostgreSQL compares these with the binary "C" collation, like SQLite (migration 0002).
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 def _columns_for(level: str) -> list[SAColumn]:
     cols: list[SAColumn] = []
     for c in COLUMNS_BY_LEVEL[level]:
         if c.name in ("study_uid", "series_uid", "sop_uid"):
             continue
-        cols.append(SAColumn(c.name, Integer if c.is_integer else String(256), index=c.name in _INDEXED))
+        cols.append(SAColumn(c.name, Integer if c.is_integer else _text(256), index=c.name in _INDEXED))
     return cols
 
 
@@ -217,11 +237,12 @@ _INDEXED = {"patient_id", "patient_name", "study_date", "accession_number", "mod
 
 
 def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+    """The tables the catalog queries; ``migrations/versions`` must produce exactly these."""
     studies = Table(
         "studies",
         metadata,
         SAColumn("seq", Integer, primary_key=True, autoincrement=True),
-        SAColumn("study_uid", String(64), nullable=False, unique=True),
+        SAColumn("study_uid", _text(64), nullable=False, unique=True),
         *_columns_for("study"),
         SAColumn("attrs_json", Text, nullable=False),
     )
@@ -229,8 +250,8 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         "series",
         metadata,
         SAColumn("seq", Integer, primary_key=True, autoincrement=True),
-        SAColumn("series_uid", String(64), nullable=False, unique=True),
-        SAColumn("study_uid", String(64), ForeignKey("studies.study_uid"), nullable=False, index=True),
+        SAColumn("series_uid", _text(64), nullable=False, unique=True),
+        SAColumn("study_uid", _text(64), ForeignKey("studies.study_uid"), nullable=False, index=True),
         *_columns_for("series"),
         SAColumn("attrs_json", Text, nullable=False),
     )
@@ -238,13 +259,13 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         "instances",
         metadata,
         SAColumn("seq", Integer, primary_key=True, autoincrement=True),
-        SAColumn("sop_uid", String(64), nullable=False, unique=True),
-        SAColumn("series_uid", String(64), ForeignKey("series.series_uid"), nullable=False),
-        SAColumn("study_uid", String(64), nullable=False, index=True),
+        SAColumn("sop_uid", _text(64), nullable=False, unique=True),
+        SAColumn("series_uid", _text(64), ForeignKey("series.series_uid"), nullable=False),
+        SAColumn("study_uid", _text(64), nullable=False, index=True),
         *_columns_for("instance"),
-        SAColumn("transfer_syntax", String(64), nullable=False),
-        SAColumn("blob_key", String(1024), nullable=False),
-        SAColumn("size", Integer, nullable=False),
+        SAColumn("transfer_syntax", _text(64), nullable=False),
+        SAColumn("blob_key", _text(1024), nullable=False),
+        SAColumn("size", Integer().with_variant(BigInteger(), "postgresql"), nullable=False),
         SAColumn("attrs_json", Text, nullable=False),
         SAColumn("dataset_json", Text, nullable=False),
         SAColumn("frame_index_json", Text),
@@ -253,6 +274,40 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Index("ix_instances_series_number", "series_uid", "instance_number"),
     )
     return studies, series, instances
+
+
+def schema_metadata() -> MetaData:
+    """A MetaData holding the catalog's tables (alembic's autogenerate target)."""
+    metadata = MetaData()
+    _make_tables(metadata)
+    return metadata
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL for a catalog URL: plain ``postgresql://`` (and ``postgres://``)
+    means psycopg 3, the one PostgreSQL driver dcmstream depends on."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+# SQLSTATEs after which a write transaction is simply tried again: serialization
+# failure, deadlock (PostgreSQL); "database is locked" has no SQLSTATE (SQLite).
+_RETRY_SQLSTATES = {"40001", "40P01"}
+_WRITE_ATTEMPTS = 8
+
+
+class _AlreadyStored(DcmstreamError):
+    """Internal, never leaves :meth:`SQLCatalog.add`: raised inside its transaction to
+    roll it back when another writer committed the same instance first."""
+
+
+def _transient(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in _RETRY_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def _like_pattern(value: str) -> str:
@@ -268,63 +323,137 @@ _DATE_CHARS = set("0123456789.:+ ")
 
 
 class SQLCatalog(Catalog):
-    """A :class:`Catalog` on any SQLAlchemy 2 database URL (SQLite, PostgreSQL)."""
+    """A :class:`Catalog` on any SQLAlchemy 2 database URL (SQLite, PostgreSQL).
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
-        self.url = url
-        self.engine: Engine = self._create_engine(url, **engine_kwargs)
+    ``postgresql://`` URLs use psycopg 3 with a connection pool (``engine_kwargs``
+    override the pool settings). Opening runs the schema migrations
+    (:func:`.migrations.upgrade`): the first process creates the tables, any other
+    opening the same database at once waits for it.
+    """
+
+    #: PostgreSQL pool: a few connections per process (one per concurrent request at
+    #: most), checked before use (a server restart or idle timeout leaves dead ones)
+    #: and replaced after half an hour (load balancers and firewalls drop idle TCP).
+    POOL_SETTINGS: Mapping[str, Any] = {
+        "pool_size": 5,
+        "max_overflow": 10,
+        "pool_timeout": 30,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+    }
+
+    def __init__(self, url: str | URL, **engine_kwargs: Any) -> None:
+        parsed = normalize_url(url)
+        self.url = parsed.render_as_string(hide_password=False)
+        self.engine: Engine = self._create_engine(self.url, **engine_kwargs)
         self._schema = MetaData()
         self.studies, self.series, self.instances_table = _make_tables(self._schema)
-        self._schema.create_all(self.engine)
-        self._write_lock = threading.Lock()
         self._level_tables = {"study": self.studies, "series": self.series, "instance": self.instances_table}
+        # SQLite has one writer at a time anyway (and ":memory:" shares one connection):
+        # serialize this process's writers here rather than in the busy-wait.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self._sqlite else contextlib.nullcontext()
+        )
+        from . import migrations
+
+        try:
+            migrations.upgrade(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def _create_engine(self, url: str, **kwargs: Any) -> Engine:
-        return create_engine(url, **kwargs)
+        if make_url(url).get_backend_name() == "postgresql":
+            for key, value in self.POOL_SETTINGS.items():
+                kwargs.setdefault(key, value)
+        try:
+            return create_engine(url, **kwargs)
+        except ModuleNotFoundError as exc:
+            if exc.name == "psycopg":
+                raise ImportError("a PostgreSQL catalog needs psycopg 3: pip install 'dcmstream[postgres]'") from exc
+            raise
 
     @property
     def _sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
     # -- writing ---------------------------------------------------------------------------
+    def _write(self, what: str, work: Callable[[Connection], Any]) -> Any:
+        """Run ``work`` in one transaction, again if the database reports a transient
+        conflict (deadlock, serialization failure, SQLite busy past its timeout)."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with self._write_lock, self.engine.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if isinstance(exc, IntegrityError) or not _transient(exc):
+                    raise
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise CatalogUnavailableError(f"{what}: the catalog database kept refusing the write: {exc.orig}") from exc
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def add(self, record: InstanceRecord) -> bool:
+        """Insert an instance (see :meth:`Catalog.add`); safe against concurrent writers.
+
+        Study, series and instance rows are inserted with ``ON CONFLICT DO NOTHING``
+        in that order, in one transaction: of several processes adding the same SOP
+        Instance UID at once exactly one inserts it, the others wait for its commit
+        and get False (their transaction is rolled back, so a study or series they
+        created for it disappears too). A series filed under another study raises
+        :class:`CatalogConflictError`, also when the other study was committed a
+        moment ago by another process.
+        """
         if record.dataset_json is None:
             raise ValueError("InstanceRecord.dataset_json is required to add an instance")
         summary = dicomjson.dumps(summarize(record.dataset_json))
         cols = dict(record.columns)
-        with self._write_lock:
+        for _ in range(_WRITE_ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
-                    return self._add(conn, record, cols, summary)
+                return bool(self._write(f"add {record.sop_uid}", lambda conn: self._add(conn, record, cols, summary)))
+            except _AlreadyStored:
+                return False
             except IntegrityError:
-                # Another process inserted the same instance (or study/series) between
-                # our check and our insert: look again.
+                # Only a dialect without ON CONFLICT (or a concurrent remove() of the
+                # series we are adding to) gets here: look again from the start.
                 if self.get(record.sop_uid) is not None:
                     return False
-                with self.engine.begin() as conn:
-                    return self._add(conn, record, cols, summary)
+        raise CatalogUnavailableError(f"add {record.sop_uid}: concurrent changes kept conflicting with it")
+
+    def _insert_new(self, conn: Connection, table: Table, key: str, values: dict[str, Any]) -> bool:
+        """INSERT unless a row with the same ``key`` exists (or is being inserted); True if inserted."""
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            module = pg_dialect if dialect == "postgresql" else sqlite_dialect
+            stmt = module.insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
+            if conn.dialect.insert_returning:  # rowcount is -1 with RETURNING (psycopg)
+                return conn.execute(stmt.returning(table.c[key])).first() is not None
+            return conn.execute(stmt).rowcount == 1
+        if conn.execute(select(table.c[key]).where(table.c[key] == values[key])).first() is not None:
+            return False
+        conn.execute(table.insert().values(**values))
+        return True
 
     def _add(self, conn: Connection, record: InstanceRecord, cols: dict[str, Any], summary: str) -> bool:
         st, se, ins = self.studies, self.series, self.instances_table
         if conn.execute(select(ins.c.seq).where(ins.c.sop_uid == record.sop_uid)).first() is not None:
             return False
-        row = conn.execute(select(se.c.study_uid).where(se.c.series_uid == record.series_uid)).first()
-        if row is not None and row.study_uid != record.study_uid:
-            raise CatalogConflictError(
-                f"series {record.series_uid} is filed under study {row.study_uid}, not {record.study_uid}"
-            )
-        if conn.execute(select(st.c.seq).where(st.c.study_uid == record.study_uid)).first() is None:
-            values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["study"] if c.name != "study_uid"}
-            conn.execute(st.insert().values(study_uid=record.study_uid, attrs_json=summary, **values))
-        if row is None:
-            values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["series"] if c.name != "series_uid"}
-            conn.execute(
-                se.insert().values(series_uid=record.series_uid, study_uid=record.study_uid, attrs_json=summary, **values)
-            )
+        values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["study"] if c.name != "study_uid"}
+        self._insert_new(conn, st, "study_uid", dict(study_uid=record.study_uid, attrs_json=summary, **values))
+        values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["series"] if c.name != "series_uid"}
+        self._insert_new(
+            conn, se, "series_uid", dict(series_uid=record.series_uid, study_uid=record.study_uid, attrs_json=summary, **values)
+        )
+        owner = conn.execute(select(se.c.study_uid).where(se.c.series_uid == record.series_uid)).scalar_one()
+        if owner != record.study_uid:
+            raise CatalogConflictError(f"series {record.series_uid} is filed under study {owner}, not {record.study_uid}")
         values = {c.name: cols.get(c.name) for c in COLUMNS_BY_LEVEL["instance"] if c.name != "sop_uid"}
         values["sop_class_uid"] = record.sop_class_uid
-        conn.execute(
-            ins.insert().values(
+        inserted = self._insert_new(
+            conn,
+            ins,
+            "sop_uid",
+            dict(
                 sop_uid=record.sop_uid,
                 series_uid=record.series_uid,
                 study_uid=record.study_uid,
@@ -337,29 +466,51 @@ class SQLCatalog(Catalog):
                 pixel_json=_dumps_or_none(record.pixel),
                 ingested_at=record.ingested_at or time.time(),
                 **values,
-            )
+            ),
         )
+        if not inserted:
+            # Another writer committed this instance while we waited: roll back the study
+            # or series rows this transaction may have created for it.
+            raise _AlreadyStored
         return True
 
     def remove(self, sop_uid: str) -> InstanceRecord | None:
         record = self.get(sop_uid)
         if record is None:
             return None
+        ins = self.instances_table
+
+        def work(conn: Connection) -> bool:
+            if conn.execute(ins.delete().where(ins.c.sop_uid == sop_uid)).rowcount != 1:
+                return False
+            if self._sqlite:  # one writer at a time: the emptiness checks below cannot race
+                self._remove_if_empty(conn, record)
+                return True
+            # Another process may be adding to this series right now: if so its row
+            # makes the delete fail (foreign key), and the series and study stay.
+            try:
+                with conn.begin_nested():
+                    self._remove_if_empty(conn, record)
+            except IntegrityError:
+                pass
+            return True
+
+        return record if self._write(f"remove {sop_uid}", work) else None
+
+    def _remove_if_empty(self, conn: Connection, record: InstanceRecord) -> None:
         st, se, ins = self.studies, self.series, self.instances_table
-        with self._write_lock, self.engine.begin() as conn:
-            conn.execute(ins.delete().where(ins.c.sop_uid == sop_uid))
-            if conn.execute(select(ins.c.seq).where(ins.c.series_uid == record.series_uid).limit(1)).first() is None:
-                conn.execute(se.delete().where(se.c.series_uid == record.series_uid))
-            if conn.execute(select(se.c.seq).where(se.c.study_uid == record.study_uid).limit(1)).first() is None:
-                conn.execute(st.delete().where(st.c.study_uid == record.study_uid))
-        return record
+        if conn.execute(select(ins.c.seq).where(ins.c.series_uid == record.series_uid).limit(1)).first() is None:
+            conn.execute(se.delete().where(se.c.series_uid == record.series_uid))
+        if conn.execute(select(se.c.seq).where(se.c.study_uid == record.study_uid).limit(1)).first() is None:
+            conn.execute(st.delete().where(st.c.study_uid == record.study_uid))
 
     def replace_blob(self, sop_uid: str, old_blob_key: str, record: InstanceRecord) -> bool:
         if record.dataset_json is None:
             raise ValueError("InstanceRecord.dataset_json is required to replace a blob")
         ins = self.instances_table
         summary = dicomjson.dumps(summarize(record.dataset_json))
-        with self._write_lock, self.engine.begin() as conn:
+
+        def work(conn: Connection) -> bool:
             res = conn.execute(
                 ins.update()
                 .where(ins.c.sop_uid == sop_uid, ins.c.blob_key == old_blob_key)
@@ -374,6 +525,8 @@ class SQLCatalog(Catalog):
                 )
             )
             return res.rowcount == 1
+
+        return bool(self._write(f"replace the blob of {sop_uid}", work))
 
     # -- reading ---------------------------------------------------------------------------
     def _record(self, row: Any, with_dataset: bool) -> InstanceRecord:
@@ -605,12 +758,12 @@ class SQLCatalog(Catalog):
         self.engine.dispose()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+        return f"{type(self).__name__}({make_url(self.url).render_as_string(hide_password=True)!r})"
 
 
 def _count_by(conn: Connection, key: SAColumn[str], uids: list[str]) -> dict[str, int]:
     """Rows per value of ``key`` among ``uids``, in one GROUP BY query (the QIDO count attributes)."""
-    rows = conn.execute(select(key, func.count()).where(key.in_(uids)).group_by(key))
+    rows = conn.execute(select(key, func.count()).where(key.in_(uids)).group_by(key)).tuples()
     return {uid: int(n) for uid, n in rows}
 
 
