@@ -3,9 +3,9 @@ offset tables, atomic writes and bounded memory."""
 
 from __future__ import annotations
 
-import importlib
 import struct
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +14,15 @@ import pytest
 from pydicom.encaps import parse_basic_offsets, parse_fragments
 
 import dcmstream
-from dcmstream.compress import encoders, transcode
+from dcmstream.compress import encoders, transcode, verify, worker, writer
 from dcmstream.compress.encoders import TARGETS
+from dcmstream.compress.executor import ordered
+from dcmstream.compress.frames import digest
+from dcmstream.compress.planning import in_flight, prepare
+from dcmstream.compress.results import QaThresholds
 from dcmstream.samples import write_multiframe
 
 from .conftest import FRAMES, frames_of
-
-# The package's ``transcode`` attribute is the function; the module holds the internals.
-transcode_module = importlib.import_module("dcmstream.compress.transcode")
 
 LOSSLESS = [name for name, t in TARGETS.items() if not t.lossy]
 ENCAPSULATED_LOSSLESS = [name for name in LOSSLESS if not TARGETS[name].native]
@@ -195,13 +196,13 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
     src = tmp_path / "ct.dcm"
     src.write_bytes(synthetic["ct"].read_bytes())
     before = src.read_bytes()
-    original = transcode_module._verify_frame
+    original = verify.verify_frame
 
     def corrupt(args, i):  # the written frames never match
         index, _, seconds = original(args, i)
         return index, b"wrong", seconds
 
-    monkeypatch.setattr(transcode_module, "_verify_frame", corrupt)
+    monkeypatch.setattr(verify, "verify_frame", corrupt)
     result = transcode(src, None, "jpeg-ls", in_place=True)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert src.read_bytes() == before
@@ -230,16 +231,16 @@ def test_extended_offset_table_when_forced(synthetic, tmp_path: Path, target: st
 def test_bot_overflow_falls_back_to_eot(synthetic, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = transcode_module.writer.write_encapsulated
+    real = writer.write_encapsulated
 
     def small_bot(fh, encoded, count, *, offset_table="bot", fragments_per_frame=1):
         calls.append(offset_table)
         if offset_table == "bot":
             for _ in encoded:  # as if the second frame started beyond 4 GiB
-                raise transcode_module.writer.PixelDataTooLarge("too big")
+                raise writer.PixelDataTooLarge("too big")
         return real(fh, encoded, count, offset_table=offset_table)
 
-    monkeypatch.setattr(transcode_module.writer, "write_encapsulated", small_bot)
+    monkeypatch.setattr(writer, "write_encapsulated", small_bot)
     result = transcode(synthetic["ct"], tmp_path / "out.dcm", "jpeg-ls")
     assert calls == ["bot", "eot"] and result.offset_table == "eot"
     assert result.status == "written" and result.verified
@@ -287,9 +288,9 @@ def test_frames_in_tasks_of_several_keep_their_order(tmp_path: Path, target: str
 
 
 def test_ordered_runs_chunks_within_the_window() -> None:
-    from concurrent.futures import ThreadPoolExecutor
     import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     lock, state = threading.Lock(), {"running": 0, "most": 0}
 
@@ -303,22 +304,21 @@ def test_ordered_runs_chunks_within_the_window() -> None:
         return job, i
 
     with ThreadPoolExecutor(4) as pool:
-        got = list(transcode_module._ordered(run, "j", 23, pool, window=9, chunk=4))
+        got = list(ordered(run, "j", 23, pool, window=9, chunk=4))
     assert got == [("j", i) for i in range(23)]
     assert state["most"] <= 2 * 4  # two tasks of 4 fit the window of 9, a third does not
-    assert list(transcode_module._ordered(run, "k", 5, None, window=9, chunk=4)) == \
+    assert list(ordered(run, "k", 5, None, window=9, chunk=4)) == \
         [("k", i) for i in range(5)]
 
 
 def test_in_flight_sizes_tasks_by_frame_bytes(synthetic) -> None:
     with dcmstream.open(synthetic["ct"], cache=False) as inst:
-        plan, _ = transcode_module._prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"],
-                                            qa=transcode_module.QaThresholds(), with_ssim=False)
-    big = transcode_module.replace(plan, native_estimate=512 * 512 * 2 * plan.count)
-    assert transcode_module._in_flight(big, 2) == (8, 2)  # CT frames go in pairs
-    huge = transcode_module.replace(plan, native_estimate=(4 << 20) * plan.count)
-    assert transcode_module._in_flight(huge, 2) == (8, 1)
-    assert transcode_module._in_flight(plan, 2) == (64, 16)  # 6 KB frames: 16 a task
+        plan, _ = prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"], qa=QaThresholds(), with_ssim=False)
+    big = replace(plan, native_estimate=512 * 512 * 2 * plan.count)
+    assert in_flight(big, 2) == (8, 2)  # CT frames go in pairs
+    huge = replace(plan, native_estimate=(4 << 20) * plan.count)
+    assert in_flight(huge, 2) == (8, 1)
+    assert in_flight(plan, 2) == (64, 16)  # 6 KB frames: 16 a task
 
 
 @pytest.mark.parametrize("target", ["htj2k", "jpeg-ls", "explicit"])
@@ -329,7 +329,7 @@ def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, targ
     source = synthetic["ct"]
     if target == "explicit":  # a native target needs a compressed source
         source = Path(transcode(source, tmp_path / "src.dcm", "jpeg-ls").output)
-    real_close = transcode_module.writer.AtomicFile.close
+    real_close = writer.AtomicFile.close
 
     def close_and_flip(self) -> None:
         fh = self._fh
@@ -339,7 +339,7 @@ def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, targ
             data[-20] ^= 0x01  # inside the last frame (before the 8-byte delimiter if any)
             self.path.write_bytes(bytes(data))
 
-    monkeypatch.setattr(transcode_module.writer.AtomicFile, "close", close_and_flip)
+    monkeypatch.setattr(writer.AtomicFile, "close", close_and_flip)
     result = transcode(source, tmp_path / "out.dcm", target)
     assert result.status == "failed" and f"verification failed at frame {FRAMES - 1}" in \
         result.message, result.message
@@ -348,7 +348,6 @@ def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, targ
 
 
 def test_digest_covers_padding_length_and_content() -> None:
-    digest = transcode_module.digest
     assert digest(b"abc", pad=True) == digest(b"abc\0") != digest(b"abc")
     assert digest(b"abd") != digest(b"abc") != digest(b"ab")
     frame = np.arange(12, dtype=np.uint16).reshape(3, 4)
@@ -380,14 +379,14 @@ def test_memory_is_bounded(tmp_path: Path) -> None:
 
 def test_codec_mismatch_is_caught_before_anything_is_written(synthetic, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    real = transcode_module._decode_codestream
+    real = worker.decode_codestream
 
     def off_by_one(data, syntax, spec):
         decoded = real(data, syntax, spec).copy()
         decoded[-1, -1] += 1  # one sample of one frame: a lossless codec that is not
         return decoded
 
-    monkeypatch.setattr(transcode_module, "_decode_codestream", off_by_one)
+    monkeypatch.setattr(worker, "decode_codestream", off_by_one)
     out = tmp_path / "out"
     result = transcode(synthetic["ct"], out / "ct.dcm", "htj2k")
     assert result.status == "failed"

@@ -9,20 +9,28 @@
                    report="report.html")
 
 Modules: :mod:`.encoders` (targets and frame encoders), :mod:`.transcode` (one file,
-frame by frame, verified, atomic), :mod:`.metrics` (PSNR, SSIM, max error, windowed PSNR),
-:mod:`.hybrid` (archive + preview), :mod:`.background` (content-aware analysis),
-:mod:`.report` (HTML), :mod:`.batch` (many files), :mod:`.writer` (the streaming DICOM
-writer, exported here for :mod:`dcmstream.samples`, which writes through it).
+frame by frame, verified, atomic) and its steps - :mod:`.planning` (header, encoder, frame
+job), :mod:`.worker` (one frame: read, encode, check), :mod:`.executor` (frames in order in
+thread or process pools), :mod:`.filewriter` (the file), :mod:`.verify` (the post-write
+check), :mod:`.instances` (open instances shared with the workers), :mod:`.frames` (frame
+reads, digests, transforms), :mod:`.results`; :mod:`.metrics` (PSNR, SSIM, max error,
+windowed PSNR), :mod:`.hybrid` (archive + preview), :mod:`.background` (content-aware
+analysis), :mod:`.report` (HTML), :mod:`.batch` (many files), :mod:`.writer` (the streaming
+DICOM writer, exported here for :mod:`dcmstream.samples`, which writes through it).
 """
 
 from .background import BackgroundEstimate, analyse_background, background_mask
 from .batch import CompressRun, compress, plan_work
 from .encoders import TARGETS, EncodePlan, Target, UnsupportedTarget, jpegls_encode, parse_target, unsigned_pattern
+from .executor import Pools
+from .frames import FrameTransform
 from .header import patch_ratio, ratio_placeholder
 from .hybrid import hybrid
 from .metrics import FrameMetrics, frame_metrics, max_abs_error, psnr, ssim, window_psnr
+from .planning import EOT_THRESHOLD
 from .report import render_report, write_report
-from .transcode import EOT_THRESHOLD, FrameTransform, Pools, QaFailure, QaThresholds, TranscodeResult, transcode
+from .results import QaFailure, QaThresholds, TranscodeResult
+from .transcode import transcode
 from .writer import (
     AtomicFile,
     DeflateWriter,

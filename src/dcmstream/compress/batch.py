@@ -3,7 +3,7 @@
 Inputs are files or folders (recursive; hidden files skipped). Each file goes to
 ``outdir/<path relative to its input>`` (a file given directly: ``outdir/<name>``), or over
 itself with ``in_place``. Files run concurrently in ``jobs`` threads and share one set of
-frame workers (:class:`~.transcode.Pools`); many small files (single-frame CT slices) go
+frame workers (:class:`~.executor.Pools`); many small files (single-frame CT slices) go
 whole to ``jobs`` worker processes instead, since their time goes mostly to Python work that
 threads cannot overlap. So a folder of slices and one 2,000-frame angiogram both keep every
 core busy. A hybrid run also writes
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -29,21 +29,17 @@ from pathlib import Path
 
 from ..errors import DcmstreamError
 from ..image import open as open_instance
+from ..io.walk import iter_paths
 from .background import BackgroundEstimate, analyse_background
 from .encoders import Target, parse_target
+from .executor import Pools, make_executor
 from .hybrid import DEFAULT_PREVIEW_SIZE, hybrid
+from .planning import EOT_THRESHOLD
 from .report import write_report
-from .transcode import (
-    EOT_THRESHOLD,
-    Pools,
-    Progress,
-    TranscodeResult,
-    iter_inputs,
-    make_executor,
-    transcode,
-)
+from .results import Progress, TranscodeResult
+from .transcode import transcode
 
-__all__ = ["CompressRun", "WorkItem", "compress", "plan_work"]
+__all__ = ["CompressRun", "WorkItem", "compress", "iter_inputs", "plan_work"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +54,12 @@ class WorkItem:
     frames: int  # 0 when not counted (or no pixels)
     raw_bytes: int
     file_bytes: int = 0  # size on disk
+
+
+def iter_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path]]:
+    """(file, path relative to its input root) for files and folders (recursive, sorted);
+    hidden files (our temporaries among them) are skipped."""
+    return iter_paths(inputs, missing_ok=False)
 
 
 def _preview_path(destination: Path) -> Path:

@@ -28,7 +28,9 @@ from pydicom.uid import generate_uid
 
 from ..image import open as open_instance
 from .encoders import Target, parse_target
-from .transcode import FrameTransform, Progress, TranscodeResult, transcode
+from .frames import FrameTransform
+from .results import Progress, TranscodeResult
+from .transcode import transcode
 
 __all__ = ["DEFAULT_PREVIEW_SIZE", "hybrid", "preview_factor", "preview_target"]
 

@@ -33,8 +33,8 @@ from pydicom.filewriter import write_data_element, write_dataset, write_file_met
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from ..codecs.syntaxes import syntax
-from ..io.atomic import AtomicFile
 from ..errors import DcmstreamError
+from ..io.atomic import AtomicFile
 
 __all__ = [
     "AtomicFile",
