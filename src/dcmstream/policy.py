@@ -53,7 +53,7 @@ from typing import Any
 
 from .archive import Archive, IngestResult, InstanceRecord
 from .archive.ingest import instance_record
-from .compress import UnsupportedTarget, parse_target
+from .compress import OutputOptions, TranscodeOptions, UnsupportedTarget, parse_target
 
 __all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
 
@@ -179,6 +179,9 @@ def load_policy(path: str | os.PathLike[str]) -> CompressionPolicy:
 
 
 _STOP = object()
+
+#: A staging file is written only when the transcode wrote a result (never a copy of the input).
+_NO_COPY = TranscodeOptions(output=OutputOptions(copy_kept=False))
 
 
 class PolicyWorker:
@@ -335,7 +338,7 @@ class PolicyWorker:
             transcode = self._transcode
             if transcode is None:
                 from .compress import transcode
-            result = transcode(source, out, target, copy_kept=False)
+            result = transcode(source, out, target, options=_NO_COPY)
             if result.status != "written" or not out.is_file():
                 kind = "failed" if result.status == "failed" else "kept"
                 return self._outcome(kind, sop_uid, f"transcode {result.status}: {result.message}")

@@ -12,8 +12,8 @@ import dcmstream
 from dcmstream.compress import writer
 from dcmstream.compress.encoders import parse_target
 from dcmstream.compress.filewriter import header_bytes
+from dcmstream.compress.options import QualityOptions
 from dcmstream.compress.planning import prepare
-from dcmstream.compress.results import QaThresholds
 
 from ..conftest import corpus_files
 
@@ -25,7 +25,7 @@ def _header(path: str, as_stored: bool) -> tuple[bytes, bool]:
     or with the copy's original encoding cleared so that pydicom parses and re-encodes
     every element; and whether the fast path applied."""
     with dcmstream.open(path, cache=False) as inst:
-        plan, _ = prepare(inst, path, TARGET, qa=QaThresholds(), with_ssim=False)
+        plan, _ = prepare(inst, path, TARGET, QualityOptions(ssim=False))
         fast = plan.dataset.original_encoding == (False, True)
         if not as_stored:
             plan.dataset.set_original_encoding(None, None, plan.dataset.original_character_set)
@@ -76,7 +76,7 @@ def test_the_source_dataset_is_not_changed(testfile) -> None:
     path = testfile("693_UNCR.dcm")
     stored = pydicom.dcmread(path, stop_before_pixels=True)
     with dcmstream.open(path, cache=False) as inst:
-        plan, _ = prepare(inst, path, parse_target("htj2k-lossy:ratio=10"), qa=QaThresholds(), with_ssim=False)
+        plan, _ = prepare(inst, path, parse_target("htj2k-lossy:ratio=10"), QualityOptions(ssim=False))
         assert plan.dataset.SOPInstanceUID != stored.SOPInstanceUID  # lossy: a new one
         assert plan.dataset.ImageType[0] == "DERIVED"
         source = inst.dataset

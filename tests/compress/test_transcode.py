@@ -18,14 +18,30 @@ from dcmstream.compress import encoders, transcode, verify, worker, writer
 from dcmstream.compress.encoders import TARGETS
 from dcmstream.compress.executor import ordered
 from dcmstream.compress.frames import digest
+from dcmstream.compress.options import OutputOptions, QualityOptions, TranscodeOptions
 from dcmstream.compress.planning import in_flight, prepare
-from dcmstream.compress.results import QaThresholds
 from dcmstream.samples import write_multiframe
 
 from .conftest import FRAMES, frames_of
 
+IN_PLACE = TranscodeOptions(output=OutputOptions(in_place=True))
+NO_SSIM = TranscodeOptions(quality=QualityOptions(ssim=False))
+
+
+def _quality(**thresholds: float) -> TranscodeOptions:
+    return TranscodeOptions(quality=QualityOptions(**thresholds))
+
+
 LOSSLESS = [name for name, t in TARGETS.items() if not t.lossy]
-ENCAPSULATED_LOSSLESS = [name for name in LOSSLESS if not TARGETS[name].native]
+ENCAPSULATED_IN_PLACE = TranscodeOptions(output=OutputOptions(in_place=True))
+NO_SSIM = TranscodeOptions(quality=QualityOptions(ssim=False))
+
+
+def _quality(**thresholds: float) -> TranscodeOptions:
+    return TranscodeOptions(quality=QualityOptions(**thresholds))
+
+
+LOSSLESS = [name for name in LOSSLESS if not TARGETS[name].native]
 
 
 def _items(pixel_data: bytes) -> list[tuple[int, int]]:
@@ -159,14 +175,14 @@ def test_jpeg_baseline_input_is_kept_when_lossless_is_bigger(tmp_path: Path) -> 
 
 def test_qa_threshold_refuses_and_writes_nothing(synthetic, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = transcode(synthetic["ct"], out / "ct.dcm", "htj2k-lossy:ratio=40", min_psnr=60)
+    result = transcode(synthetic["ct"], out / "ct.dcm", "htj2k-lossy:ratio=40", options=_quality(min_psnr=60))
     assert result.status == "refused"
     assert "PSNR" in result.message and "frame 0" in result.message
     assert not out.exists() or list(out.iterdir()) == []
-    result = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:4", max_error=2)
+    result = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:4", options=_quality(max_error=2))
     assert result.status == "refused" and "max error 4 > 2" in result.message
     assert not out.exists() or list(out.iterdir()) == []
-    ok = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:2", max_error=2, min_ssim=0.9)
+    ok = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:2", options=_quality(max_error=2, min_ssim=0.9))
     assert ok.status == "written"
 
 
@@ -187,7 +203,7 @@ def test_never_overwrites_the_input(synthetic, tmp_path: Path) -> None:
     before = src.read_bytes()
     result = transcode(src, src, "jpeg-ls")
     assert result.status == "refused" and src.read_bytes() == before
-    assert transcode(src, None, "htj2k-lossy", in_place=True).status == "refused"
+    assert transcode(src, None, "htj2k-lossy", options=IN_PLACE).status == "refused"
     assert src.read_bytes() == before
 
 
@@ -203,12 +219,12 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
         return index, b"wrong", seconds
 
     monkeypatch.setattr(verify, "verify_frame", corrupt)
-    result = transcode(src, None, "jpeg-ls", in_place=True)
+    result = transcode(src, None, "jpeg-ls", options=IN_PLACE)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.dcm"]
     monkeypatch.undo()
-    result = transcode(src, None, "jpeg-ls", in_place=True)
+    result = transcode(src, None, "jpeg-ls", options=IN_PLACE)
     assert result.status == "written" and result.verified
     assert pydicom.dcmread(src).file_meta.TransferSyntaxUID == TARGETS["jpeg-ls"].transfer_syntax
     np.testing.assert_array_equal(frames_of(src), frames_of(synthetic["ct"]))
@@ -216,7 +232,8 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
 
 @pytest.mark.parametrize("target", ["jpeg-ls", "htj2k", "rle"])
 def test_extended_offset_table_when_forced(synthetic, tmp_path: Path, target: str) -> None:
-    result = transcode(synthetic["ct"], tmp_path / "out.dcm", target, eot_threshold=0)
+    result = transcode(synthetic["ct"], tmp_path / "out.dcm", target,
+                        options=TranscodeOptions(output=OutputOptions(eot_threshold=0)))
     assert result.status == "written" and result.offset_table == "eot"
     out = pydicom.dcmread(result.output)
     items = _items(out.PixelData)
@@ -313,7 +330,7 @@ def test_ordered_runs_chunks_within_the_window() -> None:
 
 def test_in_flight_sizes_tasks_by_frame_bytes(synthetic) -> None:
     with dcmstream.open(synthetic["ct"], cache=False) as inst:
-        plan, _ = prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"], qa=QaThresholds(), with_ssim=False)
+        plan, _ = prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"], QualityOptions(ssim=False))
     big = replace(plan, native_estimate=512 * 512 * 2 * plan.count)
     assert in_flight(big, 2) == (8, 2)  # CT frames go in pairs
     huge = replace(plan, native_estimate=(4 << 20) * plan.count)
@@ -363,7 +380,8 @@ def test_memory_is_bounded(tmp_path: Path) -> None:
     frames = 200
     src = write_multiframe(tmp_path / "big.dcm", frames=frames, rows=rows, columns=columns,
                            syntax="explicit")
-    transcode(src, tmp_path / "warm.dcm", "htj2k", eot_threshold=1 << 40)  # imports, caches
+    transcode(src, tmp_path / "warm.dcm", "htj2k",
+              options=TranscodeOptions(output=OutputOptions(eot_threshold=1 << 40)))  # imports, caches
     tracemalloc.start()
     try:
         result = transcode(src, tmp_path / "out.dcm", "jpeg-ls")
@@ -401,7 +419,7 @@ def test_per_frame_groups_are_copied_as_stored(synthetic, tmp_path: Path, target
     # a lossy ratio patched after them must land in the right element.
     source = synthetic["ct"]
     out = tmp_path / "out.dcm"
-    result = transcode(source, out, target, ssim=False)
+    result = transcode(source, out, target, options=NO_SSIM)
     assert result.status == "written", result.message
     before = pydicom.dcmread(source, stop_before_pixels=True)
     after = pydicom.dcmread(out, stop_before_pixels=True)
@@ -439,13 +457,13 @@ def test_a_frame_that_fails_its_check_is_encoded_again_alone(synthetic, tmp_path
         return data[: len(data) // 2] if calls["n"] == 2 else data  # frame 1, first try
 
     monkeypatch.setattr(encoders.JpegLsEncoder, "__call__", flaky)
-    result = transcode(source, tmp_path / "ok.dcm", "jpeg-ls", ssim=False)
+    result = transcode(source, tmp_path / "ok.dcm", "jpeg-ls", options=NO_SSIM)
     assert result.status == "written" and result.verified and result.retried_frames == 1
     assert "encoded again alone" in result.message
     np.testing.assert_array_equal(frames_of(tmp_path / "ok.dcm"), frames_of(source))
 
     monkeypatch.setattr(encoders.JpegLsEncoder, "__call__", lambda self, frame: real(self, frame)[:-40])
-    result = transcode(source, tmp_path / "bad.dcm", "jpeg-ls", ssim=False)
+    result = transcode(source, tmp_path / "bad.dcm", "jpeg-ls", options=NO_SSIM)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert not (tmp_path / "bad.dcm").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["ok.dcm"]

@@ -10,7 +10,6 @@ compression) - and returns it as a :class:`FilePlan`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,11 +21,10 @@ from . import header as hdr
 from .encoders import LOSSY_SYNTAXES, EncodePlan, Target, UnsupportedTarget
 from .frames import FrameTransform, raw_frame
 from .metrics import window_from_dataset
-from .results import QaThresholds
+from .options import QualityOptions, Rendition
 from .worker import FrameJob
 
 __all__ = [
-    "EOT_THRESHOLD",
     "FilePlan",
     "estimate_offset_table",
     "frame_photometric",
@@ -35,10 +33,6 @@ __all__ = [
     "source_is_lossy",
 ]
 
-#: Pixel Data size from which the Extended Offset Table is written instead of the Basic
-#: Offset Table (whose 32-bit offsets end at 4 GiB). Compared with an upper-bound estimate
-#: made before writing (the native size, plus a margin for incompressible data).
-EOT_THRESHOLD = 1 << 32
 _EXPANSION_MARGIN = 1.05  # lossless codecs can expand noise a little; estimate above that
 
 
@@ -107,11 +101,12 @@ _TASK_BYTES = 1 << 20
 _MAX_TASK_FRAMES = 16
 
 
-def prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
-            with_ssim: bool, transform: FrameTransform | None = None,
-            edit: Callable[[Dataset], None] | None = None,
-            description_extra: str = "") -> tuple[FilePlan, EncodePlan]:
-    """Plan the output of ``inst`` in ``target``: header, encoder, frame job."""
+def prepare(inst: Instance, source: str, target: Target, quality: QualityOptions,
+            rendition: Rendition | None = None) -> tuple[FilePlan, EncodePlan]:
+    """Plan the output of ``inst`` (opened from ``source``) in ``target``: header, encoder,
+    frame job; ``rendition`` makes it a derived rendition (see :class:`~.options.Rendition`)."""
+    rendition = rendition or Rendition()
+    transform, edit = rendition.transform, rendition.edit
     spec = inst.pixel_spec
     photometric, raw = frame_photometric(inst)
     if transform is not None and transform.factor > 1:
@@ -140,7 +135,7 @@ def prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
         sop_class = str(source_ds.get("SOPClassUID", ""))
         sop_instance = str(source_ds.get("SOPInstanceUID", ""))
         description = (f"Lossy compression {target.label} ({target.method}) by dcmstream "
-                       f"{__version__}{description_extra}")
+                       f"{__version__}{rendition.description}")
         hdr.append_lossy_derivation(ds, method=target.method or "", description=description,
                                     source_lossy=source_lossy, source_sop_class=sop_class,
                                     source_sop_instance=sop_instance)
@@ -152,7 +147,7 @@ def prepare(inst: Instance, source: str, target: Target, *, qa: QaThresholds,
         spec.photometric_interpretation.startswith("MONOCHROME") else None
     job = FrameJob(path=source, raw=raw, encoder=encode_plan.encoder, native=target.native,
                    lossy=target.lossy, syntax=target.transfer_syntax, spec=encode_plan.spec,
-                   window=window, with_ssim=with_ssim, qa=qa, transform=transform)
+                   window=window, quality=quality, transform=transform)
     count = len(inst)
     native_estimate = encode_plan.spec.pixels_per_frame * max(
         encode_plan.spec.bits_allocated // 8, 1) * count

@@ -1,6 +1,6 @@
 """What a transcode reports: one :class:`TranscodeResult` per file (a row of the report),
-the progress callback's type, the per-frame QA thresholds of lossy results and the error
-that stops a file when a frame misses them."""
+the progress callback's type, and the error that stops a file when a lossy frame misses
+its QA thresholds (:class:`~.options.QualityOptions`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DcmstreamError
-from .metrics import FrameMetrics
 
-__all__ = ["Progress", "QaFailure", "QaThresholds", "TranscodeResult"]
+__all__ = ["Progress", "QaFailure", "TranscodeResult"]
 
 Progress = Callable[[int, int], None]  # (frames done, source bytes of those frames)
 
@@ -19,27 +18,6 @@ Progress = Callable[[int, int], None]  # (frames done, source bytes of those fra
 class QaFailure(DcmstreamError):
     """A lossy frame missed a quality threshold; the file is not written."""
 
-
-@dataclass(frozen=True)
-class QaThresholds:
-    """Per-frame acceptance of lossy results; ``None`` disables a check."""
-
-    min_psnr: float | None = None
-    max_error: int | None = None
-    min_ssim: float | None = None
-
-    def failure(self, metrics: FrameMetrics) -> str | None:
-        if self.min_psnr is not None and metrics.psnr < self.min_psnr:
-            return f"PSNR {metrics.psnr:.2f} dB < {self.min_psnr:g}"
-        if self.max_error is not None and metrics.max_error > self.max_error:
-            return f"max error {metrics.max_error} > {self.max_error}"
-        if self.min_ssim is not None and metrics.ssim is not None and metrics.ssim < self.min_ssim:
-            return f"SSIM {metrics.ssim:.4f} < {self.min_ssim:g}"
-        return None
-
-    @property
-    def active(self) -> bool:
-        return any(v is not None for v in (self.min_psnr, self.max_error, self.min_ssim))
 
 
 @dataclass

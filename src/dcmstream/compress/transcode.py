@@ -30,19 +30,17 @@ since the pixels are unchanged. Lossy targets on lossy input append a new method
 The steps live in their own modules: :mod:`.planning` (header, encoder, frame job),
 :mod:`.worker` (one frame: read, encode, check), :mod:`.executor` (frames in order, in
 pools), :mod:`.filewriter` (the file), :mod:`.verify` (the post-write check),
-:mod:`.instances` (open instances shared with the workers), :mod:`.results`.
+:mod:`.instances` (open instances shared with the workers), :mod:`.results`; the settings
+are grouped in :mod:`.options`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-
-from pydicom.dataset import Dataset
 
 from ..errors import DcmstreamError
 from ..image import Instance
@@ -54,17 +52,22 @@ from .executor import Pools, make_executor
 from .filewriter import write_file
 from .frames import FrameTransform
 from .instances import forget, register
-from .planning import EOT_THRESHOLD, estimate_offset_table, in_flight, prepare
-from .results import Progress, QaFailure, QaThresholds, TranscodeResult
+from .options import EOT_THRESHOLD, OutputOptions, QaThresholds, QualityOptions, Rendition, TranscodeOptions
+from .planning import FilePlan, estimate_offset_table, in_flight, prepare
+from .results import Progress, QaFailure, TranscodeResult
 from .verify import verify_file
 
 __all__ = [
     "EOT_THRESHOLD",
     "FrameTransform",
+    "OutputOptions",
     "Pools",
     "Progress",
     "QaFailure",
     "QaThresholds",
+    "QualityOptions",
+    "Rendition",
+    "TranscodeOptions",
     "TranscodeResult",
     "make_executor",
     "transcode",
@@ -76,41 +79,31 @@ def transcode(
     destination: str | os.PathLike[str] | None,
     target: str | Target,
     *,
-    min_psnr: float | None = None,
-    max_error: int | None = None,
-    min_ssim: float | None = None,
     jobs: int = 1,
     executor: Executor | Pools | None = None,
-    in_place: bool = False,
-    eot_threshold: int = EOT_THRESHOLD,
-    verify: bool = True,
-    ssim: bool = True,
-    copy_kept: bool = True,
     progress: Progress | None = None,
-    transform: FrameTransform | None = None,
-    edit: Callable[[Dataset], None] | None = None,
-    description: str = "",
+    options: TranscodeOptions | None = None,
 ) -> TranscodeResult:
     """Transcode one DICOM file to ``target`` (a name like ``"jpeg-ls"``, see
     :func:`~dcmstream.compress.encoders.parse_target`) and return what happened.
 
-    ``destination`` is the output path; with ``in_place=True`` it must be None or the
-    source, and the source is replaced only by a verified lossless result. Lossless results
-    are always decoded back and compared bit-exact before they are committed
-    (``verify=False`` skips that, for benchmarks only); a result that is not smaller than
-    the source is dropped and the source kept (copied to ``destination`` when
-    ``copy_kept``). Lossy results are checked per frame against ``min_psnr`` (dB over the
-    Bits Stored range), ``max_error`` and ``min_ssim``: one failing frame and nothing is
-    written (status "refused"). ``jobs`` > 1 encodes frames in a pool: threads, or
-    processes for encoders that hold the GIL; pass ``executor`` (an Executor, or
-    :class:`Pools` to share them across files) to reuse workers. ``eot_threshold`` is the estimated Pixel Data size from which the
-    Extended Offset Table is used. Never raises for a bad input file: the result says
-    "failed" with the reason.
+    ``destination`` is the output path (None with ``OutputOptions(in_place=True)``: the
+    source is then replaced, only ever by a verified lossless result). Lossless results are
+    decoded back and compared bit-exact before they are committed; a result that is not
+    smaller than the source is dropped and the source kept (copied to ``destination``
+    unless ``OutputOptions(copy_kept=False)``). Lossy results are checked per frame against
+    the thresholds of :class:`QualityOptions`: one failing frame and nothing is written
+    (status "refused"). See :mod:`.options` for every setting.
 
-    ``transform`` (a picklable frame function, e.g. :class:`FrameTransform` downsampling),
-    ``edit`` (changes the output header) and ``description`` (appended to the Derivation
-    Description) serve derived renditions such as the hybrid preview.
+    ``jobs`` > 1 encodes frames in a pool: threads, or processes for encoders that hold the
+    GIL; pass ``executor`` (an Executor, or :class:`Pools` to share them across files) to
+    reuse workers. ``progress(frames, source bytes)`` is called as frames are written.
+    Never raises for a bad input file: the result says "failed" with the reason.
     """
+    options = options or TranscodeOptions()
+    out = options.output
+    rendition = options.rendition
+    transform = rendition.transform if rendition is not None else None
     started = time.perf_counter()
     src = Path(source)
     result = TranscodeResult(source=str(src), output=None, status="failed")
@@ -120,22 +113,9 @@ def transcode(
         result.message = str(exc)
         return result
     result.target = target.label
-    if in_place:
-        if destination is not None and Path(destination).resolve() != src.resolve():
-            raise ValueError("in_place=True writes over the source; pass destination=None")
-        if target.lossy:
-            result.status = "refused"
-            result.message = "in-place replacement with a lossy result is never done"
-            return result
-        dest = src
-    else:
-        if destination is None:
-            raise ValueError("destination is required unless in_place=True")
-        dest = Path(destination)
-        if dest.resolve() == src.resolve():
-            result.status = "refused"
-            result.message = "destination is the source: use in_place to replace it"
-            return result
+    dest = _destination(src, destination, target, out, result)
+    if dest is None:
+        return result
     try:
         result.input_bytes = src.stat().st_size
         inst = open_instance(src, cache=False)
@@ -152,18 +132,14 @@ def transcode(
         if str(inst.transfer_syntax) == target.transfer_syntax and not target.lossy \
                 and transform is None:
             result.status, result.message = "kept-input", "already in the target syntax"
-            _keep(result, src, dest, in_place, copy_kept)
+            _keep(result, src, dest, out)
             return result
-        qa = QaThresholds(min_psnr, max_error, min_ssim)
         try:
-            plan, encode_plan = prepare(inst, key, target, qa=qa, with_ssim=ssim,
-                                         transform=transform, edit=edit,
-                                         description_extra=description)
+            plan, encode_plan = prepare(inst, key, target, options.quality, rendition)
         except UnsupportedTarget as exc:
             result.status, result.message = "kept-input", f"{exc}; input kept"
-            _keep(result, src, dest, in_place, copy_kept)
+            _keep(result, src, dest, out)
             return result
-        plan.job = replace(plan.job, verify=verify)
         result.lossy = target.lossy
         result.encodes = encode_plan.calibration_encodes
         result.sop_instance_uid = str(plan.dataset.SOPInstanceUID)
@@ -177,51 +153,13 @@ def transcode(
         else:
             encode_pool = executor
             verify_pool = executor if isinstance(executor, ThreadPoolExecutor) else None
-        window, chunk = in_flight(plan, max(jobs, getattr(encode_pool, "_max_workers", 1) or 1))
-        offset_table = estimate_offset_table(plan, eot_threshold)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            attempt = replace(result, raw_bytes=0, pixel_bytes=0, source_seconds=0.0,
-                              encode_seconds=0.0, decode_seconds=0.0)
-            with writer.AtomicFile(dest) as atomic:
-                try:
-                    digests = write_file(plan, atomic, offset_table, encode_pool, window, chunk,
-                                     progress, attempt)
-                except writer.PixelDataTooLarge:
-                    if offset_table == "eot" or target.native:
-                        raise
-                    offset_table = "eot"  # the estimate was wrong: start again with EOT
-                    continue
-                except QaFailure as exc:
-                    result.status, result.message = "refused", f"QA failed at {exc}"
-                    result.psnr, result.ssim = attempt.psnr, attempt.ssim
-                    return result
-                atomic.close()
-                result = attempt
-                if verify:
-                    verify_file(atomic.path, plan, digests, verify_pool, window, result)
-                result.output_bytes = atomic.path.stat().st_size
-                if writer.is_deflated(target.transfer_syntax):
-                    result.pixel_bytes = result.output_bytes  # header and pixels deflate together
-                if target.compresses and transform is None \
-                        and result.output_bytes >= result.input_bytes:
-                    result.status = "kept-input"
-                    result.message = (f"result ({result.output_bytes} bytes) not smaller than "
-                                      f"the input ({result.input_bytes} bytes); input kept")
-                    result.output_bytes = 0
-                    atomic.discard()
-                    _keep(result, src, dest, in_place, copy_kept)
-                    return result
-                # Release our handle on the source before it is replaced in place.
-                forget(key, close=False)
-                atomic.commit()
-            break
-        result.status = "written"
-        result.output = str(dest)
-        if target.lossy:
+        workers = max(jobs, getattr(encode_pool, "_max_workers", 1) or 1)
+        result = _write_checked(plan, src, dest, key, options, encode_pool, verify_pool, workers,
+                                progress, result)
+        if result.status == "written" and target.lossy:
             result.message = (f"lossy ratio {result.ratio:.1f}, PSNR min "
                               f"{min(result.psnr, default=float('inf')):.1f} dB")
-        if result.retried_frames:
+        if result.status == "written" and result.retried_frames:
             result.message = "; ".join(filter(None, [result.message, (
                 f"{result.retried_frames} frame(s) failed the check once and passed when "
                 "encoded again alone")]))
@@ -238,9 +176,82 @@ def transcode(
         result.wall_seconds = time.perf_counter() - started
 
 
-def _keep(result: TranscodeResult, src: Path, dest: Path, in_place: bool, copy_kept: bool) -> None:
+def _destination(src: Path, destination: str | os.PathLike[str] | None, target: Target,
+                 out: OutputOptions, result: TranscodeResult) -> Path | None:
+    """Where the output goes; None when ``result`` already says it cannot be written."""
+    if out.in_place:
+        if destination is not None and Path(destination).resolve() != src.resolve():
+            raise ValueError("in_place=True writes over the source; pass destination=None")
+        if target.lossy:
+            result.status = "refused"
+            result.message = "in-place replacement with a lossy result is never done"
+            return None
+        return src
+    if destination is None:
+        raise ValueError("destination is required unless in_place=True")
+    dest = Path(destination)
+    if dest.resolve() == src.resolve():
+        result.status = "refused"
+        result.message = "destination is the source: use in_place to replace it"
+        return None
+    return dest
+
+
+def _write_checked(plan: FilePlan, src: Path, dest: Path, key: str, options: TranscodeOptions,
+                   encode_pool: Executor | None, verify_pool: Executor | None, workers: int,
+                   progress: Progress | None, result: TranscodeResult) -> TranscodeResult:
+    """Write ``plan`` to a temporary file beside ``dest``, check it, and commit it - or keep
+    the input when it is smaller, or refuse when a lossy frame missed its thresholds. A
+    Basic Offset Table that overflows (the size estimate was wrong) starts again with the
+    Extended one."""
+    target, out = plan.target, options.output
+    window, chunk = in_flight(plan, workers)
+    offset_table = estimate_offset_table(plan, out.eot_threshold)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        attempt = replace(result, raw_bytes=0, pixel_bytes=0, source_seconds=0.0,
+                          encode_seconds=0.0, decode_seconds=0.0)
+        with writer.AtomicFile(dest) as atomic:
+            try:
+                digests = write_file(plan, atomic, offset_table, encode_pool, window, chunk,
+                                     progress, attempt)
+            except writer.PixelDataTooLarge:
+                if offset_table == "eot" or target.native:
+                    raise
+                offset_table = "eot"  # the estimate was wrong: start again with EOT
+                continue
+            except QaFailure as exc:
+                result.status, result.message = "refused", f"QA failed at {exc}"
+                result.psnr, result.ssim = attempt.psnr, attempt.ssim
+                return result
+            atomic.close()
+            result = attempt
+            if options.quality.verify:
+                verify_file(atomic.path, plan, digests, verify_pool, window, result)
+            result.output_bytes = atomic.path.stat().st_size
+            if writer.is_deflated(target.transfer_syntax):
+                result.pixel_bytes = result.output_bytes  # header and pixels deflate together
+            if target.compresses and plan.job.transform is None \
+                    and result.output_bytes >= result.input_bytes:
+                result.status = "kept-input"
+                result.message = (f"result ({result.output_bytes} bytes) not smaller than "
+                                  f"the input ({result.input_bytes} bytes); input kept")
+                result.output_bytes = 0
+                atomic.discard()
+                _keep(result, src, dest, out)
+                return result
+            # Release our handle on the source before it is replaced in place.
+            forget(key, close=False)
+            atomic.commit()
+        break
+    result.status = "written"
+    result.output = str(dest)
+    return result
+
+
+def _keep(result: TranscodeResult, src: Path, dest: Path, out: OutputOptions) -> None:
     """The input is the best version: leave it (in place) or copy it to the destination."""
-    if in_place or not copy_kept:
+    if out.in_place or not out.copy_kept:
         result.output = str(src)
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -249,11 +260,10 @@ def _keep(result: TranscodeResult, src: Path, dest: Path, in_place: bool, copy_k
     result.output_bytes = dest.stat().st_size
 
 
-def _fill_identity(result: TranscodeResult, inst: Instance | None, target: Target) -> None:
+def _fill_identity(result: TranscodeResult, inst: Instance, target: Target) -> None:
+    """What the result says about the input (before anything is written)."""
     result.target = target.label
     result.syntax_out = target.transfer_syntax
-    if inst is None:
-        return
     result.syntax_in = str(inst.transfer_syntax)
     result.modality = str(inst.header_dataset.get("Modality", "") or "")
     result.sop_instance_uid = str(inst.header_dataset.get("SOPInstanceUID", "") or "")
@@ -262,4 +272,3 @@ def _fill_identity(result: TranscodeResult, inst: Instance | None, target: Targe
         result.frames = len(inst)
         result.rows, result.columns = spec.rows, spec.columns
         result.samples, result.bits_stored = spec.samples_per_pixel, spec.bits_stored
-

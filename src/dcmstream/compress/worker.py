@@ -19,7 +19,7 @@ from .encoders import FrameEncoder, QualitySearch
 from .frames import FrameTransform, decode_codestream, decode_raw, digest, raw_frame
 from .instances import instance
 from .metrics import FrameMetrics, Window, frame_metrics
-from .results import QaThresholds
+from .options import QualityOptions
 
 __all__ = ["FrameJob", "FrameOut", "run_frame"]
 
@@ -36,10 +36,8 @@ class FrameJob:
     syntax: str
     spec: PixelSpec  # of the output
     window: Window | None
-    with_ssim: bool
-    qa: QaThresholds
+    quality: QualityOptions
     transform: FrameTransform | None = None
-    verify: bool = True
 
 
 @dataclass
@@ -101,17 +99,17 @@ def run_frame(job: FrameJob, i: int) -> FrameOut:
         t2 = t1 + found.encode_seconds
         t3 = t2 + found.decode_seconds
         metrics = frame_metrics(frame, found.decoded, bits_stored=job.spec.bits_stored,
-                                window=job.window, with_ssim=job.with_ssim, psnr=found.psnr)
-        failure = job.qa.failure(metrics)
+                                window=job.window, with_ssim=job.quality.ssim, psnr=found.psnr)
+        failure = job.quality.failure(metrics)
     elif job.lossy:
         payload = job.encoder(frame)
         t2 = time.perf_counter()
         decoded = decode_codestream(payload, job.syntax, job.spec)
         t3 = time.perf_counter()  # decode speed without the QA metrics' time
         metrics = frame_metrics(frame, decoded, bits_stored=job.spec.bits_stored,
-                                window=job.window, with_ssim=job.with_ssim)
-        failure = job.qa.failure(metrics)
-    elif job.verify and not job.native:
+                                window=job.window, with_ssim=job.quality.ssim)
+        failure = job.quality.failure(metrics)
+    elif job.quality.verify and not job.native:
         payload = job.encoder(frame)
         t2 = time.perf_counter()
         mismatch = not _decodes_to(payload, frame, job)
@@ -129,7 +127,7 @@ def run_frame(job: FrameJob, i: int) -> FrameOut:
         t2 = t3 = time.perf_counter()
     return FrameOut(
         index=i, payload=payload,
-        source_digest=digest(frame) if job.native and job.verify else b"",
+        source_digest=digest(frame) if job.native and job.quality.verify else b"",
         # The digest covers the item as written: codestreams are padded to even length.
         payload_digest=b"" if job.native else digest(payload, pad=len(payload) % 2 == 1),
         metrics=metrics,
