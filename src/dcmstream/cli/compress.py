@@ -104,7 +104,8 @@ def compress(
     in_place: bool = typer.Option(False, "--in-place", help="replace inputs by verified lossless results"),
     with_hybrid: bool = typer.Option(False, "--hybrid", help="lossless archive copy + lossy reduced-resolution preview"),
     preview_size: int = typer.Option(512, "--preview-size", min=16, help="hybrid: longest side of the preview"),
-    background: bool = typer.Option(False, "--background", help="report background share and what near-lossless background coding would save"),
+    background: bool = typer.Option(False, "--background",
+                                    help="report background share and what near-lossless background coding would save"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors (refused or failed files)"),
 ) -> None:
     """Transcode DICOM files frame by frame; lossless results are verified bit-exact before
