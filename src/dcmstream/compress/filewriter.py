@@ -54,7 +54,8 @@ def header_bytes(ds: Dataset, enc: writer.Encoding, lossy: bool,
             # the output's (see hdr.output_dataset): the one of ``ds``, and the character set
             # the piece itself declares (pydicom's default when (0008,0005) is elsewhere;
             # its parsed text elements are encoded with ``charset`` all the same).
-            piece.set_original_encoding(*ds.original_encoding, ds.original_character_set
+            implicit, little = ds.original_encoding
+            piece.set_original_encoding(implicit, little, ds.original_character_set
                                         if 0x00080005 in piece else default_encoding)
             out.extend(enc.dataset(piece, charset))
         piece = Dataset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,9 @@ from ..index.pixel_spec import PixelSpec
 
 __all__ = ["FrameTransform", "decode_codestream", "decode_raw", "digest", "raw_frame"]
 
-_Checksum = Callable[[bytes | memoryview, int], int]
+# (data: any buffer, start value) -> checksum; imagecodecs' stubs name fewer buffer types
+# than it accepts (a memoryview of a frame among them).
+_Checksum = Callable[[Any, int], int]
 
 try:  # libdeflate's checksums (20-40 GB/s); zlib's give the same values, slower
     from imagecodecs import deflate_adler32, deflate_crc32
