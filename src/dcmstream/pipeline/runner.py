@@ -51,9 +51,9 @@ from .sources import Opener
 from .work import (
     ReadOptions,
     WorkRef,
-    _failure,
     decoded_of,
     encoded_of,
+    failure_of,
     process_batch,
     read_item,
 )
@@ -243,7 +243,7 @@ class _Writer:
                 except Exception as exc:  # noqa: BLE001 - a sink failure is one item's failure
                     r.failed += 1
                     if len(r.failures) < MAX_FAILURES_KEPT:
-                        r.failures.append(_failure(info, "sink", exc))
+                        r.failures.append(failure_of(info, "sink", exc))
         finally:
             emitted.append(info.source)
 
@@ -542,7 +542,7 @@ def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, reade
         try:
             result = fn(item)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            return ref.info.seq, info, None, _failure(info, "fn", exc)
+            return ref.info.seq, info, None, failure_of(info, "fn", exc)
         finally:
             if release is not None:
                 release()
@@ -561,7 +561,7 @@ def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, reade
                             item = read_item(ref, opener, opts)[0] if encoded is None \
                                 else decoded_of(inst, ref, encoded, opts)
                         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-                            out.append((ref.info.seq, ref.info, None, _failure(ref.info, "read", exc)))
+                            out.append((ref.info.seq, ref.info, None, failure_of(ref.info, "read", exc)))
                             continue
                         del encoded
                         if state.sizer is not None:
@@ -570,7 +570,7 @@ def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, reade
                         del item
             except Exception as exc:  # noqa: BLE001 - the source could not be reopened
                 done = {entry[0] for entry in out}
-                out += [(r.info.seq, r.info, None, _failure(r.info, "read", exc)) for r, _ in group if r.info.seq not in done]
+                out += [(r.info.seq, r.info, None, failure_of(r.info, "read", exc)) for r, _ in group if r.info.seq not in done]
         writer.put_many(out)
 
     def read_frames(chunk: list[WorkRef]) -> None:
@@ -584,9 +584,9 @@ def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, reade
                         try:
                             loaded.append((ref, encoded_of(inst, ref)))
                         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-                            failed.append((ref.info.seq, ref.info, None, _failure(ref.info, "read", exc)))
+                            failed.append((ref.info.seq, ref.info, None, failure_of(ref.info, "read", exc)))
             except Exception as exc:  # noqa: BLE001 - an unreadable source fails its frames
-                failed += [(r.info.seq, r.info, None, _failure(r.info, "read", exc)) for r in group]
+                failed += [(r.info.seq, r.info, None, failure_of(r.info, "read", exc)) for r in group]
         writer.put_many(failed)
         if loaded:
             fn_pool.submit(compute_frames, loaded)
@@ -595,7 +595,7 @@ def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, reade
         try:
             item, release = read_item(ref, opener, opts)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "read", exc))
+            writer.put(ref.info.seq, ref.info, None, failure_of(ref.info, "read", exc))
             return
         if state.sizer is not None:
             state.sizer.observe_item(getattr(getattr(item, "info", None), "nbytes", 0))
@@ -685,7 +685,7 @@ def _run_remote(stages: _Stages, refs: Iterator[WorkRef], client: Any) -> None:
             out = future.result()
         except BaseException as exc:  # noqa: BLE001 - a lost worker fails its batch, not the run
             for ref in batch:
-                writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "task", exc))
+                writer.put(ref.info.seq, ref.info, None, failure_of(ref.info, "task", exc))
             return
         for ref, (info, result, failure) in zip(batch, out, strict=False):
             if failure is None and stages.state.sizer is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "WorkRef",
     "decoded_of",
     "encoded_of",
+    "failure_of",
     "process_batch",
     "read_item",
     "values_of",
@@ -136,7 +137,8 @@ def decoded_of(inst: Instance, ref: WorkRef, data: bytes, opts: ReadOptions) -> 
     return Frame(info.source, info.frame, arr, info.level, info)
 
 
-def _failure(info: ItemInfo, stage: str, exc: BaseException) -> Failure:
+def failure_of(info: ItemInfo, stage: str, exc: BaseException) -> Failure:
+    """The record of ``exc`` raised while ``stage`` handled the item ``info`` (with its traceback)."""
     return Failure(info.key, stage, f"{type(exc).__name__}: {exc}",
                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
@@ -164,13 +166,13 @@ def process_batch(refs: list[WorkRef], fn: Callable[[Any], Any], opts: ReadOptio
         try:
             item, release = read_item(ref, opener, opts)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            out.append((ref.info, None, _failure(ref.info, "read", exc)))
+            out.append((ref.info, None, failure_of(ref.info, "read", exc)))
             continue
         info = getattr(item, "info", None) or ref.info
         try:
             result = fn(item)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            out.append((info, None, _failure(info, "fn", exc)))
+            out.append((info, None, failure_of(info, "fn", exc)))
         else:
             out.append((info, result, None))
         finally:
