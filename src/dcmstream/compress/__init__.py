@@ -16,10 +16,11 @@ frame by frame, verified, atomic) and its steps - :mod:`.planning` (header, enco
 job), :mod:`.worker` (one frame: read, encode, check), :mod:`.executor` (frames in order in
 thread or process pools), :mod:`.filewriter` (the file), :mod:`.verify` (the post-write
 check), :mod:`.instances` (open instances shared with the workers), :mod:`.frames` (frame
-reads, digests, transforms), :mod:`.results`, :mod:`.options` (the settings, grouped); :mod:`.metrics` (PSNR, SSIM, max error,
-windowed PSNR), :mod:`.hybrid` (archive + preview), :mod:`.background` (content-aware
-analysis), :mod:`.report` (HTML), :mod:`.batch` (many files), :mod:`.writer` (the streaming
-DICOM writer, exported here for :mod:`dcmstream.samples`, which writes through it).
+reads, digests, transforms), :mod:`.results`; :mod:`.options` (the settings, grouped);
+:mod:`.metrics` (PSNR, SSIM, max error, windowed PSNR), :mod:`.hybrid` (archive +
+preview), :mod:`.background` (content-aware analysis), :mod:`.report` (HTML),
+:mod:`.batch` (many files), :mod:`.writer` (the streaming DICOM writer, exported here for
+:mod:`dcmstream.samples`, which writes through it).
 """
 
 from .background import BackgroundEstimate, analyse_background, background_mask
