@@ -103,7 +103,7 @@ def _raw_codec_speed(path: str, target: str, max_frames: int = 200) -> dict[str,
 
 def _worker(payload: dict[str, Any]) -> dict[str, Any]:
     """One transcode in this fresh interpreter."""
-    from dcmstream.compress import compress, transcode
+    from dcmstream.compress import QualityOptions, TranscodeOptions, compress, transcode
 
     out = Path(payload["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +115,9 @@ def _worker(payload: dict[str, Any]) -> dict[str, Any]:
             results = compress([payload["path"]], out, payload["target"],
                                jobs=payload["jobs"]).results
     else:
+        quality = QualityOptions(ssim=False, verify=payload.get("verify", True))
         results = [transcode(payload["path"], out, payload["target"], jobs=payload["jobs"],
-                             verify=payload.get("verify", True), ssim=False)]
+                             options=TranscodeOptions(quality=quality))]
     wall = time.perf_counter() - started
     memory = rss.stop()
     # The same file again, as the next files of a batch would go (imports, codec set-up and
@@ -125,7 +126,8 @@ def _worker(payload: dict[str, Any]) -> dict[str, Any]:
     for _ in range(payload.get("warm", 0)):
         out.unlink(missing_ok=True)
         again = time.perf_counter()
-        transcode(payload["path"], out, payload["target"], jobs=payload["jobs"], ssim=False)
+        transcode(payload["path"], out, payload["target"], jobs=payload["jobs"],
+                  options=TranscodeOptions(quality=QualityOptions(ssim=False)))
         warm_walls.append(time.perf_counter() - again)
     statuses = sorted({r.status for r in results})
     data = {"status": "/".join(statuses),

@@ -24,7 +24,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── _AlreadyStored                        archive/catalog.py   internal: a concurrent duplicate add
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
-    ├── QaFailure                             compress/transcode.py lossy frame missed QA
+    ├── QaFailure                             compress/results.py  lossy frame missed QA
     ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
     └── _TooLarge                             web/stow.py          internal: STOW body > limit
 

@@ -53,7 +53,7 @@ from typing import Any
 
 from .archive import Archive, IngestResult, InstanceRecord
 from .archive.ingest import instance_record
-from .compress import TranscodeResult, UnsupportedTarget, parse_target
+from .compress import OutputOptions, TranscodeOptions, TranscodeResult, UnsupportedTarget, parse_target
 from .compress import transcode as compress_transcode
 
 __all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
@@ -177,6 +177,10 @@ def load_policy(path: str | os.PathLike[str]) -> CompressionPolicy:
         return CompressionPolicy.from_dict(data)
     except UnsupportedTarget as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+#: A staging file is written only when the transcode wrote a result (never a copy of the input).
+_NO_COPY = TranscodeOptions(output=OutputOptions(copy_kept=False))
 
 
 class PolicyWorker:
@@ -331,7 +335,7 @@ class PolicyWorker:
                 with open(local_copy, "xb") as fh:
                     fh.writelines(archive.blobs.iter_range(record.blob_key))
                 source = local_copy
-            result = self._transcode(source, out, target, copy_kept=False)
+            result = self._transcode(source, out, target, options=_NO_COPY)
             if result.status != "written" or not out.is_file():
                 kind = "failed" if result.status == "failed" else "kept"
                 return self._outcome(kind, sop_uid, f"transcode {result.status}: {result.message}")

@@ -10,6 +10,7 @@ import pytest
 
 from dcmstream.compress import analyse_background, background_mask, hybrid, render_report
 from dcmstream.compress.batch import compress
+from dcmstream.compress.options import CompressOptions
 from dcmstream.samples import synthetic_frames, write_multiframe
 
 from .conftest import frames_of
@@ -77,7 +78,8 @@ def test_background_analysis_reports_savings(tmp_path: Path, testfile) -> None:
 
 def test_report(tmp_path: Path, synthetic) -> None:
     run = compress([synthetic["ct"], synthetic["us"]], tmp_path / "out",
-                   "htj2k-lossy:ratio=10", report=tmp_path / "report.html", background=True)
+                   "htj2k-lossy:ratio=10", report=tmp_path / "report.html",
+                   options=CompressOptions(background=True))
     text = (tmp_path / "report.html").read_text()
     assert text.startswith("<!DOCTYPE html>") and "</html>" in text
     assert text.count("<svg") >= 3  # ratio, speed, PSNR/SSIM histograms

@@ -3,8 +3,6 @@ parse-and-re-encode says, for every corpus file, and the source dataset stays un
 
 from __future__ import annotations
 
-import importlib
-
 import pydicom
 import pytest
 from pydicom.filebase import DicomBytesIO
@@ -13,10 +11,12 @@ from pydicom.filereader import read_dataset
 import dcmstream
 from dcmstream.compress import writer
 from dcmstream.compress.encoders import parse_target
+from dcmstream.compress.filewriter import header_bytes
+from dcmstream.compress.options import QualityOptions
+from dcmstream.compress.planning import prepare
 
 from ..conftest import corpus_files
 
-transcode_module = importlib.import_module("dcmstream.compress.transcode")
 TARGET = parse_target("htj2k")
 
 
@@ -25,13 +25,11 @@ def _header(path: str, as_stored: bool) -> tuple[bytes, bool]:
     or with the copy's original encoding cleared so that pydicom parses and re-encodes
     every element; and whether the fast path applied."""
     with dcmstream.open(path, cache=False) as inst:
-        plan, _ = transcode_module._prepare(inst, path, TARGET,
-                                            qa=transcode_module.QaThresholds(), with_ssim=False)
+        plan, _ = prepare(inst, path, TARGET, QualityOptions(ssim=False))
         fast = plan.dataset.original_encoding == (False, True)
         if not as_stored:
             plan.dataset.set_original_encoding(None, None, plan.dataset.original_character_set)
-        data, _ = transcode_module._header_bytes(plan.dataset, writer.encoding_for(TARGET.transfer_syntax),
-                                                 False, plan.raw_groups)
+        data, _ = header_bytes(plan.dataset, writer.encoding_for(TARGET.transfer_syntax), False, plan.raw_groups)
     return data, fast
 
 
@@ -78,8 +76,7 @@ def test_the_source_dataset_is_not_changed(testfile) -> None:
     path = testfile("693_UNCR.dcm")
     stored = pydicom.dcmread(path, stop_before_pixels=True)
     with dcmstream.open(path, cache=False) as inst:
-        plan, _ = transcode_module._prepare(inst, path, parse_target("htj2k-lossy:ratio=10"),
-                                            qa=transcode_module.QaThresholds(), with_ssim=False)
+        plan, _ = prepare(inst, path, parse_target("htj2k-lossy:ratio=10"), QualityOptions(ssim=False))
         assert plan.dataset.SOPInstanceUID != stored.SOPInstanceUID  # lossy: a new one
         assert plan.dataset.ImageType[0] == "DERIVED"
         source = inst.dataset

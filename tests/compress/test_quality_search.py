@@ -11,10 +11,13 @@ import pytest
 from dcmstream.compress import transcode
 from dcmstream.compress.encoders import QualitySearch, parse_target
 from dcmstream.compress.metrics import psnr
+from dcmstream.compress.options import QualityOptions, TranscodeOptions
 from dcmstream.index.pixel_spec import PixelSpec
 from dcmstream.samples import synthetic_frames, write_multiframe
 
 from .conftest import frames_of
+
+NO_SSIM = TranscodeOptions(quality=QualityOptions(ssim=False))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def ct_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_frame_meets_the_psnr_goal_in_few_encodes(ct_series: Path, tmp_path: Path,
                                                         target: str) -> None:
     goal = parse_target(target).psnr
-    result = transcode(ct_series, tmp_path / "out.dcm", target, ssim=False)
+    result = transcode(ct_series, tmp_path / "out.dcm", target, options=NO_SSIM)
     assert result.status == "written", result.message
     assert len(result.psnr) == result.frames == 40
     assert min(result.psnr) >= goal
@@ -70,7 +73,7 @@ def test_search_alone_brackets_a_changing_series() -> None:
 
 
 def test_ratio_goal_is_calibrated_by_size_only(ct_series: Path, tmp_path: Path) -> None:
-    result = transcode(ct_series, tmp_path / "r.dcm", "htj2k-lossy:ratio=12", ssim=False)
+    result = transcode(ct_series, tmp_path / "r.dcm", "htj2k-lossy:ratio=12", options=NO_SSIM)
     assert result.status == "written", result.message
     assert result.ratio == pytest.approx(12, rel=0.15)
     # Calibration on 3 sample frames, at most 8 rounds: a bounded cost per file.

@@ -3,9 +3,9 @@ offset tables, atomic writes and bounded memory."""
 
 from __future__ import annotations
 
-import importlib
 import struct
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +14,34 @@ import pytest
 from pydicom.encaps import parse_basic_offsets, parse_fragments
 
 import dcmstream
-from dcmstream.compress import encoders, transcode
+from dcmstream.compress import encoders, transcode, verify, worker, writer
 from dcmstream.compress.encoders import TARGETS
+from dcmstream.compress.executor import ordered
+from dcmstream.compress.frames import digest
+from dcmstream.compress.options import OutputOptions, QualityOptions, TranscodeOptions
+from dcmstream.compress.planning import in_flight, prepare
 from dcmstream.samples import write_multiframe
 
 from .conftest import FRAMES, frames_of
 
-# The package's ``transcode`` attribute is the function; the module holds the internals.
-transcode_module = importlib.import_module("dcmstream.compress.transcode")
+IN_PLACE = TranscodeOptions(output=OutputOptions(in_place=True))
+NO_SSIM = TranscodeOptions(quality=QualityOptions(ssim=False))
+
+
+def _quality(**thresholds: float) -> TranscodeOptions:
+    return TranscodeOptions(quality=QualityOptions(**thresholds))
+
 
 LOSSLESS = [name for name, t in TARGETS.items() if not t.lossy]
-ENCAPSULATED_LOSSLESS = [name for name in LOSSLESS if not TARGETS[name].native]
+ENCAPSULATED_IN_PLACE = TranscodeOptions(output=OutputOptions(in_place=True))
+NO_SSIM = TranscodeOptions(quality=QualityOptions(ssim=False))
+
+
+def _quality(**thresholds: float) -> TranscodeOptions:
+    return TranscodeOptions(quality=QualityOptions(**thresholds))
+
+
+LOSSLESS = [name for name in LOSSLESS if not TARGETS[name].native]
 
 
 def _items(pixel_data: bytes) -> list[tuple[int, int]]:
@@ -158,14 +175,14 @@ def test_jpeg_baseline_input_is_kept_when_lossless_is_bigger(tmp_path: Path) -> 
 
 def test_qa_threshold_refuses_and_writes_nothing(synthetic, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = transcode(synthetic["ct"], out / "ct.dcm", "htj2k-lossy:ratio=40", min_psnr=60)
+    result = transcode(synthetic["ct"], out / "ct.dcm", "htj2k-lossy:ratio=40", options=_quality(min_psnr=60))
     assert result.status == "refused"
     assert "PSNR" in result.message and "frame 0" in result.message
     assert not out.exists() or list(out.iterdir()) == []
-    result = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:4", max_error=2)
+    result = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:4", options=_quality(max_error=2))
     assert result.status == "refused" and "max error 4 > 2" in result.message
     assert not out.exists() or list(out.iterdir()) == []
-    ok = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:2", max_error=2, min_ssim=0.9)
+    ok = transcode(synthetic["ct"], out / "ct.dcm", "jpeg-ls-near:2", options=_quality(max_error=2, min_ssim=0.9))
     assert ok.status == "written"
 
 
@@ -186,7 +203,7 @@ def test_never_overwrites_the_input(synthetic, tmp_path: Path) -> None:
     before = src.read_bytes()
     result = transcode(src, src, "jpeg-ls")
     assert result.status == "refused" and src.read_bytes() == before
-    assert transcode(src, None, "htj2k-lossy", in_place=True).status == "refused"
+    assert transcode(src, None, "htj2k-lossy", options=IN_PLACE).status == "refused"
     assert src.read_bytes() == before
 
 
@@ -195,19 +212,19 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
     src = tmp_path / "ct.dcm"
     src.write_bytes(synthetic["ct"].read_bytes())
     before = src.read_bytes()
-    original = transcode_module._verify_frame
+    original = verify.verify_frame
 
     def corrupt(args, i):  # the written frames never match
         index, _, seconds = original(args, i)
         return index, b"wrong", seconds
 
-    monkeypatch.setattr(transcode_module, "_verify_frame", corrupt)
-    result = transcode(src, None, "jpeg-ls", in_place=True)
+    monkeypatch.setattr(verify, "verify_frame", corrupt)
+    result = transcode(src, None, "jpeg-ls", options=IN_PLACE)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.dcm"]
     monkeypatch.undo()
-    result = transcode(src, None, "jpeg-ls", in_place=True)
+    result = transcode(src, None, "jpeg-ls", options=IN_PLACE)
     assert result.status == "written" and result.verified
     assert pydicom.dcmread(src).file_meta.TransferSyntaxUID == TARGETS["jpeg-ls"].transfer_syntax
     np.testing.assert_array_equal(frames_of(src), frames_of(synthetic["ct"]))
@@ -215,7 +232,8 @@ def test_in_place_replaces_only_after_verification(synthetic, tmp_path: Path,
 
 @pytest.mark.parametrize("target", ["jpeg-ls", "htj2k", "rle"])
 def test_extended_offset_table_when_forced(synthetic, tmp_path: Path, target: str) -> None:
-    result = transcode(synthetic["ct"], tmp_path / "out.dcm", target, eot_threshold=0)
+    result = transcode(synthetic["ct"], tmp_path / "out.dcm", target,
+                        options=TranscodeOptions(output=OutputOptions(eot_threshold=0)))
     assert result.status == "written" and result.offset_table == "eot"
     out = pydicom.dcmread(result.output)
     items = _items(out.PixelData)
@@ -230,16 +248,16 @@ def test_extended_offset_table_when_forced(synthetic, tmp_path: Path, target: st
 def test_bot_overflow_falls_back_to_eot(synthetic, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = transcode_module.writer.write_encapsulated
+    real = writer.write_encapsulated
 
     def small_bot(fh, encoded, count, *, offset_table="bot", fragments_per_frame=1):
         calls.append(offset_table)
         if offset_table == "bot":
             for _ in encoded:  # as if the second frame started beyond 4 GiB
-                raise transcode_module.writer.PixelDataTooLarge("too big")
+                raise writer.PixelDataTooLarge("too big")
         return real(fh, encoded, count, offset_table=offset_table)
 
-    monkeypatch.setattr(transcode_module.writer, "write_encapsulated", small_bot)
+    monkeypatch.setattr(writer, "write_encapsulated", small_bot)
     result = transcode(synthetic["ct"], tmp_path / "out.dcm", "jpeg-ls")
     assert calls == ["bot", "eot"] and result.offset_table == "eot"
     assert result.status == "written" and result.verified
@@ -303,22 +321,21 @@ def test_ordered_runs_chunks_within_the_window() -> None:
         return job, i
 
     with ThreadPoolExecutor(4) as pool:
-        got = list(transcode_module._ordered(run, "j", 23, pool, window=9, chunk=4))
+        got = list(ordered(run, "j", 23, pool, window=9, chunk=4))
     assert got == [("j", i) for i in range(23)]
     assert state["most"] <= 2 * 4  # two tasks of 4 fit the window of 9, a third does not
-    assert list(transcode_module._ordered(run, "k", 5, None, window=9, chunk=4)) == \
+    assert list(ordered(run, "k", 5, None, window=9, chunk=4)) == \
         [("k", i) for i in range(5)]
 
 
 def test_in_flight_sizes_tasks_by_frame_bytes(synthetic) -> None:
     with dcmstream.open(synthetic["ct"], cache=False) as inst:
-        plan, _ = transcode_module._prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"],
-                                            qa=transcode_module.QaThresholds(), with_ssim=False)
-    big = transcode_module.replace(plan, native_estimate=512 * 512 * 2 * plan.count)
-    assert transcode_module._in_flight(big, 2) == (8, 2)  # CT frames go in pairs
-    huge = transcode_module.replace(plan, native_estimate=(4 << 20) * plan.count)
-    assert transcode_module._in_flight(huge, 2) == (8, 1)
-    assert transcode_module._in_flight(plan, 2) == (64, 16)  # 6 KB frames: 16 a task
+        plan, _ = prepare(inst, str(synthetic["ct"]), TARGETS["htj2k"], QualityOptions(ssim=False))
+    big = replace(plan, native_estimate=512 * 512 * 2 * plan.count)
+    assert in_flight(big, 2) == (8, 2)  # CT frames go in pairs
+    huge = replace(plan, native_estimate=(4 << 20) * plan.count)
+    assert in_flight(huge, 2) == (8, 1)
+    assert in_flight(plan, 2) == (64, 16)  # 6 KB frames: 16 a task
 
 
 @pytest.mark.parametrize("target", ["htj2k", "jpeg-ls", "explicit"])
@@ -329,7 +346,7 @@ def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, targ
     source = synthetic["ct"]
     if target == "explicit":  # a native target needs a compressed source
         source = Path(transcode(source, tmp_path / "src.dcm", "jpeg-ls").output)
-    real_close = transcode_module.writer.AtomicFile.close
+    real_close = writer.AtomicFile.close
 
     def close_and_flip(self) -> None:
         fh = self._fh
@@ -339,7 +356,7 @@ def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, targ
             data[-20] ^= 0x01  # inside the last frame (before the 8-byte delimiter if any)
             self.path.write_bytes(bytes(data))
 
-    monkeypatch.setattr(transcode_module.writer.AtomicFile, "close", close_and_flip)
+    monkeypatch.setattr(writer.AtomicFile, "close", close_and_flip)
     result = transcode(source, tmp_path / "out.dcm", target)
     assert result.status == "failed" and f"verification failed at frame {FRAMES - 1}" in \
         result.message, result.message
@@ -348,7 +365,6 @@ def test_post_write_check_catches_a_changed_byte(synthetic, tmp_path: Path, targ
 
 
 def test_digest_covers_padding_length_and_content() -> None:
-    digest = transcode_module.digest
     assert digest(b"abc", pad=True) == digest(b"abc\0") != digest(b"abc")
     assert digest(b"abd") != digest(b"abc") != digest(b"ab")
     frame = np.arange(12, dtype=np.uint16).reshape(3, 4)
@@ -364,7 +380,8 @@ def test_memory_is_bounded(tmp_path: Path) -> None:
     frames = 200
     src = write_multiframe(tmp_path / "big.dcm", frames=frames, rows=rows, columns=columns,
                            syntax="explicit")
-    transcode(src, tmp_path / "warm.dcm", "htj2k", eot_threshold=1 << 40)  # imports, caches
+    transcode(src, tmp_path / "warm.dcm", "htj2k",
+              options=TranscodeOptions(output=OutputOptions(eot_threshold=1 << 40)))  # imports, caches
     tracemalloc.start()
     try:
         result = transcode(src, tmp_path / "out.dcm", "jpeg-ls")
@@ -380,14 +397,14 @@ def test_memory_is_bounded(tmp_path: Path) -> None:
 
 def test_codec_mismatch_is_caught_before_anything_is_written(synthetic, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    real = transcode_module._decode_codestream
+    real = worker.decode_codestream
 
     def off_by_one(data, syntax, spec):
         decoded = real(data, syntax, spec).copy()
         decoded[-1, -1] += 1  # one sample of one frame: a lossless codec that is not
         return decoded
 
-    monkeypatch.setattr(transcode_module, "_decode_codestream", off_by_one)
+    monkeypatch.setattr(worker, "decode_codestream", off_by_one)
     out = tmp_path / "out"
     result = transcode(synthetic["ct"], out / "ct.dcm", "htj2k")
     assert result.status == "failed"
@@ -402,7 +419,7 @@ def test_per_frame_groups_are_copied_as_stored(synthetic, tmp_path: Path, target
     # a lossy ratio patched after them must land in the right element.
     source = synthetic["ct"]
     out = tmp_path / "out.dcm"
-    result = transcode(source, out, target, ssim=False)
+    result = transcode(source, out, target, options=NO_SSIM)
     assert result.status == "written", result.message
     before = pydicom.dcmread(source, stop_before_pixels=True)
     after = pydicom.dcmread(out, stop_before_pixels=True)
@@ -440,13 +457,13 @@ def test_a_frame_that_fails_its_check_is_encoded_again_alone(synthetic, tmp_path
         return data[: len(data) // 2] if calls["n"] == 2 else data  # frame 1, first try
 
     monkeypatch.setattr(encoders.JpegLsEncoder, "__call__", flaky)
-    result = transcode(source, tmp_path / "ok.dcm", "jpeg-ls", ssim=False)
+    result = transcode(source, tmp_path / "ok.dcm", "jpeg-ls", options=NO_SSIM)
     assert result.status == "written" and result.verified and result.retried_frames == 1
     assert "encoded again alone" in result.message
     np.testing.assert_array_equal(frames_of(tmp_path / "ok.dcm"), frames_of(source))
 
     monkeypatch.setattr(encoders.JpegLsEncoder, "__call__", lambda self, frame: real(self, frame)[:-40])
-    result = transcode(source, tmp_path / "bad.dcm", "jpeg-ls", ssim=False)
+    result = transcode(source, tmp_path / "bad.dcm", "jpeg-ls", options=NO_SSIM)
     assert result.status == "failed" and "verification failed at frame 0" in result.message
     assert not (tmp_path / "bad.dcm").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["ok.dcm"]

@@ -49,7 +49,7 @@ def test_iter_paths_gives_relative_paths_and_handles_files(tree: Path) -> None:
 
 def test_every_user_of_folders_sees_the_same_files(tree: Path) -> None:
     from dcmstream.archive.ingest import iter_files
-    from dcmstream.compress.transcode import iter_inputs
+    from dcmstream.compress.batch import iter_inputs
     from dcmstream.image.series import _expand
     from dcmstream.pipeline.sources import _walk
 

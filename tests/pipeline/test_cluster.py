@@ -1,4 +1,4 @@
-"""dask.distributed: pipeline.run(scheduler=...) and Instance/Series.to_dask() on a
+"""dask.distributed: pipeline.run on a cluster (ExecutionOptions(scheduler=...)) and Instance/Series.to_dask() on a
 LocalCluster give the same results as the local run."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 import dcmstream
 from dcmstream import pipeline
+from dcmstream.pipeline import ExecutionOptions, ItemOptions, RunOptions
 
 from .test_run import expected_stats, stats
 
@@ -28,7 +29,7 @@ def client():
 
 def test_run_on_a_local_cluster_matches_the_local_run(cohort: Path, client) -> None:
     sink = pipeline.ListSink()
-    report = pipeline.run(cohort, stats, scheduler=client, sink=sink, memory_budget="64MB")
+    report = pipeline.run(cohort, stats, sink=sink, memory_budget="64MB", options=RunOptions(execution=ExecutionOptions(scheduler=client)))
     assert report.executor == "dask" and report.workers == 2
     assert sink.by_key() == expected_stats(cohort)
     local = pipeline.ListSink()
@@ -39,10 +40,10 @@ def test_run_on_a_local_cluster_matches_the_local_run(cohort: Path, client) -> N
 def test_failures_and_tiles_on_the_cluster(cohort: Path, client) -> None:
     from .test_run import fails_on_frame_3
 
-    report = pipeline.run(cohort / "ct-jls.dcm", fails_on_frame_3, scheduler=client)
+    report = pipeline.run(cohort / "ct-jls.dcm", fails_on_frame_3, options=RunOptions(execution=ExecutionOptions(scheduler=client)))
     assert report.items == 11 and report.failed == 1 and "cursed" in report.failures[0].error
     sink = pipeline.ListSink()
-    pipeline.run(cohort / "ct-jls.dcm", _core_sum, unit="tile", tile_size=32, overlap=4, scheduler=client, sink=sink)
+    pipeline.run(cohort / "ct-jls.dcm", _core_sum, unit="tile", sink=sink, options=RunOptions(items=ItemOptions(tile_size=32, overlap=4), execution=ExecutionOptions(scheduler=client)))
     with dcmstream.open(cohort / "ct-jls.dcm", cache=False) as inst:
         assert sum(sink.results) == sum(int(inst.frame(i).sum(dtype=np.int64)) for i in range(len(inst)))
 
@@ -68,6 +69,6 @@ def test_run_with_a_scheduler_address_and_worker_processes(cohort: Path) -> None
     # A real scheduler address and a worker process: refs travel pickled, files reopen by path.
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         sink = pipeline.ListSink()
-        report = pipeline.run(cohort, stats, scheduler=cluster.scheduler_address, sink=sink, memory_budget="64MB")
+        report = pipeline.run(cohort, stats, sink=sink, memory_budget="64MB", options=RunOptions(execution=ExecutionOptions(scheduler=cluster.scheduler_address)))
     assert report.executor == "dask" and report.failed == 0
     assert sink.by_key() == expected_stats(cohort)

@@ -16,6 +16,7 @@ import pytest
 
 from dcmstream import pipeline
 from dcmstream.cache import MemorySample
+from dcmstream.pipeline import BudgetOptions, RunOptions
 from dcmstream.pipeline.budget import BatchSizer, initial_batch
 from dcmstream.samples import write_multiframe
 
@@ -78,7 +79,7 @@ def test_back_pressure_pauses_producers_and_resumes(tmp_path: Path) -> None:
         return item.frame
 
     sink = pipeline.ListSink()
-    report = pipeline.run(path, fn, memory_probe=probe, monitor_interval=0.02, workers=2, sink=sink, memory_budget="64MB")
+    report = pipeline.run(path, fn, workers=2, sink=sink, memory_budget="64MB", options=RunOptions(budget=BudgetOptions(memory_probe=probe, monitor_interval=0.02)))
     assert report.items == 60 and report.failed == 0
     assert sink.results == list(range(60))  # nothing lost, in order
     assert report.pauses >= 1 and 0.4 < report.paused_seconds < 3.0
@@ -97,7 +98,7 @@ def test_process_memory_over_the_budget_pauses_too(tmp_path: Path) -> None:
         over = time.monotonic() - t0 < 0.3
         return MemorySample(0.1, 500 * MiB + (int(0.9 * budget) if over else 0))
 
-    report = pipeline.run(path, lambda f: f.frame, memory_probe=probe, monitor_interval=0.02, memory_budget=budget)
+    report = pipeline.run(path, lambda f: f.frame, memory_budget=budget, options=RunOptions(budget=BudgetOptions(memory_probe=probe, monitor_interval=0.02)))
     # the baseline was taken under "pressure"; growth is relative to it, so no pause:
     assert report.items == 10
 
@@ -108,8 +109,7 @@ def test_process_memory_over_the_budget_pauses_too(tmp_path: Path) -> None:
         grown = 3 <= calls["n"] < 12
         return MemorySample(0.1, 500 * MiB + (int(0.9 * budget) if grown else 0))
 
-    report = pipeline.run(path, lambda f: time.sleep(0.01) or f.frame, memory_probe=probe2, monitor_interval=0.02,
-                          memory_budget=budget)
+    report = pipeline.run(path, lambda f: time.sleep(0.01) or f.frame, memory_budget=budget, options=RunOptions(budget=BudgetOptions(memory_probe=probe2, monitor_interval=0.02)))
     assert report.items == 10 and report.pauses >= 1
 
 
@@ -131,7 +131,8 @@ def test_a_pause_that_cannot_end_degrades_to_one_item_at_a_time(tmp_path: Path) 
     def always() -> MemorySample:
         return MemorySample(0.99, 1)
 
-    report = pipeline.run(path, fn, memory_probe=always, monitor_interval=0.01, stall_timeout=0.2, workers=2)
+    report = pipeline.run(path, fn, workers=2, options=RunOptions(
+        budget=BudgetOptions(memory_probe=always, monitor_interval=0.01, stall_timeout=0.2)))
     assert report.items == 8 and report.forced == 8
     assert max(in_flight) == 1
     assert report.paused_seconds >= 0.2

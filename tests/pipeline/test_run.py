@@ -11,6 +11,7 @@ import pytest
 
 import dcmstream
 from dcmstream import pipeline
+from dcmstream.pipeline import ExecutionOptions, ItemOptions, RunOptions
 from dcmstream.pipeline.ops import frame_stats
 
 
@@ -73,7 +74,7 @@ def test_chunked_hand_over_keeps_every_frame_in_order(cohort: Path, max_open: in
     # budget's window; none may be lost, doubled or reordered, and no file reopened
     # after the planner let it go.
     sink = pipeline.ListSink()
-    report = pipeline.run(cohort, stats, sink=sink, workers=2, memory_budget=budget, max_open=max_open)
+    report = pipeline.run(cohort, stats, sink=sink, workers=2, memory_budget=budget, options=RunOptions(execution=ExecutionOptions(max_open=max_open)))
     assert report.failed == 0
     keys = [info.key for info, _ in sink.items]
     assert keys == list(expected_stats(cohort))  # plan order: files sorted, frames ascending
@@ -81,7 +82,7 @@ def test_chunked_hand_over_keeps_every_frame_in_order(cohort: Path, max_open: in
 
 
 def test_worker_processes_give_the_same_results(cohort: Path) -> None:
-    report, got = collect(cohort, workers=2, executor="processes")
+    report, got = collect(cohort, workers=2, options=RunOptions(execution=ExecutionOptions(executor="processes")))
     assert report.executor == "processes"
     assert got == expected_stats(cohort)
 
@@ -130,16 +131,16 @@ def test_instance_and_series_units(cohort: Path) -> None:
 def test_values_views_and_levels(cohort: Path) -> None:
     path = cohort / "ct-jls.dcm"
     sink = pipeline.ListSink()
-    pipeline.run(path, lambda f: f.array, values="modality", sink=sink)
+    pipeline.run(path, lambda f: f.array, sink=sink, options=RunOptions(items=ItemOptions(values="modality")))
     first = sink.results[0]
     with dcmstream.open(path, cache=False) as inst:
         assert first.dtype == np.int16  # 12-bit stored, intercept -1024: int16, not float64
         np.testing.assert_array_equal(first, inst.frame(0).astype(np.int32) - 1024)
         sink = pipeline.ListSink()
-        pipeline.run(path, lambda f: f.array, values="uint8", window=(40, 400), sink=sink)
+        pipeline.run(path, lambda f: f.array, sink=sink, options=RunOptions(items=ItemOptions(values="uint8", window=(40, 400))))
         np.testing.assert_array_equal(sink.results[5], inst.render(5, window=(40, 400)))
         sink = pipeline.ListSink()
-        pipeline.run(path, lambda f: f.array, level=1, sink=sink)
+        pipeline.run(path, lambda f: f.array, sink=sink, options=RunOptions(items=ItemOptions(level=1)))
         np.testing.assert_array_equal(sink.results[2], inst.frame(2, level=1))
 
 

@@ -11,6 +11,7 @@ import pytest
 import dcmstream
 from dcmstream import pipeline
 from dcmstream.image.frame_reader import FrameReader
+from dcmstream.pipeline import ItemOptions, RunOptions
 from dcmstream.pipeline.tiles import SlideGeometry, read_region, tile_grid
 from dcmstream.samples import write_multiframe
 
@@ -58,7 +59,7 @@ def test_read_region_of_a_slide() -> None:
 def test_tiles_of_frames_with_overlap_rebuild_the_frames(tmp_path: Path) -> None:
     path = write_multiframe(tmp_path / "ct.dcm", frames=3, syntax="jpeg-ls", kind="ct", rows=100, columns=130)
     sink = pipeline.ListSink()
-    report = pipeline.run(path, lambda t: t, unit="tile", tile_size=32, overlap=5, sink=sink, workers=2)
+    report = pipeline.run(path, lambda t: t, unit="tile", sink=sink, workers=2, options=RunOptions(items=ItemOptions(tile_size=32, overlap=5)))
     assert report.items == 3 * 4 * 5
     with dcmstream.open(path, cache=False) as inst:
         frames = [inst.frame(i) for i in range(3)]
@@ -79,7 +80,7 @@ def test_tiles_of_a_tiled_full_slide(tmp_path: Path) -> None:
     with dcmstream.open(path, cache=False) as inst:
         assert len(inst) == 5 * 8
     sink = pipeline.ListSink()
-    report = pipeline.run(path, lambda t: t, unit="tile", tile_size=100, overlap=7, sink=sink)
+    report = pipeline.run(path, lambda t: t, unit="tile", sink=sink, options=RunOptions(items=ItemOptions(tile_size=100, overlap=7)))
     assert report.items == 3 * 5
     covered = np.zeros(img.shape[:2], np.int32)
     for tile in sink.results:
@@ -107,8 +108,7 @@ def test_region_of_interest_from_a_pyramid_level(tmp_path: Path) -> None:
     base = write_wsi(tmp_path / "level0.dcm", img, tile=64, series_uid=uid)
     low = write_wsi(tmp_path / "level2.dcm", np.ascontiguousarray(img[::4, ::4]), tile=64, series_uid=uid)
     seen: list[tuple[int, int]] = []
-    report = pipeline.run([base, low], lambda t: seen.append(t.grid) or t.core, unit="tile", tile_size=64,
-                          roi=tissue, roi_level=2)
+    report = pipeline.run([base, low], lambda t: seen.append(t.grid) or t.core, unit="tile", options=RunOptions(items=ItemOptions(tile_size=64, roi=tissue, roi_level=2)))
     # tiles whose core touches rows 300..359 and columns 100..179 at full resolution
     expected = {(r, c) for r in range(300 // 64, 359 // 64 + 1) for c in range(100 // 64, 179 // 64 + 1)}
     assert set(seen) == expected and report.items == len(expected)
@@ -131,7 +131,7 @@ def test_region_of_interest_from_jpeg2000_resolution_levels(tmp_path: Path) -> N
     FrameReader.decode = spy
     try:
         sink = pipeline.ListSink()
-        report = pipeline.run(path, lambda t: t, unit="tile", tile_size=64, roi=tissue, roi_level=2, sink=sink)
+        report = pipeline.run(path, lambda t: t, unit="tile", sink=sink, options=RunOptions(items=ItemOptions(tile_size=64, roi=tissue, roi_level=2)))
     finally:
         FrameReader.decode = orig
     assert {t.grid for t in sink.results} == {(0, 4), (0, 5)}
@@ -150,7 +150,7 @@ def test_region_of_interest_on_frames(tmp_path: Path) -> None:
         bright = {i for i in range(6) if inst.frame(i, level=2).max() > 0}
         assert bright  # sanity
         sink = pipeline.ListSink()
-        report = pipeline.run(path, lambda f: f.frame, roi=lambda low: low.mean() > 400, roi_level=2, sink=sink)
+        report = pipeline.run(path, lambda f: f.frame, sink=sink, options=RunOptions(items=ItemOptions(roi=lambda low: low.mean() > 400, roi_level=2)))
         expected = [i for i in range(6) if inst.frame(i, level=2).mean() > 400]
     assert sink.results == expected and report.selected_out == 6 - len(expected)
 
@@ -179,12 +179,12 @@ def test_zarr_sink_places_tile_cores(tmp_path: Path) -> None:
     def darker(tile):  # per pixel, so the overlap is computed and dropped
         return (tile.array // 2).astype(np.uint8)
 
-    pipeline.run(path, darker, unit="tile", tile_size=128, overlap=9, sink=out)
+    pipeline.run(path, darker, unit="tile", sink=out, options=RunOptions(items=ItemOptions(tile_size=128, overlap=9)))
     arr = zarr.open_group(str(out), mode="r")["slide"]
     assert arr.shape == (300, 500, 3) and arr.chunks == (128, 128, 3)
     np.testing.assert_array_equal(arr[:], img // 2)
     # a result of another shape goes to the tile's grid cell
-    pipeline.run(path, lambda t: t.array.mean(axis=(0, 1)), unit="tile", tile_size=128, sink=tmp_path / "grid.zarr")
+    pipeline.run(path, lambda t: t.array.mean(axis=(0, 1)), unit="tile", sink=tmp_path / "grid.zarr", options=RunOptions(items=ItemOptions(tile_size=128)))
     grid = zarr.open_group(str(tmp_path / "grid.zarr"), mode="r")["slide"]
     assert grid.shape == (3, 4, 3)
     np.testing.assert_allclose(grid[1, 2], img[128:256, 256:384].mean(axis=(0, 1)))

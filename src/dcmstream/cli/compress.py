@@ -22,8 +22,9 @@ from rich.text import Text
 from ..compress.batch import compress as compress_files
 from ..compress.batch import plan_work
 from ..compress.encoders import TARGETS, UnsupportedTarget, parse_target
+from ..compress.options import CompressOptions, OutputOptions, QualityOptions
 from ..compress.report import quality_line, speed_line, storage_line, summarise
-from ..compress.transcode import TranscodeResult
+from ..compress.results import TranscodeResult
 from ..units import format_bytes
 
 
@@ -103,7 +104,8 @@ def compress(
     in_place: bool = typer.Option(False, "--in-place", help="replace inputs by verified lossless results"),
     with_hybrid: bool = typer.Option(False, "--hybrid", help="lossless archive copy + lossy reduced-resolution preview"),
     preview_size: int = typer.Option(512, "--preview-size", min=16, help="hybrid: longest side of the preview"),
-    background: bool = typer.Option(False, "--background", help="report background share and what near-lossless background coding would save"),
+    background: bool = typer.Option(False, "--background",
+                                    help="report background share and what near-lossless background coding would save"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors (refused or failed files)"),
 ) -> None:
     """Transcode DICOM files frame by frame; lossless results are verified bit-exact before
@@ -161,11 +163,12 @@ def compress(
                 progress.console.print(f"[red]{result.status}[/] {result.source}: {result.message}",
                                        highlight=False)
 
-        run = compress_files(
-            inputs, outdir, target, report=report, jobs=jobs, min_psnr=min_psnr,
-            max_error=max_error, min_ssim=min_ssim, in_place=in_place, with_hybrid=with_hybrid,
-            preview_size=preview_size, background=background, progress=advance,
-            on_result=done, items=items)
+        options = CompressOptions(
+            quality=QualityOptions(min_psnr=min_psnr, max_error=max_error, min_ssim=min_ssim),
+            output=OutputOptions(in_place=in_place), hybrid=with_hybrid,
+            preview_size=preview_size, background=background)
+        run = compress_files(inputs, outdir, target, jobs=jobs, report=report, progress=advance,
+                             on_result=done, items=items, options=options)
         progress.update(task, completed=total)
 
     results = run.results

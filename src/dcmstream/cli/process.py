@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ..pipeline.ops import OPS, operation
+from ..pipeline.options import ExecutionOptions, ItemOptions, RunOptions
 from ..pipeline.runner import ProgressInfo, RunReport, run
 from ..pipeline.sinks import ListSink
 from ..units import InvalidValueError, format_bytes, parse_size, parse_window
@@ -91,7 +92,8 @@ def process(
     output: str | None = typer.Option(None, "--output", "-o",
                                       help="stats: .csv/.json/.jsonl/.npy; histogram: .csv/.json/.npy; "
                                            "mip, thumbnails: a folder; to-zarr: a .zarr store"),
-    tiles: bool = typer.Option(False, "--tiles", help="stats, histogram, to-zarr: process in tiles (whole-slide images, large frames)"),
+    tiles: bool = typer.Option(False, "--tiles",
+                               help="stats, histogram, to-zarr: process in tiles (whole-slide images, large frames)"),
     tile_size: int = typer.Option(1024, "--tile-size", min=16, help="tile side in pixels"),
     overlap: int = typer.Option(0, "--overlap", min=0, help="tile overlap in pixels"),
     level: int = typer.Option(0, "--level", min=0, help="resolution level (1/2**level per side)"),
@@ -114,6 +116,13 @@ def process(
         raise typer.Exit(2)
     unit = "tile" if tiles else the_op.unit
     sink = the_op.make_sink(output)
+    windowed = bool(window) and unit != "instance" and op == "to-zarr"
+    options = RunOptions(
+        items=ItemOptions(level=level, values="uint8" if windowed else the_op.values, window=_window(window),
+                          tile_size=tile_size, overlap=overlap),
+        execution=ExecutionOptions(executor="processes" if processes and scheduler is None else "threads",
+                                   scheduler=scheduler),
+    )
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -133,12 +142,8 @@ def process(
 
     try:
         with progress:
-            report = run(
-                inputs, the_op.fn, memory_budget=budget_bytes, workers=workers, unit=unit, scheduler=scheduler,
-                executor="processes" if processes and scheduler is None else "threads", tile_size=tile_size,
-                overlap=overlap, level=level, values="uint8" if window and unit != "instance" and op == "to-zarr" else the_op.values,
-                window=_window(window), sink=sink, progress=None if quiet else update,
-            )
+            report = run(inputs, the_op.fn, memory_budget=budget_bytes, unit=unit, sink=sink, workers=workers,
+                         progress=None if quiet else update, options=options)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc

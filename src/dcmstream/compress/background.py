@@ -42,7 +42,7 @@ def background_mask(frame: np.ndarray, *, ultrasound: bool = False) -> np.ndarra
     f = _BLOCK if rows >= _BLOCK and cols >= _BLOCK else 1
     blocks = grey[:br * f, :bc * f].reshape(br, f, bc, f).mean(axis=(1, 3), dtype=np.float64)
     if ultrasound or (frame.ndim == 3 and frame.dtype == np.uint8):
-        threshold = _US_THRESHOLD
+        threshold: float = _US_THRESHOLD
     else:
         low = float(blocks.min())
         high = float(np.percentile(blocks, 99.5))
@@ -109,8 +109,9 @@ def analyse_background(path: str | os.PathLike[str], *, near: int | None = None,
                        max_frames: int = 8) -> BackgroundEstimate | None:
     """Measure background on up to ``max_frames`` evenly spaced frames of ``path``.
 
-    ``near`` defaults to 2 for 8-bit data and 16 above (+-16 HU in the air of a CT). Returns None for images this analysis does not apply to (palette,
-    bitmap, more than 16 bits).
+    ``near`` defaults to 2 for 8-bit data and 16 above (+-16 HU in the air of a CT).
+    Returns None for images this analysis does not apply to (palette, bitmap, more than 16
+    bits).
     """
     with open_instance(path, cache=False) as inst:
         if not inst.has_pixels:

@@ -3,7 +3,7 @@
 Inputs are files or folders (recursive; hidden files skipped). Each file goes to
 ``outdir/<path relative to its input>`` (a file given directly: ``outdir/<name>``), or over
 itself with ``in_place``. Files run concurrently in ``jobs`` threads and share one set of
-frame workers (:class:`~.transcode.Pools`); many small files (single-frame CT slices) go
+frame workers (:class:`~.executor.Pools`); many small files (single-frame CT slices) go
 whole to ``jobs`` worker processes instead, since their time goes mostly to Python work that
 threads cannot overlap. So a folder of slices and one 2,000-frame angiogram both keep every
 core busy. A hybrid run also writes
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -29,21 +29,17 @@ from pathlib import Path
 
 from ..errors import DcmstreamError
 from ..image import open as open_instance
+from ..io.walk import iter_paths
 from .background import BackgroundEstimate, analyse_background
 from .encoders import Target, parse_target
-from .hybrid import DEFAULT_PREVIEW_SIZE, hybrid
+from .executor import Pools, make_executor
+from .hybrid import hybrid
+from .options import CompressOptions
 from .report import write_report
-from .transcode import (
-    EOT_THRESHOLD,
-    Pools,
-    Progress,
-    TranscodeResult,
-    iter_inputs,
-    make_executor,
-    transcode,
-)
+from .results import Progress, TranscodeResult
+from .transcode import transcode
 
-__all__ = ["CompressRun", "WorkItem", "compress", "plan_work"]
+__all__ = ["CompressRun", "WorkItem", "compress", "iter_inputs", "plan_work"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +54,12 @@ class WorkItem:
     frames: int  # 0 when not counted (or no pixels)
     raw_bytes: int
     file_bytes: int = 0  # size on disk
+
+
+def iter_inputs(inputs: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path]]:
+    """(file, path relative to its input root) for files and folders (recursive, sorted);
+    hidden files (our temporaries among them) are skipped."""
+    return iter_paths(inputs, missing_ok=False)
 
 
 def _preview_path(destination: Path) -> Path:
@@ -105,35 +107,18 @@ class CompressRun:
     wall_seconds: float = 0.0  # the whole run (files, background analysis; not the report)
 
 
-@dataclass(frozen=True)
-class _FileJob:
-    """What every file of a run goes through (picklable: worker processes get it too)."""
-
-    target: Target
-    min_psnr: float | None
-    max_error: int | None
-    min_ssim: float | None
-    in_place: bool
-    with_hybrid: bool
-    preview_size: int
-    eot_threshold: int
-
-
-def _run_item(item: WorkItem, job: _FileJob, jobs: int = 1, pools: Pools | None = None,
-              progress: Progress | None = None) -> TranscodeResult:
-    """Transcode one work item (the archive copy and the preview in a hybrid run)."""
-    if job.with_hybrid:
+def _run_item(item: WorkItem, target: Target, options: CompressOptions, jobs: int = 1,
+              pools: Pools | None = None, progress: Progress | None = None) -> TranscodeResult:
+    """Transcode one work item (the archive copy and the preview in a hybrid run); runs in
+    worker processes too (its arguments pickle)."""
+    if options.hybrid:
         assert item.preview is not None
-        if job.in_place:
-            raise ValueError("--hybrid and --in-place together are not supported")
-        return hybrid(item.source, item.destination, item.preview,
-                      archive_target=job.target, max_size=job.preview_size,
-                      min_psnr=job.min_psnr, max_error=job.max_error, jobs=jobs,
-                      executor=pools, progress=progress, eot_threshold=job.eot_threshold)
-    return transcode(item.source, None if job.in_place else item.destination, job.target,
-                     min_psnr=job.min_psnr, max_error=job.max_error, min_ssim=job.min_ssim,
-                     jobs=jobs, executor=pools, in_place=job.in_place,
-                     eot_threshold=job.eot_threshold, progress=progress)
+        return hybrid(item.source, item.destination, item.preview, archive_target=target,
+                      max_size=options.preview_size, jobs=jobs, executor=pools,
+                      progress=progress, options=options.transcode_options())
+    in_place = options.output.in_place
+    return transcode(item.source, None if in_place else item.destination, target, jobs=jobs,
+                     executor=pools, progress=progress, options=options.transcode_options())
 
 
 #: Files of at most this size go whole to worker processes when a run has several jobs and
@@ -150,42 +135,37 @@ def compress(
     outdir: str | os.PathLike[str] | None,
     target: str | Target,
     *,
-    report: str | os.PathLike[str] | None = None,
     jobs: int = 1,
-    min_psnr: float | None = None,
-    max_error: int | None = None,
-    min_ssim: float | None = None,
-    in_place: bool = False,
-    with_hybrid: bool = False,
-    preview_size: int = DEFAULT_PREVIEW_SIZE,
-    background: bool = False,
-    eot_threshold: int = EOT_THRESHOLD,
+    report: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     on_result: Callable[[TranscodeResult], None] | None = None,
     items: list[WorkItem] | None = None,
+    options: CompressOptions | None = None,
 ) -> CompressRun:
     """Transcode every DICOM file of ``inputs`` to ``target``; see :func:`transcode` for
-    what each file goes through and :mod:`.batch` for where outputs go. ``with_hybrid``
-    makes ``target`` the lossless archive syntax and adds a preview per file;
-    ``background`` adds the content-aware analysis to the report. Results come back in
-    input order; ``on_result`` sees each as soon as it is done.
+    what each file goes through, :mod:`.batch` for where outputs go and
+    :class:`~.options.CompressOptions` for the settings (quality, output, hybrid preview,
+    background analysis). ``report`` writes the HTML report there. Results come back in
+    input order; ``on_result`` sees each as soon as it is done; ``progress(frames, source
+    bytes)`` counts frames as they are done; ``items`` (from :func:`plan_work`) saves
+    resolving the inputs again.
 
     With ``jobs`` > 1, small files (a few frames: slices of a series) go whole to ``jobs``
     worker processes when there are many of them; the others run in ``jobs`` threads with
     their frames in shared worker pools.
     """
     started = time.perf_counter()
+    options = options or CompressOptions()
     target = parse_target(target) if isinstance(target, str) else target
-    if with_hybrid and target.lossy:
+    in_place = options.output.in_place
+    if options.hybrid and target.lossy:
         raise ValueError("--hybrid keeps a lossless archive copy: choose a lossless --to")
-    if with_hybrid and in_place:
+    if options.hybrid and in_place:
         raise ValueError("--hybrid and --in-place together are not supported")
     if items is None:
-        items = plan_work(inputs, outdir, in_place=in_place, with_preview=with_hybrid,
+        items = plan_work(inputs, outdir, in_place=in_place, with_preview=options.hybrid,
                           count_frames=progress is not None)
     jobs = max(1, jobs)
-    job = _FileJob(target, min_psnr, max_error, min_ssim, in_place, with_hybrid,
-                   preview_size, eot_threshold)
     results: list[TranscodeResult | None] = [None] * len(items)
 
     def done(index: int, result: TranscodeResult, counted: int, nbytes: int = 0) -> None:
@@ -207,14 +187,14 @@ def compress(
             if progress is not None:
                 progress(frames, nbytes)
 
-        done(index, _run_item(items[index], job, jobs, pools, step), counted)
+        done(index, _run_item(items[index], target, options, jobs, pools, step), counted)
 
     small = [i for i, item in enumerate(items) if item.file_bytes <= _SMALL_FILE_BYTES]
     if jobs == 1 or len(small) < _PROCESS_FILES_PER_JOB * jobs:
         small = []
     if small:
         try:
-            _in_processes(small, items, job, jobs, done)
+            _in_processes(small, items, target, options, jobs, done)
         except (BrokenProcessPool, OSError) as exc:
             # No usable worker processes here (a __main__ they cannot import, such as a
             # script read from stdin; no fork server): what is left runs in threads.
@@ -230,7 +210,7 @@ def compress(
                 list(files.map(one, rest))
     final = [r for r in results if r is not None]
     estimates: list[BackgroundEstimate] = []
-    if background:
+    if options.background:
         for item in items:
             try:
                 estimate = analyse_background(item.source)
@@ -241,8 +221,9 @@ def compress(
     wall = time.perf_counter() - started
     written_report = None
     if report is not None:
-        settings = {"target": target.label, "jobs": jobs, "hybrid": with_hybrid,
-                    "min PSNR": min_psnr, "max error": max_error, "in place": in_place}
+        quality = options.quality
+        settings = {"target": target.label, "jobs": jobs, "hybrid": options.hybrid,
+                    "min PSNR": quality.min_psnr, "max error": quality.max_error, "in place": in_place}
         written_report = write_report(report, final, background=estimates,
                                       settings={k: v for k, v in settings.items()
                                                 if v not in (None, False)},
@@ -250,16 +231,17 @@ def compress(
     return CompressRun(final, estimates, written_report, wall)
 
 
-def _in_processes(indexes: list[int], items: list[WorkItem], job: _FileJob, jobs: int,
-                  done: Callable[[int, TranscodeResult, int, int], None]) -> None:
+def _in_processes(indexes: list[int], items: list[WorkItem], target: Target, options: CompressOptions,
+                  jobs: int, done: Callable[[int, TranscodeResult, int, int], None]) -> None:
     """Transcode ``items[i]`` for i in ``indexes`` whole, one file per task, in ``jobs``
-    worker processes; at most a few tasks per process wait at any time."""
+    (> 1) worker processes; at most a few tasks per process wait at any time."""
     executor = make_executor(jobs, processes=True)
+    assert executor is not None  # jobs > 1
     try:
         pending: dict[Future[TranscodeResult], int] = {}
         queue = iter(indexes)
         for index in queue:
-            pending[executor.submit(_run_item, items[index], job)] = index
+            pending[executor.submit(_run_item, items[index], target, options)] = index
             while len(pending) >= 4 * jobs:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:

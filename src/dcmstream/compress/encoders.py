@@ -87,7 +87,7 @@ def unsigned_pattern(frame: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     if not signed:
         return frame
     unsigned = frame.view(np.uint16 if frame.dtype.itemsize == 2 else np.uint8)
-    return unsigned & unsigned.dtype.type((1 << bits) - 1)
+    return unsigned & np.array((1 << bits) - 1, dtype=unsigned.dtype)
 
 
 def jpegls_encode(frame: np.ndarray, bits_stored: int, signed: bool, near: int = 0) -> bytes:
@@ -155,7 +155,9 @@ class J2kEncoder:
         lossy = self.psnr is not None
         # OpenJPEG writes signed components for int16 input: no bit-pattern trick needed.
         return bytes(imagecodecs.jpeg2k_encode(
-            np.ascontiguousarray(frame), level=self.psnr if lossy else None, codecformat="J2K",
+            # OpenJPEG's level is the target PSNR in dB, a float (the stub says int).
+            np.ascontiguousarray(frame), level=self.psnr if lossy else None,  # type: ignore[arg-type]
+            codecformat="J2K",
             bitspersample=self.bits_stored, reversible=not lossy, mct=self.colour_transform))
 
 
@@ -185,9 +187,9 @@ class JpegEncoder:
     releases_gil: bool = True
 
     def __call__(self, frame: np.ndarray) -> bytes:
-        colour = {"subsampling": "422"} if self.samples > 1 else {}
         return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(frame), level=self.quality,
-                                              bitspersample=self.bits_stored, **colour))
+                                              subsampling="422" if self.samples > 1 else None,
+                                              bitspersample=self.bits_stored))
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -116,7 +117,7 @@ def output_dataset(source: Dataset, *, photometric: str, samples: int,
     ds = Dataset()
     as_output = True
     for elem in source.elements():
-        if elem.is_raw:
+        if isinstance(elem, RawDataElement):
             as_output = as_output and elem.VR is not None and not elem.is_implicit_VR \
                 and elem.is_little_endian
             ds[elem.tag] = elem
@@ -142,7 +143,7 @@ def new_file_meta(ds: Dataset, transfer_syntax: str, source_meta: Dataset | None
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     if source_meta is not None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -28,11 +30,14 @@ from pydicom.uid import generate_uid
 
 from ..image import open as open_instance
 from .encoders import Target, parse_target
-from .transcode import FrameTransform, Progress, TranscodeResult, transcode
+from .executor import Pools
+from .frames import FrameTransform
+from .options import DEFAULT_PREVIEW_SIZE, Rendition, TranscodeOptions
+from .results import Progress, TranscodeResult
+from .transcode import transcode
 
 __all__ = ["DEFAULT_PREVIEW_SIZE", "hybrid", "preview_factor", "preview_target"]
 
-DEFAULT_PREVIEW_SIZE = 512
 _SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
 
 
@@ -54,7 +59,7 @@ def _scale_spacing(item: Dataset, factor: int) -> None:
             item[keyword].value = [round(float(v) * factor, 6) for v in item[keyword].value]
 
 
-def _preview_edit(factor: int, suffix: str = " (preview)"):
+def _preview_edit(factor: int, suffix: str = " (preview)") -> Callable[[Dataset], None]:
     """Header changes of the preview (runs on the output dataset, after the lossy
     derivation attributes have been added)."""
 
@@ -85,26 +90,27 @@ def hybrid(
     archive_target: str | Target = "htj2k-rpcl",
     preview_to: str | Target | None = None,
     max_size: int = DEFAULT_PREVIEW_SIZE,
-    min_psnr: float | None = None,
-    max_error: int | None = None,
     jobs: int = 1,
-    executor: Executor | None = None,
+    executor: Executor | Pools | None = None,
     progress: Progress | None = None,
-    eot_threshold: int | None = None,
+    options: TranscodeOptions | None = None,
 ) -> TranscodeResult:
     """Write the lossless ``archive`` copy of ``source`` and its lossy ``preview``.
 
     Returns the archive's result with the preview's in ``companions``. The preview is only
     written when the archive copy is in place (written, or the input kept because it was
-    already smallest). QA thresholds apply to the preview against the downsampled source.
+    already smallest). ``options`` apply to both (their rendition is the preview's own);
+    the QA thresholds of its quality apply to the preview against the downsampled source.
     """
     archive_target = parse_target(archive_target) if isinstance(archive_target, str) \
         else archive_target
     if archive_target.lossy:
         raise ValueError("the archive copy of a hybrid must be lossless")
-    extra = {} if eot_threshold is None else {"eot_threshold": eot_threshold}
+    options = replace(options or TranscodeOptions(), rendition=None)
+    if options.output.in_place:
+        raise ValueError("--hybrid and --in-place together are not supported")
     result = transcode(source, archive, archive_target, jobs=jobs, executor=executor,
-                       progress=progress, **extra)
+                       progress=progress, options=options)
     if result.status not in ("written", "kept-input") or not result.frames:
         return result
     with open_instance(source, cache=False) as inst:
@@ -117,10 +123,11 @@ def hybrid(
         result.message = (result.message + "; " if result.message else "") + \
             "no preview: palette or bitmap pixels are not previewed lossily"
         return result
-    companion = transcode(
-        source, Path(preview), target, min_psnr=min_psnr, max_error=max_error, jobs=jobs,
-        executor=executor, progress=None, copy_kept=False,
-        transform=FrameTransform(factor, nearest=palette), edit=_preview_edit(factor),
-        description=f", preview at 1/{factor} resolution", **extra)
+    rendition = Rendition(FrameTransform(factor, nearest=palette), _preview_edit(factor),
+                          f", preview at 1/{factor} resolution")
+    preview_options = replace(options, output=replace(options.output, copy_kept=False),
+                              rendition=rendition)
+    companion = transcode(source, Path(preview), target, jobs=jobs, executor=executor,
+                          progress=None, options=preview_options)
     result.companions.append(companion)
     return result

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -183,11 +184,10 @@ class Window:
 def _first(value: object) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, (list, tuple)) or hasattr(value, "__getitem__") and not isinstance(
-            value, (str, bytes)):
-        value = value[0] if len(value) else None  # type: ignore[index,arg-type]
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0] if len(value) else None  # a multi-valued element: its first value
     try:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]  # DS, IS, str or a number; else None below
     except (TypeError, ValueError):
         return None
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..io.atomic import atomic_write
 from ..units import format_bytes
 from .background import BackgroundEstimate
-from .transcode import TranscodeResult
+from .results import TranscodeResult
 
 __all__ = ["PSNR_LEGEND", "quality_line", "render_report", "speed_line", "storage_line", "summarise",
            "write_report"]

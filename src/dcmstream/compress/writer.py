@@ -18,11 +18,12 @@ hybrid previews):
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 from pydicom.charset import convert_encodings, default_encoding
@@ -33,8 +34,8 @@ from pydicom.filewriter import write_data_element, write_dataset, write_file_met
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from ..codecs.syntaxes import syntax
-from ..io.atomic import AtomicFile
 from ..errors import DcmstreamError
+from ..io.atomic import AtomicFile
 
 __all__ = [
     "AtomicFile",
@@ -84,7 +85,7 @@ class Encoding:
     little: bool
 
     @property
-    def byte_order(self) -> str:
+    def byte_order(self) -> Literal["<", ">"]:
         return "<" if self.little else ">"
 
     def element_header(self, tag: int, vr: str, length: int) -> bytes:
@@ -121,7 +122,7 @@ class Encoding:
         for elem in ds.elements():
             if elem.tag.element == 0 and elem.tag.group > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2), as pydicom
-            stored = _stored_bytes(elem) if elem.is_raw else None
+            stored = _stored_bytes(elem) if isinstance(elem, RawDataElement) else None
             if stored is None:
                 write_data_element(buffer, elem, encodings)
             else:
@@ -241,7 +242,7 @@ def write_native(out: BinaryIO | DeflateWriter, enc: Encoding, frames: Iterable[
             data = np.packbits(np.asarray(frame, dtype=np.uint8).ravel() & 1, bitorder="little")
         else:
             data = np.ascontiguousarray(frame, dtype=target)
-        view = memoryview(data).cast("B")
+        view = data.data.cast("B")
         if len(view) != frame_bytes:
             raise ValueError(f"frame of {len(view)} bytes, expected {frame_bytes}")
         out.write(view)
@@ -349,4 +350,4 @@ def split_fragments(data: bytes, count: int) -> list[memoryview]:
         raise ValueError(f"an encoded frame of {len(view)} bytes cannot be split into "
                          f"{count} fragments")
     bounds.append(len(view))
-    return [view[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [view[a:b] for a, b in itertools.pairwise(bounds)]

@@ -1,7 +1,7 @@
 """The one folder walk: which files "a folder of DICOM files" means.
 
 Used by ``dcmstream import`` (:func:`dcmstream.archive.ingest.iter_files`), ``dcmstream
-compress`` (:func:`dcmstream.compress.transcode.iter_inputs`), the pipeline's inputs and
+compress`` (:func:`dcmstream.compress.batch.iter_inputs`), the pipeline's inputs and
 :func:`dcmstream.open_series`, so they all see the same files.
 
 The rule: regular files, in sorted order (folders walked depth first, names sorted, so

@@ -28,30 +28,32 @@ and the run goes on.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..cache import FrameCache, MemorySample
+from ..cache import FrameCache
 from .budget import BatchSizer, format_bytes, parse_size
 from .items import UNITS, Failure, ItemInfo
 from .monitor import MemoryMonitor
-from .plan import Planner, RoiPredicate
+from .options import RunOptions
+from .plan import Planner
 from .sinks import Sink, as_sink
 from .sources import Opener
 from .work import (
     ReadOptions,
     WorkRef,
-    _failure,
     decoded_of,
     encoded_of,
+    failure_of,
     process_batch,
     read_item,
 )
@@ -60,6 +62,9 @@ __all__ = ["run", "RunReport", "ProgressInfo"]
 
 #: Failures kept with their traceback (all are counted).
 MAX_FAILURES_KEPT = 1000
+
+#: What the writer gets per item: (plan order, info, result, failure).
+_Entry = tuple[int, ItemInfo, Any, Failure | None]
 
 
 @dataclass(frozen=True)
@@ -164,15 +169,15 @@ class RunReport:
 class _Writer:
     """The single thread that hands results to the sink in plan order and frees credits."""
 
-    def __init__(self, sink: Sink, report: RunReport, credits: _Credits, ordered: bool,
+    def __init__(self, sink: Sink, report: RunReport, gate: _Credits, ordered: bool,
                  on_progress: Callable[[], None] | None) -> None:
         self.sink = sink
         self.report = report
-        self.credits = credits
+        self.gate = gate
         self.ordered = ordered
         self.on_progress = on_progress
         self.track_sources = False
-        self.queue: queue.Queue[list[tuple[int, ItemInfo, Any, Failure | None]] | None] = queue.Queue()
+        self.queue: queue.Queue[list[_Entry] | None] = queue.Queue()
         self._pending: dict[int, tuple[ItemInfo, Any, Failure | None]] = {}
         self._next = 0
         self.error: BaseException | None = None
@@ -181,7 +186,7 @@ class _Writer:
     def put(self, seq: int, info: ItemInfo, result: Any, failure: Failure | None) -> None:
         self.queue.put([(seq, info, result, failure)])
 
-    def put_many(self, entries: list[tuple[int, ItemInfo, Any, Failure | None]]) -> None:
+    def put_many(self, entries: list[_Entry]) -> None:
         """Several results at once (a chunk of frames): one hand-over, one credit release."""
         if entries:
             self.queue.put(entries)
@@ -220,8 +225,8 @@ class _Writer:
             for source in sources:
                 counts[source] = counts.get(source, 0) + 1
             for source, n in counts.items():
-                self.credits.done_source(source, n)
-        self.credits.release(len(sources))
+                self.gate.done_source(source, n)
+        self.gate.release(len(sources))
 
     def _emit(self, info: ItemInfo, result: Any, failure: Failure | None, emitted: list[str]) -> None:
         r = self.report
@@ -238,7 +243,7 @@ class _Writer:
                 except Exception as exc:  # noqa: BLE001 - a sink failure is one item's failure
                     r.failed += 1
                     if len(r.failures) < MAX_FAILURES_KEPT:
-                        r.failures.append(_failure(info, "sink", exc))
+                        r.failures.append(failure_of(info, "sink", exc))
         finally:
             emitted.append(info.source)
 
@@ -330,81 +335,60 @@ def run(
     fn: Callable[[Any], Any],
     *,
     memory_budget: int | str = "2GB",
-    workers: int | None = None,
     unit: str = "frame",
-    scheduler: Any = None,
-    executor: str = "threads",
-    readers: int | None = None,
-    tile_size: int | tuple[int, int] = 1024,
-    overlap: int = 0,
-    level: int = 0,
-    values: str = "stored",
-    window: tuple[float, float] | None = None,
-    roi: RoiPredicate | None = None,
-    roi_level: int = 3,
     sink: Any = None,
+    workers: int | None = None,
     progress: Callable[[ProgressInfo], None] | None = None,
-    memory_threshold: float = 0.8,
-    memory_probe: Callable[[], MemorySample] | None = None,
-    monitor_interval: float = 0.05,
-    stall_timeout: float = 5.0,
-    max_batch: int = 1024,
-    ordered: bool = True,
-    max_open: int = 64,
+    options: RunOptions | None = None,
 ) -> RunReport:
     """Run ``fn`` over every ``unit`` of ``sources`` within ``memory_budget``; return a RunReport.
 
     ``sources``: files, folders (recursive), archive folders, DICOMweb URLs, or a list of
-    them (see :mod:`dcmstream.pipeline.sources`). ``fn`` gets a
-    :class:`~dcmstream.pipeline.Frame`, :class:`~dcmstream.pipeline.Tile`,
-    :class:`~dcmstream.pipeline.InstanceItem` or :class:`~dcmstream.pipeline.SeriesItem`
-    and returns a result for ``sink`` (a :class:`~dcmstream.pipeline.Sink`, a path such as
-    ``out.zarr`` or ``stats.csv``, a callable ``(info, result)``, or None to drop results).
+    them (see :mod:`dcmstream.pipeline.sources`). ``unit``: "frame", "tile", "instance" or
+    "series"; ``fn`` gets a :class:`~dcmstream.pipeline.Frame`,
+    :class:`~dcmstream.pipeline.Tile`, :class:`~dcmstream.pipeline.InstanceItem` or
+    :class:`~dcmstream.pipeline.SeriesItem` and returns a result for ``sink`` (a
+    :class:`~dcmstream.pipeline.Sink`, a path such as ``out.zarr`` or ``stats.csv``, a
+    callable ``(info, result)``, or None to drop results). ``workers`` (default: CPU count)
+    threads run ``fn``; ``progress`` gets a :class:`ProgressInfo` about ten times a second.
 
     Memory: the number of items in flight follows the budget (``budget x 0.7 / (item
     size x 3)`` per batch, then the measured size per item), and producers pause while
-    the machine or the process (its growth above the run's starting RSS) is above
-    ``memory_threshold`` (back-pressure; ``memory_probe`` replaces the psutil probe).
-    ``workers`` (default: CPU count) threads run ``fn`` and as many read (``readers``);
-    ``executor="processes"`` uses worker processes instead (``fn`` must pickle), and
-    ``scheduler`` (an address or a ``dask.distributed.Client``) a dask cluster.
-
-    Tiles (``unit="tile"``): ``tile_size`` (default 1024) and ``overlap`` pixels;
-    TILED_FULL whole-slide images are tiled over their total pixel matrix. ``level`` k
-    reads frames at 1/2**k per side. ``roi`` selects regions from a low-resolution
-    image first (see :mod:`dcmstream.pipeline.plan`). ``values``: "stored",
-    "modality" (rescaled, narrowest exact dtype) or "uint8" (windowed by ``window``).
+    the machine or the process is above a share of it (back-pressure). ``options``
+    (:class:`~dcmstream.pipeline.RunOptions`) holds the rest, by concern: what items hold
+    and which are kept (level, value view, tiles, region of interest), where ``fn`` runs
+    (processes, a dask cluster) and how the budget is kept.
     """
+    options = options or RunOptions()
+    items, execution = options.items, options.execution
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
-    if values not in ("stored", "modality", "uint8"):
-        raise ValueError("values must be 'stored', 'modality' or 'uint8'")
-    if executor not in ("threads", "processes"):
-        raise ValueError("executor must be 'threads' or 'processes'")
-    if level < 0:
-        raise ValueError("level must be >= 0")
+    executor = execution.executor
     budget = parse_size(memory_budget)
-    client, own_client = _client(scheduler)
+    client, own_client = _client(execution.scheduler)
     if client is not None:
         executor = "dask"
         workers = workers or sum(client.nthreads().values()) or 1
     workers = max(1, int(workers or os.cpu_count() or 1))
-    readers = max(1, int(readers or workers))
+    readers = max(1, int(execution.readers or workers))
     report = RunReport(budget=budget, workers=workers, executor=executor, unit=unit)
 
     # Tiles are cut from decoded frames (or assembled from a slide's stored tiles): keep
     # a few decoded frames so neighbouring tiles do not decode them again.
     tile_cache = min(budget // 8, 256 << 20) if unit == "tile" else 0
-    opts = ReadOptions(unit=unit, level=level, values=values, window=window, tile_cache_bytes=tile_cache)
+    opts = ReadOptions(unit=unit, level=items.level, values=items.values, window=items.window,
+                       tile_cache_bytes=tile_cache)
     cache: FrameCache | bool = FrameCache(max_bytes=tile_cache) if tile_cache else False
-    opener = Opener(cache=cache, max_open=max_open)
-    planner = Planner(sources, unit=unit, opener=opener, level=level, tile_size=tile_size, overlap=overlap,
-                      roi=roi, roi_level=roi_level)
+    opener = Opener(cache=cache, max_open=execution.max_open)
+    planner = Planner(sources, unit=unit, opener=opener, level=items.level, tile_size=items.tile_size,
+                      overlap=items.overlap, roi=items.roi, roi_level=items.roi_level)
     sink_obj = as_sink(sink)
 
     pool = _process_pool(workers) if executor == "processes" else None
-    monitor = MemoryMonitor(budget, threshold=memory_threshold, interval=monitor_interval, stall_timeout=stall_timeout,
-                            probe=memory_probe, include_children=executor == "processes")
+    limits = options.budget
+    monitor = MemoryMonitor(budget, threshold=limits.memory_threshold, interval=limits.monitor_interval,
+                            stall_timeout=limits.stall_timeout, probe=limits.memory_probe,
+                            include_children=executor == "processes")
     report.baseline_rss = monitor.real_baseline
     state = _State()
 
@@ -413,13 +397,13 @@ def run(
             return 1
         return state.sizer.admissible(report.items + report.failed, workers)
 
-    credits = _Credits(window_size)
+    gate = _Credits(window_size)
 
     def on_sample(above: int) -> None:
         # Steady state only: with few items alive, RSS still holds what earlier ones freed.
         sizer = state.sizer
         if sizer is not None:
-            n = credits.in_flight
+            n = gate.in_flight
             sizer.observe_rss(monitor.above_baseline, n, steady=n >= max(2, sizer.window // 2))
 
     monitor.on_sample = on_sample
@@ -431,26 +415,32 @@ def run(
             done=report.items, failed=report.failed + len(planner.stats.failures), planned=planner.stats.planned,
             planning_done=planner.stats.done, bytes=report.bytes, elapsed=time.perf_counter() - started,
             rss=monitor.last.rss, rss_above_baseline=monitor.above_baseline, budget=budget,
-            batch=state.sizer.batch if state.sizer else 0, in_flight=credits.in_flight, paused=monitor.under_pressure,
+            batch=state.sizer.batch if state.sizer else 0, in_flight=gate.in_flight, paused=monitor.under_pressure,
             pauses=ps.pauses,
         )
 
-    writer = _Writer(sink_obj, report, credits, ordered, (lambda: progress(snapshot())) if progress else None)
+    def report_progress() -> None:
+        if progress is not None:
+            progress(snapshot())
+
+    writer = _Writer(sink_obj, report, gate, execution.ordered, report_progress if progress else None)
     stop = threading.Event()
+    stages = _Stages(fn, opts, workers, budget, limits.max_batch, gate, writer, monitor, stop, state)
     sink_obj.open()
     monitor.start()
     writer.thread.start()
     try:
         refs = iter(planner)
         if executor == "threads":
-            _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, monitor, budget, max_batch, stop, state)
+            _run_threads(stages, refs, opener, readers)
         else:
-            _run_remote(refs, fn, opts, client or pool, workers, credits, writer, monitor, budget, max_batch, stop, state)
+            _run_remote(stages, refs, client or pool)
     except BaseException:
         stop.set()
         raise
     finally:
-        credits.wait_empty() if not stop.is_set() else None
+        if not stop.is_set():
+            gate.wait_empty()
         writer.queue.put(None)
         writer.thread.join()
         monitor.stop()
@@ -476,8 +466,7 @@ def run(
             report.batch_initial, report.batch_final = sizer.initial, sizer.batch
             report.batch_min, report.batch_max = sizer.smallest, sizer.largest
             report.item_bytes_estimate = int(sizer.estimate)
-        if progress is not None:
-            progress(snapshot())
+        report_progress()
     return report
 
 
@@ -487,10 +476,31 @@ class _State:
     sizer: BatchSizer | None = None
 
 
-def _admit(monitor: MemoryMonitor, credits: _Credits, n: int, stop: threading.Event) -> bool:
-    """Wait for calm memory, then for ``n`` credits (back-pressure first, then the window)."""
-    monitor.wait_calm(lambda: credits.in_flight, stop)
-    return credits.acquire(n, stop)
+@dataclass
+class _Stages:
+    """What the planner loop shares with the readers, the workers and the writer."""
+
+    fn: Callable[[Any], Any]
+    opts: ReadOptions
+    workers: int
+    budget: int
+    max_batch: int
+    gate: _Credits  # items in flight
+    writer: _Writer
+    monitor: MemoryMonitor
+    stop: threading.Event
+    state: _State
+
+    def admit(self, n: int) -> bool:
+        """Wait for calm memory, then for ``n`` credits (back-pressure first, then the window)."""
+        self.monitor.wait_calm(lambda: self.gate.in_flight, self.stop)
+        return self.gate.acquire(n, self.stop)
+
+    def sizer_for(self, ref: WorkRef) -> BatchSizer:
+        """The run's batch sizer, made from the first item planned."""
+        if self.state.sizer is None:
+            self.state.sizer = BatchSizer(self.budget, _item_bytes(ref, self.opts), max_batch=self.max_batch)
+        return self.state.sizer
 
 
 #: Frames handed between the pipeline's threads together (at most; fewer when the window
@@ -510,12 +520,15 @@ def _by_source(items: list[Any], ref_of: Callable[[Any], WorkRef]) -> list[list[
     return runs
 
 
-def _chunk_limit(credits: _Credits, workers: int) -> int:
+def _chunk_limit(gate: _Credits, workers: int) -> int:
     """Frames per chunk: small enough that every worker has several chunks in the window."""
-    return max(1, min(MAX_CHUNK, credits.limit() // (4 * workers)))
+    return max(1, min(MAX_CHUNK, gate.limit() // (4 * workers)))
 
 
-def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, monitor, budget, max_batch, stop, state):
+def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, readers: int) -> None:
+    """The local run: ``readers`` threads read, ``workers`` threads decode and run ``fn``."""
+    fn, opts, workers, gate, writer, state = (stages.fn, stages.opts, stages.workers, stages.gate,
+                                              stages.writer, stages.state)
     read_pool = ThreadPoolExecutor(readers, thread_name_prefix="dcmstream-read")
     fn_pool = ThreadPoolExecutor(workers, thread_name_prefix="dcmstream-fn")
 
@@ -524,12 +537,12 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
     # units: readers read whole items, one at a time (an item can be a whole series).
     split = opts.unit == "frame"
 
-    def compute(ref: WorkRef, item: Any, release: Callable[[], None] | None) -> tuple:
-        info = getattr(item, "info", None) or ref.info
+    def compute(ref: WorkRef, item: Any, release: Callable[[], None] | None) -> _Entry:
+        info: ItemInfo = getattr(item, "info", None) or ref.info
         try:
             result = fn(item)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            return ref.info.seq, info, None, _failure(info, "fn", exc)
+            return ref.info.seq, info, None, failure_of(info, "fn", exc)
         finally:
             if release is not None:
                 release()
@@ -539,7 +552,7 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
 
     def compute_frames(chunk: list[tuple[WorkRef, Any]]) -> None:
         """Decode and process a chunk of frames: one opener look-up per source in it."""
-        out = []
+        out: list[_Entry] = []
         for group in _by_source(chunk, lambda pair: pair[0]):
             try:
                 with opener.use(group[0][0].input) as inst:
@@ -548,22 +561,22 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
                             item = read_item(ref, opener, opts)[0] if encoded is None \
                                 else decoded_of(inst, ref, encoded, opts)
                         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-                            out.append((ref.info.seq, ref.info, None, _failure(ref.info, "read", exc)))
+                            out.append((ref.info.seq, ref.info, None, failure_of(ref.info, "read", exc)))
                             continue
                         del encoded
                         if state.sizer is not None:
-                            state.sizer.observe_item(item.info.nbytes)
+                            state.sizer.observe_item((item.info or ref.info).nbytes)
                         out.append(compute(ref, item, None))
                         del item
             except Exception as exc:  # noqa: BLE001 - the source could not be reopened
                 done = {entry[0] for entry in out}
-                out += [(r.info.seq, r.info, None, _failure(r.info, "read", exc)) for r, _ in group if r.info.seq not in done]
+                out += [(r.info.seq, r.info, None, failure_of(r.info, "read", exc)) for r, _ in group if r.info.seq not in done]
         writer.put_many(out)
 
     def read_frames(chunk: list[WorkRef]) -> None:
         """The stored bytes of a chunk of frames (its I/O), then a worker task for them."""
         loaded: list[tuple[WorkRef, Any]] = []
-        failed = []
+        failed: list[_Entry] = []
         for group in _by_source(chunk, lambda ref: ref):
             try:
                 with opener.use(group[0].input) as inst:
@@ -571,9 +584,9 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
                         try:
                             loaded.append((ref, encoded_of(inst, ref)))
                         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-                            failed.append((ref.info.seq, ref.info, None, _failure(ref.info, "read", exc)))
+                            failed.append((ref.info.seq, ref.info, None, failure_of(ref.info, "read", exc)))
             except Exception as exc:  # noqa: BLE001 - an unreadable source fails its frames
-                failed += [(r.info.seq, r.info, None, _failure(r.info, "read", exc)) for r in group]
+                failed += [(r.info.seq, r.info, None, failure_of(r.info, "read", exc)) for r in group]
         writer.put_many(failed)
         if loaded:
             fn_pool.submit(compute_frames, loaded)
@@ -582,7 +595,7 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
         try:
             item, release = read_item(ref, opener, opts)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "read", exc))
+            writer.put(ref.info.seq, ref.info, None, failure_of(ref.info, "read", exc))
             return
         if state.sizer is not None:
             state.sizer.observe_item(getattr(getattr(item, "info", None), "nbytes", 0))
@@ -590,7 +603,7 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
 
     writer.track_sources = True
     # A file with pending items stays open (the planner opened it; its readers need it).
-    credits.on_first, credits.on_last = opener.hold, opener.release
+    gate.on_first, gate.on_last = opener.hold, opener.release
     files_ahead = max(2, opener.max_open - 1)
     chunk: list[WorkRef] = []
     chunk_sources = 1  # distinct sources in the chunk (consecutive runs)
@@ -599,7 +612,7 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
         """Admit the chunk (back-pressure, then credits) and hand it to a reader."""
         if not chunk:
             return True
-        if not _admit(monitor, credits, len(chunk), stop):
+        if not stages.admit(len(chunk)):
             return False
         if split:
             read_pool.submit(read_frames, list(chunk))
@@ -613,28 +626,28 @@ def _run_threads(refs, fn, opts, opener, readers, workers, credits, writer, moni
         while True:
             # Before next(): it may open a file. The chunk's sources already count as
             # pending, so hand it over before waiting for sources to finish.
-            if credits.sources() >= files_ahead and not flush():
+            if gate.sources() >= files_ahead and not flush():
                 break
-            credits.wait_sources_below(files_ahead, stop)
+            gate.wait_sources_below(files_ahead, stages.stop)
             ref = next(it, None)
             if ref is None:
                 break
-            if state.sizer is None:
-                state.sizer = BatchSizer(budget, _item_bytes(ref, opts), max_batch=max_batch)
-            credits.add_source(ref.info.source)
+            stages.sizer_for(ref)
+            gate.add_source(ref.info.source)
             if chunk and chunk[-1].info.source != ref.info.source:
                 chunk_sources += 1
             chunk.append(ref)
             # Flush a full chunk (frames, or files: each holds an open file), or any while
             # the workers are short of work (the start of a run). A full window makes
             # flush() wait for room for the whole chunk, so chunks stay full.
-            if not split or len(chunk) >= _chunk_limit(credits, workers) or chunk_sources >= files_ahead // 2 \
-                    or credits.in_flight < workers:
+            if not split or len(chunk) >= _chunk_limit(gate, workers) or chunk_sources >= files_ahead // 2 \
+                    or gate.in_flight < workers:
                 if not flush():
                     break
                 chunk_sources = 1
-        flush() if not stop.is_set() else None
-        credits.wait_empty()
+        if not stages.stop.is_set():
+            flush()
+        gate.wait_empty()
     finally:
         read_pool.shutdown(wait=True)
         fn_pool.shutdown(wait=True)
@@ -654,43 +667,42 @@ def _client(scheduler: Any) -> tuple[Any, bool]:
     raise TypeError("scheduler must be an address or a dask.distributed Client")
 
 
-def _run_remote(refs, fn, opts, client, workers, credits, writer, monitor, budget, max_batch, stop, state):
+def _run_remote(stages: _Stages, refs: Iterator[WorkRef], client: Any) -> None:
     """Batches of refs to worker processes (concurrent.futures) or dask workers (``client``)."""
     from concurrent.futures import Executor
 
-    if isinstance(client, Executor):
-        submit = client.submit
-    else:
-        def submit(*args: Any) -> Any:
-            return client.submit(*args, pure=False)
+    writer, gate = stages.writer, stages.gate
 
-    max_batches = 2 * workers
+    def submit(batch: list[WorkRef]) -> Any:
+        if isinstance(client, Executor):
+            return client.submit(process_batch, batch, stages.fn, stages.opts)
+        return client.submit(process_batch, batch, stages.fn, stages.opts, pure=False)
+
+    max_batches = 2 * stages.workers
 
     def done(batch: list[WorkRef], future: Any) -> None:
         try:
             out = future.result()
         except BaseException as exc:  # noqa: BLE001 - a lost worker fails its batch, not the run
             for ref in batch:
-                writer.put(ref.info.seq, ref.info, None, _failure(ref.info, "task", exc))
+                writer.put(ref.info.seq, ref.info, None, failure_of(ref.info, "task", exc))
             return
-        for ref, (info, result, failure) in zip(batch, out):
-            if failure is None and state.sizer is not None:
-                state.sizer.observe_item(info.nbytes + (result.nbytes if isinstance(result, np.ndarray) else 0))
+        for ref, (info, result, failure) in zip(batch, out, strict=False):
+            if failure is None and stages.state.sizer is not None:
+                stages.state.sizer.observe_item(info.nbytes + (result.nbytes if isinstance(result, np.ndarray) else 0))
             writer.put(ref.info.seq, info, result, failure)
 
     def flush(batch: list[WorkRef]) -> None:
-        fut = submit(process_batch, batch, fn, opts)
-        fut.add_done_callback(lambda f, b=batch: done(b, f))
+        future = submit(batch)
+        future.add_done_callback(functools.partial(done, batch))
 
     batch: list[WorkRef] = []
     for ref in refs:
-        if state.sizer is None:
-            state.sizer = BatchSizer(budget, _item_bytes(ref, opts), max_batch=max_batch)
-        size = max(1, min(state.sizer.batch, credits.limit() // max_batches))
-        if batch and (credits.would_block() or monitor.under_pressure):
+        size = max(1, min(stages.sizer_for(ref).batch, gate.limit() // max_batches))
+        if batch and (gate.would_block() or stages.monitor.under_pressure):
             flush(batch)  # never hold admitted refs back while waiting for more
             batch = []
-        if not _admit(monitor, credits, 1, stop):
+        if not stages.admit(1):
             break
         batch.append(ref)
         if len(batch) >= size:
@@ -698,7 +710,7 @@ def _run_remote(refs, fn, opts, client, workers, credits, writer, monitor, budge
             batch = []
     if batch:
         flush(batch)
-    credits.wait_empty()
+    gate.wait_empty()
 
 
 def _warm() -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "WorkRef",
     "decoded_of",
     "encoded_of",
+    "failure_of",
     "process_batch",
     "read_item",
     "values_of",
@@ -139,7 +140,8 @@ def decoded_of(inst: Instance, ref: WorkRef, data: bytes, opts: ReadOptions) -> 
     return Frame(info.source, frame, arr, info.level, info)
 
 
-def _failure(info: ItemInfo, stage: str, exc: BaseException) -> Failure:
+def failure_of(info: ItemInfo, stage: str, exc: BaseException) -> Failure:
+    """The record of ``exc`` raised while ``stage`` handled the item ``info`` (with its traceback)."""
     return Failure.of(info.key, stage, exc)
 
 
@@ -166,13 +168,13 @@ def process_batch(refs: list[WorkRef], fn: Callable[[Any], Any], opts: ReadOptio
         try:
             item, release = read_item(ref, opener, opts)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            out.append((ref.info, None, _failure(ref.info, "read", exc)))
+            out.append((ref.info, None, failure_of(ref.info, "read", exc)))
             continue
         info = getattr(item, "info", None) or ref.info
         try:
             result = fn(item)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            out.append((info, None, _failure(info, "fn", exc)))
+            out.append((info, None, failure_of(info, "fn", exc)))
         else:
             out.append((info, result, None))
         finally:
