@@ -7,7 +7,14 @@ import threading
 
 import pytest
 
-from dcmstream.archive.blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, InvalidKeyError, validate_key
+from dcmstream.archive.blobstore import (
+    BlobExistsError,
+    BlobNotFoundError,
+    BlobStore,
+    FilesystemBlobStore,
+    InvalidKeyError,
+    validate_key,
+)
 
 
 class BlobStoreTests:
@@ -105,6 +112,50 @@ class BlobStoreTests:
         assert store.read_range("c/k") in payloads
         assert list(store.keys("c/")) == ["c/k"]
 
+    def test_exclusive_put_of_a_new_key(self, store: BlobStore, tmp_path) -> None:
+        assert store.put_bytes("x/new", b"first", exclusive=True) == 5
+        src = tmp_path / "f.bin"
+        src.write_bytes(b"file")
+        assert store.put_file("x/file", src, exclusive=True) == 4
+        assert store.read_range("x/new") == b"first" and store.read_range("x/file") == b"file"
+
+    def test_exclusive_put_refuses_an_existing_key(self, store: BlobStore) -> None:
+        store.put_bytes("x/k", b"first writer")
+        with pytest.raises(BlobExistsError) as info:
+            store.put_bytes("x/k", b"second writer", exclusive=True)
+        assert isinstance(info.value, FileExistsError) and info.value.key == "x/k"
+        assert "x/k" in str(info.value)
+        src = store.staging_path()
+        src.write_bytes(b"second writer, moved")
+        with pytest.raises(BlobExistsError):
+            store.put_file("x/k", src, move=True, exclusive=True)
+        assert src.read_bytes() == b"second writer, moved"  # a failed put leaves the file
+        src.unlink()
+        assert store.read_range("x/k") == b"first writer"
+        assert list(store.keys("x/")) == ["x/k"]
+
+    def test_concurrent_exclusive_puts_keep_one_winner_intact(self, store: BlobStore) -> None:
+        payloads = [bytes([i]) * 100_000 for i in range(8)]
+        won: list[bytes] = []
+        lost: list[BaseException] = []
+
+        def put(data: bytes) -> None:
+            try:
+                store.put_bytes("c/x", data, exclusive=True)
+                won.append(data)
+            except BaseException as exc:
+                lost.append(exc)
+
+        threads = [threading.Thread(target=put, args=(p,)) for p in payloads]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert won and all(isinstance(exc, BlobExistsError) for exc in lost), lost
+        assert len(won) + len(lost) == len(payloads)
+        assert store.read_range("c/x") in won
+        assert list(store.keys("c/")) == ["c/x"]
+
 
 class TestFilesystemBlobStore(BlobStoreTests):
     @pytest.fixture
@@ -130,6 +181,25 @@ class TestFilesystemBlobStore(BlobStoreTests):
     def test_clean_staging(self, store: FilesystemBlobStore) -> None:
         store.staging_path().write_bytes(b"crash leftover")
         assert store.clean_staging() == 1
+
+    def test_exactly_one_exclusive_writer_wins(self, store: FilesystemBlobStore) -> None:
+        # A hard link is atomic: of concurrent exclusive puts, one and only one succeeds.
+        results: list[bool] = []
+
+        def put(i: int) -> None:
+            try:
+                store.put_bytes("r/k", bytes([i]) * 50_000, exclusive=True)
+                results.append(True)
+            except BlobExistsError:
+                results.append(False)
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False] * 15 + [True]
+        assert [p for p in store.objects.rglob("*") if p.name.startswith(".")] == []
 
 
 def test_validate_key_accepts_uid_paths() -> None:
