@@ -16,6 +16,7 @@ skipped where its packages are not installed.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import shutil
 import signal
@@ -101,6 +102,7 @@ def moto_server() -> Iterator[S3Server]:
     """moto's standalone S3 server in a thread on a free loopback port."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -4,7 +4,8 @@
 prefix, on boto3 (no hand-written signing; credentials, region and profiles come from
 the standard ``AWS_*`` environment variables and files). What each operation costs:
 
-* ``open(key)``: one HeadObject (size and ETag), then a
+* ``open(key)``: one HeadObject (size and ETag; remembered for the next ``open`` of the
+  key, so a frame request through :class:`~.stored.StoredInstance` costs one GET), then a
   :class:`~dcmstream.io.ranged.RangedSource` whose reads are GetObject requests with a
   Range header and ``If-Match`` the ETag seen at open, so a source never mixes the bytes
   of two versions of an object. A frame request fetches that frame's bytes plus at most
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..cache.lru import LRU
 from ..errors import SourceError
 from ..io.ranged import READAHEAD, FetchStats, RangedSource
 from ..io.source import ByteSource
@@ -82,6 +84,7 @@ class S3BlobStore(BlobStore):
         backoff: float = 0.1,
         clean_staging_older_than: float | None = 6 * 3600,
         addressing_style: str | None = None,
+        head_cache_size: int = 4096,
     ) -> None:
         super().__init__()
         import boto3
@@ -105,6 +108,10 @@ class S3BlobStore(BlobStore):
         #: Requests and bytes fetched by every source this store opened.
         self.fetch_stats = FetchStats()
         self._conditional_put: bool | None = None  # None: not tried yet on this server
+        # (size, ETag) of recently opened keys. Blobs are written once, so this is
+        # rarely stale; when it is, the If-Match of the read fails (a SourceError) and
+        # the entry is dropped, so the next open asks again.
+        self._heads: LRU[str, tuple[int, str]] = LRU(head_cache_size)
         self._flag_lock = threading.Lock()
 
         region = region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -171,14 +178,20 @@ class S3BlobStore(BlobStore):
 
     # -- reads -------------------------------------------------------------------------------
     def open(self, key: str) -> ByteSource:
-        head = self._head(key)
-        if head is None:
-            raise BlobNotFoundError(key)
-        name = f"s3://{self.bucket}/{self._object(key)}"
-        fetch = self._range_fetcher(self._object(key), str(head.get("ETag", "")), name)
+        object_key = self._object(key)
+        known = self._heads.get(key)
+        if known is None:
+            head = self._head(key)
+            if head is None:
+                raise BlobNotFoundError(key)
+            known = (int(head["ContentLength"]), str(head.get("ETag", "")))
+            self._heads.put(key, known)
+        size, etag = known
+        name = f"s3://{self.bucket}/{object_key}"
+        fetch = self._range_fetcher(object_key, etag, name, forget=lambda: self._heads.pop(key))
         return RangedSource(
             fetch,
-            int(head["ContentLength"]),
+            size,
             name=name,
             readahead=self.readahead,
             retries=self.retries,
@@ -187,7 +200,7 @@ class S3BlobStore(BlobStore):
             on_read=self._count,
         )
 
-    def _range_fetcher(self, object_key: str, etag: str, name: str) -> Any:
+    def _range_fetcher(self, object_key: str, etag: str, name: str, forget: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         client, bucket = self._reader, self.bucket
@@ -200,6 +213,8 @@ class S3BlobStore(BlobStore):
                 status, code = _status(exc), _code(exc)
                 if status >= 500 or code in _TRANSIENT_CODES:
                     raise ConnectionError(f"{code or status}: {exc}") from exc
+                if status in (404, 412, 416):
+                    forget()  # the next open asks for the current size and ETag
                 if status == 412:
                     raise SourceError(f"{name}: the object changed since it was opened (ETag {etag})") from exc
                 if status == 404:
@@ -255,6 +270,7 @@ class S3BlobStore(BlobStore):
     def delete(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        self._heads.pop(key)
         if self._head(key) is None:
             return False
         try:
@@ -265,6 +281,7 @@ class S3BlobStore(BlobStore):
 
     def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False, exclusive: bool = False) -> int:
         object_key = self._object(key)
+        self._heads.pop(key)
         path = Path(path)
         size = path.stat().st_size  # FileNotFoundError before anything is sent
         if exclusive and self._head(key) is not None:
@@ -283,8 +300,10 @@ class S3BlobStore(BlobStore):
     def put_bytes(self, key: str, data: bytes | Iterable[bytes], *, exclusive: bool = False) -> int:
         if isinstance(data, (bytes, bytearray, memoryview)) and len(data) < self.multipart_threshold:
             if not (exclusive and self._conditional_put is False):
+                object_key = self._object(key)
+                self._heads.pop(key)
                 body = bytes(data)
-                self._put_object(key, self._object(key), body, len(body), exclusive)
+                self._put_object(key, object_key, body, len(body), exclusive)
                 return len(body)
         return super().put_bytes(key, data, exclusive=exclusive)
 
@@ -302,7 +321,7 @@ class S3BlobStore(BlobStore):
                 status, code = _status(exc), _code(exc)
                 if exclusive and status == 412:
                     raise BlobExistsError(key) from exc
-                if exclusive and status == 501 and self._conditional_put is None:
+                if exclusive and status == 501:
                     # This server refuses conditional PutObject: use conditional
                     # multipart completions from now on.
                     self._conditional_put = False
