@@ -320,6 +320,23 @@ class TestS3BlobStore(BlobStoreTests):
         remote.close()
         local.close()
 
+    def test_a_large_compressed_frame_costs_its_bytes(self, store, tmp_path) -> None:
+        import dcmstream
+        from dcmstream.samples import write_multiframe
+
+        path = write_multiframe(tmp_path / "big.dcm", frames=3, syntax="jpeg-ls", kind="ct", rows=512, columns=512)
+        store.put_file("ct/big.dcm", path)
+        local = dcmstream.open(path, cache=False)
+        with dcmstream.open(store.open("ct/big.dcm"), cache=False) as remote:
+            store.fetch_stats.reset()
+            assert np.array_equal(remote.frame(1), local.frame(1))
+            _, length = local.frame_index.span(1)
+            assert length > 64 * 1024
+            # The item header reads ahead one block; the rest of the frame is fetched
+            # exactly: the item, and not one byte more, in two requests.
+            assert (store.fetch_stats.requests, store.fetch_stats.bytes) == (2, length)
+        local.close()
+
     def test_native_frame_is_one_exact_request(self, store, tmp_path) -> None:
         import dcmstream
         from dcmstream.samples import write_multiframe

@@ -29,10 +29,9 @@ def test_commit_publishes_the_whole_file(tmp_path) -> None:
 def test_a_crash_before_commit_keeps_the_old_file_and_no_temp(tmp_path) -> None:
     dest = tmp_path / "report.html"
     dest.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with AtomicFile(dest) as out:
-            out.fh.write(b"new, half written")
-            raise RuntimeError("crash before commit")
+    with pytest.raises(RuntimeError), AtomicFile(dest) as out:
+        out.fh.write(b"new, half written")
+        raise RuntimeError("crash before commit")
     assert dest.read_bytes() == b"old"
     assert _leftovers(tmp_path) == []
 

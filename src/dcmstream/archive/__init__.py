@@ -6,10 +6,19 @@ rewrites archived blobs needs :mod:`dcmstream.compress` too, so it lives above b
 packages, in :mod:`dcmstream.policy`.
 """
 
-from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, InvalidKeyError, validate_key
-from .catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SearchResult, SQLCatalog, SQLiteCatalog
 from .archive import Archive
+from .blobstore import (
+    BlobExistsError,
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+    FilesystemBlobStore,
+    InvalidKeyError,
+    validate_key,
+)
+from .catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SearchResult, SQLCatalog, SQLiteCatalog
 from .ingest import IngestResult, iter_files
+from .s3store import S3BlobStore
 from .stored import StoredInstance
 from .uids import InvalidUIDError, is_valid_uid, validate_uid
 
@@ -19,7 +28,10 @@ __all__ = [
     "iter_files",
     "BlobStore",
     "FilesystemBlobStore",
+    "S3BlobStore",
     "BlobNotFoundError",
+    "BlobExistsError",
+    "BlobStoreError",
     "InvalidKeyError",
     "validate_key",
     "Catalog",

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import DcmstreamError
@@ -251,20 +251,20 @@ def sweep_staging(folder: Path, older_than: float = 0.0) -> int:
 class _CountingFileSource(FileSource):
     """A FileSource that also reports its reads to the owning store."""
 
-    def __init__(self, path: Path, store: BlobStore) -> None:
+    def __init__(self, path: Path, count: Callable[[int], None]) -> None:
         super().__init__(path)
-        self._store = store
+        self._report = count
 
     def _read_at(self, offset: int, length: int) -> bytes:
         data = super()._read_at(offset, length)
-        self._store._count(len(data))
+        self._report(len(data))
         return data
 
     def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
         # FileSource reads these with preadv, past _read_at: count them here. (Its
         # fallback through _read_at only returns when a short read raises anyway.)
         buf = super().read_writable(offset, length, what)
-        self._store._count(len(buf))
+        self._report(len(buf))
         return buf
 
 
@@ -344,7 +344,7 @@ class FilesystemBlobStore(BlobStore):
         path = self._path(key)
         if not path.is_file():
             raise BlobNotFoundError(key)
-        return _CountingFileSource(path, self)
+        return _CountingFileSource(path, self._count)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -54,7 +54,9 @@ __all__ = ["S3BlobStore"]
 _MIB = 1 << 20
 _MIN_PART = 5 * _MIB  # S3: every part but the last is at least 5 MiB
 _MAX_PARTS = 10_000
-_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"})
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
 
 
 def _status(exc: Any) -> int:
@@ -286,9 +288,7 @@ class S3BlobStore(BlobStore):
         size = path.stat().st_size  # FileNotFoundError before anything is sent
         if exclusive and self._head(key) is not None:
             raise BlobExistsError(key)  # the cheap early answer; the condition decides
-        if size >= self.multipart_threshold:
-            self._put_multipart(key, object_key, path, size, exclusive)
-        elif exclusive and self._conditional_put is False:
+        if size >= self.multipart_threshold or (exclusive and self._conditional_put is False):
             self._put_multipart(key, object_key, path, size, exclusive)
         else:
             with open(path, "rb") as fh:
@@ -298,13 +298,13 @@ class S3BlobStore(BlobStore):
         return size
 
     def put_bytes(self, key: str, data: bytes | Iterable[bytes], *, exclusive: bool = False) -> int:
-        if isinstance(data, (bytes, bytearray, memoryview)) and len(data) < self.multipart_threshold:
-            if not (exclusive and self._conditional_put is False):
-                object_key = self._object(key)
-                self._heads.pop(key)
-                body = bytes(data)
-                self._put_object(key, object_key, body, len(body), exclusive)
-                return len(body)
+        plain_put = not (exclusive and self._conditional_put is False)
+        if isinstance(data, (bytes, bytearray, memoryview)) and len(data) < self.multipart_threshold and plain_put:
+            object_key = self._object(key)
+            self._heads.pop(key)
+            body = bytes(data)
+            self._put_object(key, object_key, body, len(body), exclusive)
+            return len(body)
         return super().put_bytes(key, data, exclusive=exclusive)
 
     def _put_object(self, key: str, object_key: str, body: Any, size: int, exclusive: bool) -> None:
@@ -318,7 +318,7 @@ class S3BlobStore(BlobStore):
                     self._conditional_put = True
                 return
             except ClientError as exc:
-                status, code = _status(exc), _code(exc)
+                status = _status(exc)
                 if exclusive and status == 412:
                     raise BlobExistsError(key) from exc
                 if exclusive and status == 501:

@@ -142,7 +142,9 @@ class RangedSource(ByteSource):
             prefix = block[offset - block_start :]
             start = block_end
         need = end - start
-        if ahead and need < self.readahead:
+        # Small reads read ahead; the rest of a frame-sized one that began in the block
+        # is fetched exactly (it is the frame, the bytes after it are not).
+        if ahead and length < self.readahead:
             fetched = self._fetch(start, min(self._size, start + self.readahead))
             with self._block_lock:
                 self._block_start, self._block = start, fetched
