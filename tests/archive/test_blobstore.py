@@ -360,7 +360,7 @@ class TestS3BlobStore(BlobStoreTests):
         assert b"".join(store.iter_range("m/big")) == data
         # An exclusive multipart upload of a taken key fails and leaves the first object.
         other = tmp_path / "other.bin"
-        other.write_bytes(b"\\0" * (7 * _MIB))
+        other.write_bytes(bytes(7 * _MIB))
         store._conditional_put = None
         before = store.size("m/big")
         with pytest.raises(BlobExistsError):

@@ -5,11 +5,16 @@ validated UIDs) to immutable byte strings. It is deliberately small, in the spir
 of zarr's ``Store``: put a finished file atomically, open random access to a blob
 (a :class:`~dcmstream.io.ByteSource`, so frame reads fetch exactly one frame's
 bytes), stream a byte range, list, delete. Every backend proves itself by passing
-``tests/archive/test_blobstore.py::BlobStoreTests``; object storage slots in by
-implementing the same methods (``open`` returning an HTTP-range source).
+``tests/archive/test_blobstore.py::BlobStoreTests``: :class:`FilesystemBlobStore` here,
+:class:`~.s3store.S3BlobStore` (``open`` returns a ranged source) for object storage.
 
 :class:`FilesystemBlobStore` writes with temp file + fsync + rename + fsync of the
 directory, so a blob is either absent or complete, even after a power cut.
+
+A put replaces an existing blob by default; ``exclusive=True`` refuses to
+(:class:`BlobExistsError`), so that of several writers of one key (processes or hosts
+sharing the store) the first one's bytes stay: the filesystem store publishes with a
+hard link, which fails atomically when the name exists, S3 with a conditional request.
 """
 
 from __future__ import annotations
