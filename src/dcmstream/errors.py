@@ -16,6 +16,8 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── CacheBudgetError (also ValueError)    cache/tier.py        item larger than budget
     ├── PoolFullError (also RuntimeError)     cache/pool.py        decode queue is full
     ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key
+    ├── BlobExistsError (also FileExistsError) archive/blobstore.py exclusive put: key taken
+    ├── BlobStoreError (also OSError)         archive/blobstore.py the store failed (network)
     ├── InvalidKeyError (also ValueError)     archive/blobstore.py a key that could escape
     ├── InvalidUIDError (also ValueError)     archive/uids.py      not a DICOM UID (400)
     ├── CatalogConflictError (also ValueError) archive/catalog.py  contradicts the catalog

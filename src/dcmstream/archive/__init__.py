@@ -7,9 +7,28 @@ packages, in :mod:`dcmstream.policy`.
 """
 
 from .archive import Archive
-from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, InvalidKeyError, validate_key
-from .catalog import Catalog, CatalogConflictError, InstanceRecord, Query, QueryError, SearchResult, SQLCatalog, SQLiteCatalog
+from .blobstore import (
+    BlobExistsError,
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+    FilesystemBlobStore,
+    InvalidKeyError,
+    validate_key,
+)
+from .catalog import (
+    Catalog,
+    CatalogConflictError,
+    CatalogUnavailableError,
+    InstanceRecord,
+    Query,
+    QueryError,
+    SearchResult,
+    SQLCatalog,
+    SQLiteCatalog,
+)
 from .ingest import IngestResult, iter_files
+from .s3store import S3BlobStore
 from .stored import StoredInstance
 from .uids import InvalidUIDError, is_valid_uid, validate_uid
 
@@ -19,7 +38,10 @@ __all__ = [
     "iter_files",
     "BlobStore",
     "FilesystemBlobStore",
+    "S3BlobStore",
     "BlobNotFoundError",
+    "BlobExistsError",
+    "BlobStoreError",
     "InvalidKeyError",
     "validate_key",
     "Catalog",
@@ -30,6 +52,7 @@ __all__ = [
     "QueryError",
     "SearchResult",
     "CatalogConflictError",
+    "CatalogUnavailableError",
     "StoredInstance",
     "InvalidUIDError",
     "is_valid_uid",

@@ -5,29 +5,45 @@ validated UIDs) to immutable byte strings. It is deliberately small, in the spir
 of zarr's ``Store``: put a finished file atomically, open random access to a blob
 (a :class:`~dcmstream.io.ByteSource`, so frame reads fetch exactly one frame's
 bytes), stream a byte range, list, delete. Every backend proves itself by passing
-``tests/archive/test_blobstore.py::BlobStoreTests``; object storage slots in by
-implementing the same methods (``open`` returning an HTTP-range source).
+``tests/archive/test_blobstore.py::BlobStoreTests``: :class:`FilesystemBlobStore` here,
+:class:`~.s3store.S3BlobStore` (``open`` returns a ranged source) for object storage.
 
 :class:`FilesystemBlobStore` writes with temp file + fsync + rename + fsync of the
 directory, so a blob is either absent or complete, even after a power cut.
+
+A put replaces an existing blob by default; ``exclusive=True`` refuses to
+(:class:`BlobExistsError`), so that of several writers of one key (processes or hosts
+sharing the store) the first one's bytes stay: the filesystem store publishes with a
+hard link, which fails atomically when the name exists, S3 with a conditional request.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import DcmstreamError
-from ..io.atomic import commit_file, temp_sibling
+from ..io.atomic import commit_file, fsync_dir, fsync_file, temp_sibling
 from ..io.source import ByteSource, FileSource
 
-__all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
+__all__ = [
+    "BlobStore",
+    "FilesystemBlobStore",
+    "BlobNotFoundError",
+    "BlobExistsError",
+    "BlobStoreError",
+    "InvalidKeyError",
+    "validate_key",
+    "sweep_staging",
+]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_KEY = 1024
@@ -44,6 +60,25 @@ class BlobNotFoundError(DcmstreamError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() is the repr of its argument; say what is missing instead.
         return f"no blob under key {self.key!r}"
+
+
+class BlobExistsError(DcmstreamError, FileExistsError):
+    """An exclusive put found a blob under its key already (a FileExistsError too).
+
+    Raised by ``put_file(..., exclusive=True)``: the key was taken by another writer
+    first, and its blob is left as that writer stored it.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(errno.EEXIST, f"a blob already exists under key {key!r}")
+
+    def __str__(self) -> str:
+        return f"a blob already exists under key {self.key!r}"
+
+
+class BlobStoreError(DcmstreamError, OSError):
+    """The blob store itself failed (network, permissions, a refused request)."""
 
 
 class InvalidKeyError(DcmstreamError, ValueError):
@@ -93,12 +128,16 @@ class BlobStore(ABC):
 
     # -- required --------------------------------------------------------------------
     @abstractmethod
-    def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False) -> int:
+    def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False, exclusive: bool = False) -> int:
         """Store the finished file at ``path`` under ``key`` atomically; return its size.
 
-        With ``move=True`` the file may be consumed (renamed into place). An existing
-        blob under ``key`` is replaced atomically: readers see the old or the new
-        bytes, never a mix.
+        With ``move=True`` the file may be consumed (renamed into place); when the put
+        fails it is left where it was. An existing blob under ``key`` is replaced
+        atomically: readers see the old or the new bytes, never a mix. With
+        ``exclusive=True`` it is not: the put raises :class:`BlobExistsError` and the
+        existing blob stays as it is, and of concurrent exclusive puts of one key at
+        most one succeeds where the backend can decide that atomically (local files,
+        Amazon S3; see the store's notes).
         """
 
     @abstractmethod
@@ -139,8 +178,9 @@ class BlobStore(ABC):
         return None
 
     # -- derived ---------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes | Iterable[bytes]) -> int:
-        """Store ``data`` (bytes or an iterable of chunks) under ``key`` atomically."""
+    def put_bytes(self, key: str, data: bytes | Iterable[bytes], *, exclusive: bool = False) -> int:
+        """Store ``data`` (bytes or an iterable of chunks) under ``key`` atomically
+        (``exclusive`` as in :meth:`put_file`)."""
         validate_key(key)
         tmp = self.staging_path()
         try:
@@ -150,7 +190,7 @@ class BlobStore(ABC):
                 else:
                     for chunk in data:
                         fh.write(chunk)
-            return self.put_file(key, tmp, move=True)
+            return self.put_file(key, tmp, move=True, exclusive=exclusive)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -173,23 +213,64 @@ class BlobStore(ABC):
                 yield data
 
 
+def _link_exclusive(tmp: Path, dest: Path, key: str, *, fsync: bool) -> None:
+    """Publish the finished ``tmp`` at ``dest`` only if nothing is there yet.
+
+    A hard link is created atomically and fails when the name exists, so of two
+    concurrent writers exactly one publishes (a rename would silently replace); the
+    temporary name is removed afterwards either way.
+    """
+    if fsync:
+        fsync_file(tmp)
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise BlobExistsError(key) from None
+    tmp.unlink(missing_ok=True)
+    if fsync:
+        fsync_dir(dest.parent)
+
+
+def sweep_staging(folder: Path, older_than: float = 0.0) -> int:
+    """Delete the files in a staging ``folder`` older than ``older_than`` seconds.
+
+    Staging files of a killed ingest are never picked up again; a store sweeps them at
+    start with an age limit, because another process (a server receiving STOW-RS) may be
+    writing fresh ones into the same folder.
+    """
+    n = 0
+    limit = time.time() - older_than
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return 0
+    for p in entries:
+        try:
+            if p.is_file() and p.stat().st_mtime <= limit:
+                p.unlink(missing_ok=True)
+                n += 1
+        except FileNotFoundError:
+            continue
+    return n
+
+
 class _CountingFileSource(FileSource):
     """A FileSource that also reports its reads to the owning store."""
 
-    def __init__(self, path: Path, store: BlobStore) -> None:
+    def __init__(self, path: Path, count: Callable[[int], None]) -> None:
         super().__init__(path)
-        self._store = store
+        self._report = count
 
     def _read_at(self, offset: int, length: int) -> bytes:
         data = super()._read_at(offset, length)
-        self._store.count_read(len(data))
+        self._report(len(data))
         return data
 
     def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
         # FileSource reads these with preadv, past _read_at: count them here. (Its
         # fallback through _read_at only returns when a short read raises anyway.)
         buf = super().read_writable(offset, length, what)
-        self._store.count_read(len(buf))
+        self._report(len(buf))
         return buf
 
 
@@ -229,15 +310,17 @@ class FilesystemBlobStore(BlobStore):
     def staging_path(self, suffix: str = ".tmp") -> Path:
         return self.tmp / f"{uuid.uuid4().hex}{suffix}"
 
-    def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False) -> int:
+    def put_file(self, key: str, path: str | os.PathLike[str], *, move: bool = False, exclusive: bool = False) -> int:
         dest = self._path(key)
         src = Path(path)
+        if exclusive and dest.exists():
+            raise BlobExistsError(key)  # the cheap early answer; the link below decides
         dest.parent.mkdir(parents=True, exist_ok=True)
         # A unique hidden sibling, so the final rename is atomic and concurrent puts of
         # the same key never write into each other's temp file.
         tmp = temp_sibling(dest)
+        moved = False
         try:
-            moved = False
             if move:
                 try:
                     os.replace(src, tmp)
@@ -247,8 +330,16 @@ class FilesystemBlobStore(BlobStore):
             if not moved:
                 shutil.copyfile(src, tmp)
             size = tmp.stat().st_size
-            commit_file(tmp, dest, fsync=self.fsync)
+            if exclusive:
+                _link_exclusive(tmp, dest, key, fsync=self.fsync)
+            else:
+                commit_file(tmp, dest, fsync=self.fsync)
         except BaseException:
+            if moved:
+                try:
+                    os.replace(tmp, src)  # a failed put leaves the caller's file in place
+                except OSError:
+                    pass
             tmp.unlink(missing_ok=True)
             raise
         if move and not moved:
@@ -259,7 +350,7 @@ class FilesystemBlobStore(BlobStore):
         path = self._path(key)
         if not path.is_file():
             raise BlobNotFoundError(key)
-        return _CountingFileSource(path, self)
+        return _CountingFileSource(path, self.count_read)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -305,18 +396,7 @@ class FilesystemBlobStore(BlobStore):
         Another process (a running server receiving STOW-RS) may be writing fresh
         ones, hence the age limit when called at start-up.
         """
-        import time
-
-        n = 0
-        limit = time.time() - older_than
-        for p in self.tmp.iterdir():
-            try:
-                if p.is_file() and p.stat().st_mtime <= limit:
-                    p.unlink(missing_ok=True)
-                    n += 1
-            except FileNotFoundError:
-                continue
-        return n
+        return sweep_staging(self.tmp, older_than)
 
     def __repr__(self) -> str:
         return f"FilesystemBlobStore({str(self.root)!r})"

@@ -1,0 +1,198 @@
+"""A byte source read by ranges from somewhere remote (object storage, HTTP Range).
+
+:class:`RangedSource` knows the size of the bytes up front and reads any
+``(offset, length)`` through one callable, ``fetch(start, end) -> bytes`` (``end``
+exclusive), so it holds no protocol: the S3 blob store passes a GetObject with a
+Range header, an HTTP source will pass a GET with one. What it adds is what every
+remote source needs and a local file does not:
+
+* **bounded read-ahead**: a small read (shorter than ``readahead``, 64 KiB by
+  default) fetches one block of ``readahead`` bytes from its offset and keeps it,
+  so the many small reads of a header walk cost one request per block instead of
+  one each. A read of ``readahead`` bytes or more (a frame) fetches exactly its
+  range, nothing before or after it, and is not kept. :meth:`read_writable`, the
+  frame payload read, never reads ahead. At most one block is held per source.
+* **counters**: :attr:`fetched` counts the requests and bytes that went over the
+  wire (``bytes_read``/``read_calls`` of :class:`ByteSource` count what callers
+  asked for); a store can pass one shared :class:`FetchStats` to all its sources.
+* **typed failures**: a fetch that returns more or fewer bytes than asked for is a
+  :class:`~dcmstream.errors.SourceError` (the object changed or is truncated, or
+  the server ignored the range); so is a failed one.
+* **retries**: a fetch that raises ``ConnectionError`` or ``TimeoutError`` (the
+  builtin ones: fetch callables translate their client's transient errors to them)
+  is retried ``retries`` times with exponential backoff, then a SourceError.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from ..errors import SourceError
+from .source import ByteSource
+
+__all__ = ["READAHEAD", "FetchStats", "RangedSource"]
+
+#: Default read-ahead: the most a small read fetches (also the most a frame request
+#: fetches beyond the frame's bytes).
+READAHEAD = 64 * 1024
+
+Fetch = Callable[[int, int], bytes]
+
+
+class FetchStats:
+    """Requests and bytes fetched from a remote store (thread-safe counters)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, nbytes: int) -> None:
+        """Count one request that returned ``nbytes`` bytes (0 for a failed one)."""
+        with self._lock:
+            self.requests += 1
+            self.bytes += nbytes
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.bytes = 0
+
+    def __repr__(self) -> str:
+        return f"FetchStats(requests={self.requests}, bytes={self.bytes})"
+
+
+class RangedSource(ByteSource):
+    """Random access to ``size`` bytes read through ``fetch(start, end)`` (see the module)."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        size: int,
+        *,
+        name: str = "<ranged>",
+        readahead: int = READAHEAD,
+        retries: int = 3,
+        backoff: float = 0.1,
+        transient: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
+        stats: FetchStats | None = None,
+        on_read: Callable[[int], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if size < 0 or readahead < 0 or retries < 0 or backoff < 0:
+            raise ValueError("size, readahead, retries and backoff must be >= 0")
+        self._fetch_range = fetch
+        self._size = size
+        self.name = name
+        self.readahead = readahead
+        self.retries = retries
+        self.backoff = backoff
+        self.transient = transient
+        #: Requests and bytes this source fetched.
+        self.fetched = FetchStats()
+        self._shared_stats = stats
+        self._on_read = on_read
+        self._on_close = on_close
+        self._block_lock = threading.Lock()
+        self._block_start = 0
+        self._block = b""  # at most ``readahead`` bytes at _block_start
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    # -- reads ---------------------------------------------------------------------------
+    def _read_at(self, offset: int, length: int) -> bytes:
+        data = self._read(offset, length, ahead=True)
+        if self._on_read is not None:
+            self._on_read(len(data))
+        return data
+
+    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
+        # The frame payload read: exactly its range, never read-ahead (what is past a
+        # frame belongs to the next frame, which this request does not need).
+        if self._closed:
+            raise SourceError(f"{self.name}: source is closed")
+        if offset < 0 or length < 0 or offset + length > self.size or length == 0:
+            return super().read_writable(offset, length, what)  # the checks and messages
+        buf = bytearray(self._read(offset, length, ahead=False))
+        with self._count_lock:
+            self.bytes_read += length
+            self.read_calls += 1
+        if self._on_read is not None:
+            self._on_read(length)
+        return buf
+
+    def _read(self, offset: int, length: int, *, ahead: bool) -> bytes:
+        """``length`` bytes at ``offset`` (inside the source), from the block or fetched."""
+        end = offset + length
+        with self._block_lock:
+            block_start, block = self._block_start, self._block
+        block_end = block_start + len(block)
+        if block and block_start <= offset and end <= block_end:
+            return block[offset - block_start : end - block_start]
+        prefix = b""
+        start = offset
+        if block and block_start <= offset < block_end:
+            # The read begins inside the block: fetch only what follows it.
+            prefix = block[offset - block_start :]
+            start = block_end
+        need = end - start
+        # Small reads read ahead; the rest of a frame-sized one that began in the block
+        # is fetched exactly (it is the frame, the bytes after it are not).
+        if ahead and length < self.readahead:
+            fetched = self._fetch(start, min(self._size, start + self.readahead))
+            with self._block_lock:
+                self._block_start, self._block = start, fetched
+            rest = fetched[:need]
+        else:
+            rest = self._fetch(start, end)
+        return prefix + rest if prefix else rest
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` through the fetch callable: retried, counted, checked."""
+        attempt = 0
+        while True:
+            try:
+                data = self._fetch_range(start, end)
+            except SourceError:
+                self._count_fetch(0)
+                raise
+            except self.transient as exc:
+                self._count_fetch(0)
+                if attempt >= self.retries:
+                    raise SourceError(
+                        f"{self.name}: bytes {start}-{end - 1} failed after {attempt + 1} attempts ({exc})"
+                    ) from exc
+                # Exponential backoff with jitter, so many readers do not retry in step.
+                time.sleep(self.backoff * (2**attempt) * (0.5 + random.random() / 2))
+                attempt += 1
+                continue
+            except OSError as exc:
+                self._count_fetch(0)
+                raise SourceError(f"{self.name}: bytes {start}-{end - 1} failed ({exc})") from exc
+            break
+        self._count_fetch(len(data))
+        if len(data) != end - start:
+            raise SourceError(
+                f"{self.name}: asked for bytes {start}-{end - 1} ({end - start} bytes) of {self._size}, got "
+                f"{len(data)} (the object is truncated or changed, or the server ignored the range)"
+            )
+        return bytes(data)
+
+    def _count_fetch(self, nbytes: int) -> None:
+        self.fetched.add(nbytes)
+        if self._shared_stats is not None:
+            self._shared_stats.add(nbytes)
+
+    def close(self) -> None:
+        if not self._closed:
+            with self._block_lock:
+                self._block = b""
+            if self._on_close is not None:
+                self._on_close()
+        super().close()
