@@ -50,6 +50,22 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
     fi
 fi
 
+# S3 blob store tests run on two real S3-protocol servers (tests/s3_util.py): moto's (pip,
+# above) and OpenStack Swift with its s3api middleware, from Debian's packages, installed
+# only when missing. The tests start their own Swift servers in a temporary folder.
+if ! command -v swift-proxy-server >/dev/null || ! command -v swift-ring-builder >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+            apt-get update -qq
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            swift swift-proxy swift-account swift-container swift-object >/dev/null \
+            || echo "install.sh: OpenStack Swift could not be installed; its S3 tests will be skipped" >&2
+    else
+        echo "install.sh: OpenStack Swift is missing (need root and apt-get); its S3 tests will be skipped" >&2
+    fi
+fi
+
 # OHIF at /ohif (not committed: ~200 MB from npm into third_party/ohif/).
 if [ ! -f third_party/ohif/index.html ]; then
     bash scripts/install-ohif.sh || echo "install.sh: OHIF could not be installed; /ohif and its test are unavailable" >&2
