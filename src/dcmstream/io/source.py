@@ -12,7 +12,10 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer as WritableBuffer
 
 from ..errors import SourceError
 
@@ -77,7 +80,22 @@ class ByteSource(ABC):
     def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
         """Like :meth:`read_exact`, into a new writable buffer (numpy arrays over it can be
         changed in place, so callers need not copy what they read)."""
-        return bytearray(self.read_exact(offset, length, what))
+        buf = bytearray(length)
+        self.read_into(offset, length, buf, what)
+        return buf
+
+    def read_into(self, offset: int, length: int, out: WritableBuffer, what: str = "data") -> None:
+        """Like :meth:`read_exact`, into the first ``length`` bytes of ``out`` (a writable
+        buffer: a bytearray, a C-contiguous numpy array). A frame cache reads native frames
+        straight into its recycled frame buffers this way. A short read is a truncation
+        error; ``out`` may then hold part of the bytes."""
+        view = memoryview(out).cast("B")
+        try:
+            if len(view) < length:
+                raise ValueError(f"read_into: {length} bytes do not fit in a buffer of {len(view)}")
+            view[:length] = self.read_exact(offset, length, what)
+        finally:
+            view.release()
 
     def reset_counters(self) -> None:
         """Set ``bytes_read`` and ``read_calls`` back to zero."""
@@ -120,31 +138,31 @@ class FileSource(ByteSource):
     def size(self) -> int:
         return self._size
 
-    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
+    def read_into(self, offset: int, length: int, out: WritableBuffer, what: str = "data") -> None:
         # preadv fills the buffer itself: one copy (kernel to buffer) instead of two.
         if self._closed:
             raise SourceError(f"{self.name}: source is closed")
-        if offset < 0 or length < 0 or offset + length > self.size:
-            return super().read_writable(offset, length, what)  # the checks and messages
-        buf = bytearray(length)
-        view = memoryview(buf)
-        done = 0
+        view = memoryview(out).cast("B")
         try:
-            while done < length:
-                n = os.preadv(self._fd, [view[done:]], offset + done)
-                if n <= 0:
-                    break
-                done += n
-        except OSError as exc:
-            raise SourceError(f"{self.name}: read failed at {offset} ({exc.strerror})") from exc
+            if offset < 0 or length < 0 or offset + length > self.size or len(view) < length:
+                return super().read_into(offset, length, out, what)  # the checks and messages
+            done = 0
+            try:
+                while done < length:
+                    n = os.preadv(self._fd, [view[done:length]], offset + done)
+                    if n <= 0:
+                        break
+                    done += n
+            except OSError as exc:
+                raise SourceError(f"{self.name}: read failed at {offset} ({exc.strerror})") from exc
         finally:
             view.release()
         if done < length:  # the file shrank under us: read_exact reports it
-            return super().read_writable(offset, length, what)
+            return super().read_into(offset, length, out, what)
         with self._count_lock:
             self.bytes_read += length
             self.read_calls += 1
-        return buf
+        return None
 
     def _read_at(self, offset: int, length: int) -> bytes:
         try:
