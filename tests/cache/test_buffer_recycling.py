@@ -172,3 +172,48 @@ def test_native_frames_read_into_pooled_buffers_match(testfile, monkeypatch, nam
             assert (frame.base is not None and frame.base.nbytes == frame.nbytes) == lives
         stats = pool.stats()
         assert stats.allocated + stats.reused == len(inst)
+
+
+def test_fill_returns_an_unused_buffer_at_once_and_drops_it_on_error() -> None:
+    pool = BufferPool()
+    fresh = pool.fill((8, 8), np.uint16, lambda out: np.zeros((8, 8), np.uint16))
+    assert fresh.base is None and pool.stats().idle_buffers == 1
+    with pytest.raises(ZeroDivisionError):
+        pool.fill((8, 8), np.uint16, lambda out: 1 / 0)
+    assert pool.stats().idle_buffers == 0  # the traceback may still see it: not recycled
+    same = pool.fill((8, 8), np.uint16, lambda out: out)
+    assert same.base is not None and same.shape == (8, 8)
+    base_id = id(same.base)
+    del same
+    assert pool.stats().recycled == 1 and id(pool.acquire((8, 8), np.uint16)) == base_id
+
+
+def test_cache_without_pool_decodes_into_fresh_memory() -> None:
+    cache = FrameCache(1 << 20, buffers=False)
+    seen: list[object] = []
+    frame = cache.decode_pooled((4, 4), np.uint8, lambda out: seen.append(out) or np.ones((4, 4), np.uint8))
+    assert seen == [None] and frame.sum() == 16 and cache.stats().buffers is None
+
+
+def test_governor_shrinks_tiers_and_idle_buffers_together(ct) -> None:
+    path, _ = ct
+    total = decoded_room(16) * 4 // 3
+    cache = FrameCache(max_bytes=total, buffers=BufferPool(max_bytes=total // 8))
+    with dcmstream.open(path, cache=cache) as inst:
+        for i in range(FRAMES):
+            inst.frame(i)
+        assert cache.bytes > total // 2 and cache.stats().buffers.idle_bytes > 0
+
+        class Pressure:
+            def __call__(self) -> MemorySample:
+                return MemorySample(system_fraction=0.95, rss=0)
+
+        gov = MemoryGovernor([cache], probe=Pressure())
+        assert gov.check()
+        stats = cache.stats()
+        assert stats.max_bytes == total // 2 == stats.decoded.max_bytes + stats.encoded.max_bytes
+        assert stats.bytes <= total // 2
+        assert abs(stats.buffers.max_bytes - total // 16) <= 1  # an eighth of the halved budget
+        assert stats.buffers.idle_bytes <= stats.buffers.max_bytes
+        gov.check()
+        assert cache.max_bytes == total // 4 and cache.bytes <= total // 4

@@ -90,6 +90,7 @@ def decode_native(
         flat = flat.byteswap().view(dtype.newbyteorder("="))
     elif not flat.flags.writeable:
         flat = flat.copy()
+    arr: np.ndarray
     if spp == 1:
         arr = flat.reshape(rows, cols)
     elif spec.planar_configuration == 0 or photometric == "YBR_FULL":

@@ -12,14 +12,22 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer as WritableBuffer
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 from ..errors import SourceError
 
-__all__ = ["ByteSource", "FileSource", "BytesSource", "FileObjectSource", "as_source"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["ByteSource", "FileSource", "BytesSource", "FileObjectSource", "WritableBuffer", "as_source"]
+
+#: What :meth:`ByteSource.read_into` writes into (numpy arrays: C-contiguous).
+WritableBuffer: TypeAlias = "bytearray | memoryview | np.ndarray[Any, Any]"
+
+
+def _byte_view(out: WritableBuffer) -> memoryview:
+    """``out`` as a flat memoryview of bytes."""
+    return memoryview(out).cast("B")  # type: ignore[arg-type]  # numpy's stubs give ndarray __buffer__ on Python >= 3.12 only
 
 
 class ByteSource(ABC):
@@ -89,7 +97,7 @@ class ByteSource(ABC):
         buffer: a bytearray, a C-contiguous numpy array). A frame cache reads native frames
         straight into its recycled frame buffers this way. A short read is a truncation
         error; ``out`` may then hold part of the bytes."""
-        view = memoryview(out).cast("B")
+        view = _byte_view(out)
         try:
             if len(view) < length:
                 raise ValueError(f"read_into: {length} bytes do not fit in a buffer of {len(view)}")
@@ -142,7 +150,7 @@ class FileSource(ByteSource):
         # preadv fills the buffer itself: one copy (kernel to buffer) instead of two.
         if self._closed:
             raise SourceError(f"{self.name}: source is closed")
-        view = memoryview(out).cast("B")
+        view = _byte_view(out)
         try:
             if offset < 0 or length < 0 or offset + length > self.size or len(view) < length:
                 return super().read_into(offset, length, out, what)  # the checks and messages
