@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import DcmstreamError
 from ..io.atomic import commit_file, temp_sibling
-from ..io.source import ByteSource, FileSource
+from ..io.source import ByteSource, FileSource, WritableBuffer
 
 __all__ = ["BlobStore", "FilesystemBlobStore", "BlobNotFoundError", "InvalidKeyError", "validate_key"]
 
@@ -184,12 +184,11 @@ class _CountingFileSource(FileSource):
         self._store._count(len(data))
         return data
 
-    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
-        # FileSource reads these with preadv, past _read_at: count them here. (Its
-        # fallback through _read_at only returns when a short read raises anyway.)
-        buf = super().read_writable(offset, length, what)
-        self._store._count(len(buf))
-        return buf
+    def read_into(self, offset: int, length: int, out: WritableBuffer, what: str = "data") -> None:
+        # FileSource reads these (and read_writable's) with preadv, past _read_at: count them
+        # here. (Its fallback through _read_at only returns when a short read raises anyway.)
+        super().read_into(offset, length, out, what)
+        self._store._count(length)
 
 
 class FilesystemBlobStore(BlobStore):
