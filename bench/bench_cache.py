@@ -31,12 +31,11 @@ random reads through the prefetcher, with glibc's default allocator and with
 
 RSS of recycled frame buffers (issue 12, ``--rss-only`` runs just this, into
 ``results/cache-rss.md``): a plain ``import dcmstream`` process, 4 threads reading random
-frames through a ``FrameCache`` of 64/128/256 MB, frames decoded into the cache's buffer
-pool (``FrameCache.decode_pooled``) or into fresh memory (``buffers=False``, what the
-readers do today), each with glibc's default allocator and with ``tune_malloc()``.
-Target: peak RSS growth <= budget x 1.1 + 20 MB without ``tune_malloc()``. Until the
-frame readers call ``decode_pooled`` themselves, the worker takes their path by hand:
-encoded bytes (encoded tier) -> decoder with ``out=`` -> ``finish_frame`` -> decoded tier.
+frames (``dcmstream.open(path, cache=cache).frame(i)``) through a ``FrameCache`` of
+64/128/256 MB whose frames the reader decodes into the cache's buffer pool (the default)
+or into fresh memory (``FrameCache(buffers=False)``), each with glibc's default allocator
+and with ``tune_malloc()``. Target: peak RSS growth <= budget x 1.1 + 20 MB without
+``tune_malloc()``.
 A loader that falls more than 3 s behind a trace is stopped there (pydicom on the
 fast traces); its row says how many requests it served.
 
@@ -275,32 +274,22 @@ def memory_worker(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def rss_worker(p: dict[str, Any]) -> dict[str, Any]:
-    """4 threads, random frames, one FrameCache: RSS growth against what the cache holds."""
+    """4 threads, random frames, one FrameCache: RSS growth against what the cache holds.
+
+    The frames are read as a user reads them, ``dcmstream.open(path, cache=cache).frame(i)``:
+    the frame reader decodes a cached full-resolution frame into the cache's buffer pool
+    (``FrameCache(buffers=True)``, the default) or into fresh memory (``buffers=False``).
+    """
     import dcmstream
     from dcmstream.cache import tune_malloc
-    from dcmstream.codecs import decoder_for
-    from dcmstream.image.postprocess import finish_frame
 
     budget, pooled = int(p["budget"]), p["buffers"] == "pooled"
     tuned = p.get("malloc") == "tuned" and tune_malloc()
     cache = dcmstream.FrameCache(budget, buffers=pooled)
     inst = dcmstream.open(p["path"], cache=cache)
-    spec, syntax, key, n = inst.pixel_spec, inst.transfer_syntax, inst.cache_key, len(inst)
-    decoder = decoder_for(syntax)
-
-    def frame(j: int) -> Any:
-        # The frame readers' path with the cache's buffer pool (FrameReader wiring pending).
-        def load() -> Any:
-            data = cache.get_or_load((key, j, "encoded"), lambda: inst.encoded_frame(j), "encoded")
-            return cache.decode_pooled(
-                spec.shape, spec.dtype, lambda out: finish_frame(decoder.decode_frame(data, spec, 0, out=out), spec, syntax)
-            )
-
-        return cache.get_or_load((key, j, "full"), load)
-
-    np_ref = inst.frame(0)  # the reference path agrees with the pooled one
-    assert (frame(0) == np_ref).all()
-    del np_ref
+    n = len(inst)
+    with dcmstream.open(p["path"], cache=False) as plain:  # the reader's cached path agrees with the plain one
+        assert (inst.frame(0) == plain.frame(0)).all()
     cache.clear()
     held = [0]
     stop = threading.Event()
@@ -312,7 +301,7 @@ def rss_worker(p: dict[str, Any]) -> dict[str, Any]:
     def read(seed: int) -> None:
         rng = random.Random(seed)
         for _ in range(int(p["reads"])):
-            frame(rng.randrange(n))
+            inst.frame(rng.randrange(n))
 
     rss = PeakRss().start()
     started = time.perf_counter()
@@ -551,11 +540,11 @@ def rss_section(rows_in: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## RSS with recycled frame buffers (4 threads, random frames, plain `import dcmstream` process)",
         "",
-        "Frames decoded into the cache's buffer pool (`pooled`, `FrameCache.decode_pooled`) or into fresh "
-        "memory (`fresh`, `FrameCache(buffers=False)`: what the frame readers do until they call "
-        "`decode_pooled`); the worker takes the readers' path by hand (encoded tier -> decoder `out=` -> "
-        "`finish_frame` -> decoded tier). Growth = peak RSS (VmHWM) above the RSS after opening the file and "
-        "decoding one frame. Limit = budget x 1.1 + 20 MB. Held = most bytes the cache held (both tiers).",
+        "Each thread calls `dcmstream.open(path, cache=cache).frame(i)` (one shared instance) for random `i`; "
+        "the frame reader decodes into the cache's buffer pool (`pooled`, `FrameCache()`, the default) or into "
+        "fresh memory (`fresh`, `FrameCache(buffers=False)`). Growth = peak RSS (VmHWM) above the RSS after "
+        "opening the file and decoding one frame. Limit = budget x 1.1 + 20 MB. Held = most bytes the cache "
+        "held (both tiers).",
         "",
     ]
     rows = []

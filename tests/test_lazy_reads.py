@@ -131,6 +131,27 @@ def test_read_writable_is_the_same_bytes_in_a_buffer_of_its_own(tmp_path) -> Non
             source.read_writable(0, 10)
 
 
+
+def test_read_into_fills_a_callers_buffer(tmp_path) -> None:
+    from dcmstream.errors import DicomFormatError, SourceError
+    from dcmstream.io import BytesSource
+
+    data = bytes(range(256)) * 40
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    for source in (FileSource(path), BytesSource(data)):
+        out = np.zeros((50, 50), np.uint16)  # a frame buffer: 5000 bytes, more than is read
+        source.read_into(100, 4000, out)
+        assert out.tobytes()[:4000] == data[100:4100] and not out.reshape(-1)[2000:].any()
+        assert source.read_calls == 1 and source.bytes_read == 4000
+        with pytest.raises(DicomFormatError, match="truncated"):
+            source.read_into(len(data) - 10, 20, bytearray(20), "frame 3")
+        with pytest.raises(ValueError, match="do not fit"):
+            source.read_into(0, 20, bytearray(10))
+        source.close()
+        with pytest.raises(SourceError):
+            source.read_into(0, 10, bytearray(10))
+
 def test_native_frames_are_writable_views_not_copies(testfile) -> None:
     # A native frame is decoded straight from the buffer it was read into.
     with dcmstream.open(testfile("CT_small.dcm"), cache=False) as inst:

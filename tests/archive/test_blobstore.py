@@ -64,7 +64,11 @@ class BlobStoreTests:
             assert src.size == len(data)
             assert src.read_at(1000, 10) == data[1000:1010]
             assert src.read_at(len(data) - 4, 100) == data[-4:]
-        assert store.bytes_read - before == 14
+            assert src.read_writable(0, 8) == data[:8]  # native frames: preadv, counted too
+            out = bytearray(6)
+            src.read_into(100, 6, out)  # straight into a cache's frame buffer
+            assert out == data[100:106]
+        assert store.bytes_read - before == 28
 
     def test_iter_range_chunks(self, store: BlobStore) -> None:
         data = os.urandom(10_000)

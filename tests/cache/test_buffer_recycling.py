@@ -1,14 +1,15 @@
 """Frames decoded into a cache's recycled buffers: same pixels, one budget, and a buffer
 is recycled only when nobody can see it any more.
 
-The decode path is the one the frame readers take (``tests/cache/pooled.py``) on a
-generated multi-frame JPEG-LS CT.
+Frames are read as users read them, ``Instance.frame`` through a cache, from generated
+multi-frame JPEG-LS and native CTs.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -17,16 +18,16 @@ import dcmstream
 from dcmstream.cache import BufferPool, FrameCache, MemoryGovernor, MemorySample, nbytes_of
 from dcmstream.samples import write_multiframe
 
-from .pooled import pooled_frame
-
 ROWS, COLUMNS, FRAMES = 64, 48, 40
 FRAME_BYTES = ROWS * COLUMNS * 2
 
 
-@pytest.fixture(scope="module")
-def ct(tmp_path_factory):
-    path = write_multiframe(tmp_path_factory.mktemp("recycling") / "ct.dcm", frames=FRAMES, syntax="jpeg-ls",
-                            kind="ct", rows=ROWS, columns=COLUMNS, signed=True)
+@pytest.fixture(scope="module", params=["jpeg-ls", "explicit"])
+def ct(request, tmp_path_factory):
+    """A compressed CT (decoded into the buffers with ``out=``) and a native one (read
+    straight into them, ``ByteSource.read_into``)."""
+    path = write_multiframe(tmp_path_factory.mktemp("recycling") / f"ct-{request.param}.dcm", frames=FRAMES,
+                            syntax=request.param, kind="ct", rows=ROWS, columns=COLUMNS, signed=True)
     with dcmstream.open(path, cache=False) as plain:
         reference = [plain.frame(i) for i in range(FRAMES)]
     return path, reference
@@ -53,6 +54,7 @@ def test_threads_read_pooled_frames_within_one_budget(ct) -> None:
                 over.append((decoded, encoded))
 
     with dcmstream.open(path, cache=cache) as inst:
+        native = inst.reader.native
 
         def worker(seed: int) -> None:
             rng = random.Random(seed)
@@ -60,7 +62,7 @@ def test_threads_read_pooled_frames_within_one_budget(ct) -> None:
             try:
                 for _ in range(300):
                     i = rng.randrange(FRAMES)
-                    frame = pooled_frame(inst, cache, i)
+                    frame = inst.frame(i)
                     np.testing.assert_array_equal(frame, reference[i])
                     assert not frame.flags.writeable
                     held.append((i, frame if rng.random() < 0.5 else frame[3:, ::2]))
@@ -84,7 +86,7 @@ def test_threads_read_pooled_frames_within_one_budget(ct) -> None:
     assert not errors, errors[0]
     assert not over and 0 < peak[0] <= cache.max_bytes
     stats = cache.stats()
-    assert stats.decoded.evictions > 0 and stats.encoded.evictions > 0
+    assert stats.decoded.evictions > 0 and (native or stats.encoded.evictions > 0)  # native frames: no encoded tier
     pool = stats.buffers
     assert pool is not None and pool.recycled > 0 and pool.reused > 0
     assert pool.idle_bytes <= pool.max_bytes
@@ -95,12 +97,12 @@ def test_a_buffer_a_caller_still_sees_is_never_recycled(ct) -> None:
     path, reference = ct
     cache = FrameCache(max_bytes=decoded_room(2), encoded_share=0.0, buffers=BufferPool(max_bytes=4 * FRAME_BYTES))
     with dcmstream.open(path, cache=cache) as inst:
-        frame = pooled_frame(inst, cache, 0)
+        frame = inst.frame(0)
         rows = frame[5:9]  # a caller's slice: it references the buffer, not the frame
         del frame
-        held = pooled_frame(inst, cache, 1)  # the caller keeps this frame itself
+        held = inst.frame(1)  # the caller keeps this frame itself
         for i in range(2, 12):  # evict 0 and 1 from the cache, decode many frames of that shape
-            later = pooled_frame(inst, cache, i)
+            later = inst.frame(i)
             assert not np.may_share_memory(later, rows) and not np.may_share_memory(later, held)
         del later
         np.testing.assert_array_equal(rows, reference[0][5:9])
@@ -108,12 +110,68 @@ def test_a_buffer_a_caller_still_sees_is_never_recycled(ct) -> None:
         stats = cache.stats().buffers
         assert stats.kept >= 1  # frame 0 died while its slice lived: left to the GC
 
-        buffer_id = id(held.base)
+        buffer = weakref.ref(held.base)
         del held  # evicted and now unreferenced: back to the pool
         assert cache.stats().buffers.recycled == stats.recycled + 1
-        again = pooled_frame(inst, cache, 20)
-        assert id(again.base) == buffer_id  # the next decode of that shape takes it
+        again = inst.frame(20)
+        assert again.base is buffer()  # the next decode of that shape takes it
         np.testing.assert_array_equal(again, reference[20])
+
+
+def test_frames_for_callers_without_cache_never_use_the_pool(ct) -> None:
+    path, reference = ct
+    pool = BufferPool(max_bytes=8 * FRAME_BYTES)
+    cache = FrameCache(max_bytes=decoded_room(4), buffers=pool)
+    with dcmstream.open(path, cache=cache) as inst, dcmstream.open(path, cache=False) as plain:
+        full = inst.frame(0)  # the one pooled decode
+        assert full.base is not None and pool.stats().allocated == 1
+        taken = [
+            plain.frame(1),  # no cache: the caller's own memory
+            inst.decode(inst.encoded_frame(2), 2),  # an explicit decode
+            inst.frame(3, level=1),  # decoded in full, decimated into a new array
+            inst.frame(0, level=2),  # decimated from the cached full frame
+            inst.reader.decode_stored(inst.encoded_frame(4), 4),
+        ]
+        for arr in taken:
+            assert not np.may_share_memory(arr, full)
+        assert (pool.stats().allocated, pool.stats().reused) == (1, 0)
+        np.testing.assert_array_equal(taken[2], reference[3][::2, ::2])
+        np.testing.assert_array_equal(taken[3], reference[0][::4, ::4])
+        cache.clear()
+        del full
+        taken.clear()
+        stats = pool.stats()
+        assert (stats.recycled, stats.kept, stats.idle_buffers) == (1, 0, 1)  # nothing else came back
+
+
+NATIVE_LAYOUTS = [  # (file, read straight into the buffer, the frame lives in the buffer)
+    ("MR_small_bigendian.dcm", True, True),  # 16-bit big endian: swapped in place
+    ("emri_small_big_endian.dcm", True, True),
+    ("rtdose_expb.dcm", True, True),  # 32-bit big endian, several frames
+    ("SC_rgb_2frame.dcm", True, True),  # interleaved RGB
+    ("color-pl.dcm", True, True),  # planar RGB: rearranged through a copy
+    ("SC_ybr_full_uncompressed.dcm", True, False),  # converted to RGB: a new array, the buffer goes back
+    ("SC_ybr_full_422_uncompressed.dcm", False, False),  # expanded, then converted to RGB
+    ("liver.dcm", False, True),  # 1 bit: unpacked into the buffer
+    ("OBXXXX1A_expb_2frame.dcm", False, True),  # 8-bit OW big endian: swapped pairs, copied in
+]
+
+
+@pytest.mark.parametrize("name, straight, lives", NATIVE_LAYOUTS, ids=[n for n, _, _ in NATIVE_LAYOUTS])
+def test_native_frames_read_into_pooled_buffers_match(testfile, monkeypatch, name: str, straight: bool, lives: bool) -> None:
+    path = testfile(name)
+    pool = BufferPool()
+    with dcmstream.open(path, cache=FrameCache(64 << 20, buffers=pool)) as inst, dcmstream.open(path, cache=False) as plain:
+        refs = [plain.frame(i) for i in range(len(inst))]
+        if straight:  # no intermediate buffer: the bytes go into the pooled one
+            monkeypatch.setattr(type(inst.source), "read_writable", None)
+        for i, ref in enumerate(refs):
+            frame = inst.frame(i)
+            assert frame.dtype == ref.dtype
+            np.testing.assert_array_equal(frame, ref)
+            assert (frame.base is not None and frame.base.nbytes == frame.nbytes) == lives
+        stats = pool.stats()
+        assert stats.allocated + stats.reused == len(inst)
 
 
 def test_fill_returns_an_unused_buffer_at_once_and_drops_it_on_error() -> None:
@@ -143,7 +201,7 @@ def test_governor_shrinks_tiers_and_idle_buffers_together(ct) -> None:
     cache = FrameCache(max_bytes=total, buffers=BufferPool(max_bytes=total // 8))
     with dcmstream.open(path, cache=cache) as inst:
         for i in range(FRAMES):
-            pooled_frame(inst, cache, i)
+            inst.frame(i)
         assert cache.bytes > total // 2 and cache.stats().buffers.idle_bytes > 0
 
         class Pressure:

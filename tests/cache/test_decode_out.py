@@ -3,7 +3,9 @@
 Every transfer syntax of the generated samples (grey CT, signed CT, RGB ultrasound) and
 every pixel-data file of the real corpora: the frame decoded into a buffer of the
 frame's shape and dataset type - pre-filled with garbage, so stale pixels would show -
-equals ``Instance.frame`` (the reference path, no ``out``) in values and dtype.
+equals ``Instance.frame`` (the reference path, no ``out``) in values and dtype. The
+decode is the frame reader's (``FrameReader.decode(..., out=)``), the one a cache's
+recycled buffers go through.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from dcmstream.codecs.base import out_view
 from dcmstream.samples import SYNTAXES, write_multiframe
 
 from ..conftest import corpus_files
-from .pooled import decode_into
 
 FILES = corpus_files()
 CASES = [(syntax, kind, False) for syntax in SYNTAXES for kind in ("ct", "us")] + [
@@ -61,7 +62,7 @@ def test_generated_frames_decode_into_out_identically(samples, syntax: str, kind
         spec = inst.pixel_spec
         for j in range(len(inst)):
             out = garbage(spec.shape, spec.dtype)
-            mine = decode_into(inst, inst.encoded_frame(j), j, out)
+            mine = inst.reader.decode(inst.encoded_frame(j), j, out=out)
             ref = inst.frame(j)
             assert mine.dtype == ref.dtype and mine.shape == ref.shape
             np.testing.assert_array_equal(mine, ref)
@@ -87,7 +88,7 @@ def test_corpus_frames_decode_into_out_identically(path: str) -> None:
             except dcmstream.DcmstreamError:
                 pytest.skip("frame not decodable (covered by the conformance tests)")
             out = garbage(spec.shape, spec.dtype)
-            mine = decode_into(inst, inst.encoded_frame(j), j, out)
+            mine = inst.reader.decode(inst.encoded_frame(j), j, out=out)
             assert mine.dtype == ref.dtype and mine.shape == ref.shape
             np.testing.assert_array_equal(mine, ref)
 
@@ -120,6 +121,6 @@ def test_an_out_that_does_not_fit_is_ignored(testfile) -> None:
     with dcmstream.open(testfile("emri_small_jpeg_ls_lossless.dcm"), cache=False) as inst:
         spec = inst.pixel_spec
         wrong = np.empty((spec.rows + 1, spec.columns), spec.dtype)
-        mine = decode_into(inst, inst.encoded_frame(0), 0, wrong)
+        mine = inst.reader.decode(inst.encoded_frame(0), 0, out=wrong)
         assert not np.may_share_memory(mine, wrong)
         np.testing.assert_array_equal(mine, inst.frame(0))

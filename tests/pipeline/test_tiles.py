@@ -124,9 +124,9 @@ def test_region_of_interest_from_jpeg2000_resolution_levels(tmp_path: Path) -> N
     decoded_levels = []
     orig = FrameReader.decode  # where every frame of an Instance is decoded
 
-    def spy(self, data, i=0, level=0):  # every actual decode (cache hits do not decode)
+    def spy(self, data, i=0, level=0, **kwargs):  # every actual decode (cache hits do not decode)
         decoded_levels.append(level)
-        return orig(self, data, i, level)
+        return orig(self, data, i, level, **kwargs)
 
     FrameReader.decode = spy
     try:

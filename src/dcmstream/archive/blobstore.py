@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..errors import DcmstreamError
 from ..io.atomic import commit_file, fsync_dir, fsync_file, temp_sibling
-from ..io.source import ByteSource, FileSource
+from ..io.source import ByteSource, FileSource, WritableBuffer
 
 __all__ = [
     "BlobStore",
@@ -266,12 +266,11 @@ class _CountingFileSource(FileSource):
         self._report(len(data))
         return data
 
-    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
-        # FileSource reads these with preadv, past _read_at: count them here. (Its
-        # fallback through _read_at only returns when a short read raises anyway.)
-        buf = super().read_writable(offset, length, what)
-        self._report(len(buf))
-        return buf
+    def read_into(self, offset: int, length: int, out: WritableBuffer, what: str = "data") -> None:
+        # FileSource reads these (and read_writable's) with preadv, past _read_at: count them
+        # here. (Its fallback through _read_at only returns when a short read raises anyway.)
+        super().read_into(offset, length, out, what)
+        self._report(length)
 
 
 class FilesystemBlobStore(BlobStore):

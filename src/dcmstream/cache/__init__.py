@@ -1,12 +1,12 @@
 """Memory management: byte-budgeted frame caches, their metrics (and prefetch, pools, governor)."""
 
-from .frame_cache import FrameCache, default_cache, nbytes_of, set_default_cache
-from .stats import CacheStats, TierStats
-from .tier import ByteBudgetLRU, CacheBudgetError
 from .buffers import BufferPool, BufferPoolStats
+from .frame_cache import FrameCache, default_cache, nbytes_of, set_default_cache
 from .governor import GovernorStats, MemoryGovernor, MemorySample, psutil_probe, tune_malloc
 from .pool import DecodePool, PoolFullError, PoolStats, Priority
 from .prefetch import OrderedLoad, PrefetchStats, StackPrefetcher, load_volume, volume_order
+from .stats import CacheStats, TierStats
+from .tier import ByteBudgetLRU, CacheBudgetError
 
 __all__ = [
     "FrameCache",

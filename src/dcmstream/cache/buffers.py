@@ -222,7 +222,7 @@ class BufferPool:
 
 def _recycle(pool: Any, buf: np.ndarray) -> None:
     """The finalizer of a fill() frame: hand the buffer back if nothing else references it."""
-    pool._returned(buf, sys.getrefcount(buf))
+    pool._returned(buf, sys.getrefcount(buf))  # noqa: SLF001 - the pool's own finalizer; a module function keeps the counted path fixed
 
 
 class _Probe:

@@ -250,7 +250,7 @@ class MemoryGovernor:
         return max(0, before - cache.bytes)
 
     # -- thread ------------------------------------------------------------------
-    def start(self) -> MemoryGovernor:
+    def start(self) -> Self:
         """Check every ``interval`` seconds in a daemon thread."""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():

@@ -67,7 +67,9 @@ class PoolStats:
 class _Task:
     __slots__ = ("args", "fn", "future", "group", "kwargs", "priority")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, future: Future, group: Hashable | None, priority: int) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, future: Future, group: Hashable | None, priority: int
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs

@@ -401,10 +401,10 @@ class StackPrefetcher:
         out: list[int] = []
         seen = {j}
         for _, offset in weighted:
-            k = self._index(j, offset)
-            if k is not None and k not in seen:
-                seen.add(k)
-                out.append(k)
+            m = self._index(j, offset)
+            if m is not None and m not in seen:
+                seen.add(m)
+                out.append(m)
         return out
 
     # -- requests ----------------------------------------------------------------

@@ -115,7 +115,7 @@ class DecodeTimer:
     def histogram(self) -> dict[str, int]:
         labels = [f"<={b:g}" for b in DECODE_BUCKETS_MS] + [f">{DECODE_BUCKETS_MS[-1]:g}"]
         with self._lock:
-            return dict(zip(labels, self._buckets))
+            return dict(zip(labels, self._buckets, strict=True))
 
     def reset(self) -> None:
         with self._lock:

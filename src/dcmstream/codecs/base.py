@@ -82,7 +82,7 @@ class FrameDecoder:
     max_level: Callable[[bytes], int] | None = None
     takes_out: bool = False
 
-    def decode_frame(self, data: bytes, spec: PixelSpec, level: int = 0, *, out: np.ndarray | None = None) -> Decoded:
+    def decode_frame(self, data: bytes | bytearray, spec: PixelSpec, level: int = 0, *, out: np.ndarray | None = None) -> Decoded:
         """Decode one frame, into ``out`` when given and this decoder can (see ``takes_out``)."""
         if out is not None and self.takes_out:
             return self.decode(data, spec, level, out=out)

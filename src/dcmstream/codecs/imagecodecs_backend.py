@@ -268,7 +268,7 @@ def _check_rle_header(data: bytes, segments: int) -> None:
         raise DecodeError(f"RLE header declares {header[0]} segments, the dataset implies {segments}")
     offsets = header[1 : 1 + segments]
     bounds = (_RLE_HEADER.size, *offsets, len(data))
-    if any(a > b for a, b in zip(bounds, bounds[1:])):
+    if any(a > b for a, b in zip(bounds, bounds[1:], strict=False)):
         raise DecodeError(f"RLE segment offsets {list(offsets)} are not increasing within the {len(data)}-byte frame")
 
 
@@ -283,7 +283,8 @@ def _rle(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = None
     direct = spp == 1 and nbytes == 1  # segments are the frame itself
     # Decode into a buffer of the frame's size, so the output never grows with
     # what the run lengths expand to (a longer frame fails instead).
-    raw = imagecodecs.dicomrle_decode(data, "u1", out=final.reshape(-1) if direct else np.empty(expected, np.uint8))
+    into_raw = final.reshape(-1) if direct else np.empty(expected, np.uint8)
+    raw = imagecodecs.dicomrle_decode(data, "u1", out=into_raw)  # type: ignore[arg-type]  # its stubs omit arrays, which it takes
     if len(raw) != expected:
         raise DecodeError(f"RLE frame decodes to {len(raw)} bytes, expected {expected}")
     if not direct:

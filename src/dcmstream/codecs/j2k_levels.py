@@ -223,7 +223,8 @@ def _candidate_paths() -> list[str]:
         import imagecodecs
 
         site = os.path.dirname(os.path.dirname(imagecodecs.__file__))
-        for pattern in ("imagecodecs.libs/libopenjp2*.so*", "imagecodecs/.dylibs/libopenjp2*.dylib", "imagecodecs.libs/openjp2*.dll"):
+        patterns = ("imagecodecs.libs/libopenjp2*.so*", "imagecodecs/.dylibs/libopenjp2*.dylib", "imagecodecs.libs/openjp2*.dll")
+        for pattern in patterns:
             paths.extend(sorted(glob.glob(os.path.join(site, pattern))))
     except ImportError:
         pass

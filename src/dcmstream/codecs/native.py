@@ -23,7 +23,7 @@ def _expand_ybr422(flat: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
 
 
 def decode_native(
-    data: bytes | bytearray,
+    data: bytes | bytearray | np.ndarray,
     spec: PixelSpec,
     little_endian: bool,
     bit_offset: int = 0,
@@ -32,7 +32,9 @@ def decode_native(
     """Turn one frame's native bytes into an array of shape ``spec.shape``.
 
     ``data`` must be writeable-copyable bytes of exactly this frame (plus the
-    partial bytes around a 1-bit frame, located by ``bit_offset``).
+    partial bytes around a 1-bit frame, located by ``bit_offset``). It may be ``out``'s
+    own memory (a uint8 view of it, the frame read straight into the buffer): the samples
+    are then put in order in place.
 
     Without ``out`` the array is a view of ``data`` when it is writeable and in native
     byte order (no copy). With ``out`` (``spec.shape``, ``spec.dtype`` or an integer
@@ -58,6 +60,15 @@ def decode_native(
     into = out_view(out, spec.dtype)
     photometric = None
     rows, cols, spp = spec.rows, spec.columns, spec.samples_per_pixel
+    if into is not None and np.may_share_memory(flat, into):
+        # The bytes were read straight into ``out``: in the stored layout they are the frame
+        # already (byte order aside), anything else is rearranged from a copy.
+        same = flat.ctypes.data == into.ctypes.data and flat.nbytes == into.nbytes
+        if same and spec.photometric_interpretation != "YBR_FULL_422" and (spp == 1 or spec.planar_configuration == 0):
+            if not dtype.isnative:
+                into.byteswap(inplace=True)
+            return Decoded(into)
+        flat = flat.copy()
     if spec.photometric_interpretation == "YBR_FULL_422":
         if flat.shape[0] // 2 * 3 != pixels:
             raise DecodeError(f"native frame holds {flat.shape[0] // 2 * 3} samples, expected {pixels}")
@@ -79,6 +90,7 @@ def decode_native(
         flat = flat.byteswap().view(dtype.newbyteorder("="))
     elif not flat.flags.writeable:
         flat = flat.copy()
+    arr: np.ndarray
     if spp == 1:
         arr = flat.reshape(rows, cols)
     elif spec.planar_configuration == 0 or photometric == "YBR_FULL":

@@ -208,19 +208,25 @@ class FrameReader:
         return self.cache.get_or_load(self.encoded_key(i), lambda: self.encoded_frame(i, source), "encoded")
 
     # -- decoding ------------------------------------------------------------------------
-    def _decoded(self, data: bytes | bytearray, i: int, level: int) -> Decoded:
-        """The codec's output for frame ``i``, errors typed and shape checked."""
+    def _decoded(self, data: bytes | bytearray | np.ndarray, i: int, level: int, out: np.ndarray | None = None) -> Decoded:
+        """The codec's output for frame ``i``, into ``out`` where the codec can; errors typed
+        and shape checked."""
         spec = self.spec
         try:
             if self.native:
                 bit_offsets = None if self.index is None else self.index.bit_offsets
                 decoded = decode_native(
-                    data, spec, self.little_endian or self.be_swap_ow, 0 if bit_offsets is None else int(bit_offsets[i])
+                    data,
+                    spec,
+                    self.little_endian or self.be_swap_ow,
+                    0 if bit_offsets is None else int(bit_offsets[i]),
+                    out=out,
                 )
             elif self.decoder is None:  # encapsulated uncompressed
-                decoded = decode_native(data, spec, True)
+                decoded = decode_native(data, spec, True, out=out)
             else:
-                decoded = self.decoder.decode(data, spec, level)  # type: ignore[arg-type]
+                codestream = data.tobytes() if isinstance(data, np.ndarray) else data
+                decoded = self.decoder.decode_frame(codestream, spec, level, out=out)
         except (DicomFormatError, UnsupportedTransferSyntaxError, SourceError):
             raise
         except Exception as exc:  # noqa: BLE001 - codecs raise their own error types
@@ -232,19 +238,29 @@ class FrameReader:
             raise DecodeError(f"{self.name}: frame {i} decodes to shape {decoded.array.shape}, the header says {expected}")
         return decoded
 
-    def decode(self, data: bytes | bytearray, i: int = 0, level: int = 0) -> np.ndarray:
-        """Decode ``data`` (the encoded bytes of frame ``i``) into the final array.
+    def decode(
+        self, data: bytes | bytearray | np.ndarray, i: int = 0, level: int = 0, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Decode ``data`` (the encoded bytes of frame ``i``; native frames also as a uint8
+        array, decoded in place) into the final array.
 
         The array is what pydicom's ``pixel_array`` gives (see :func:`finish_frame`).
         ``level`` k > 0 gives ``ceil(rows / 2**k) x ceil(columns / 2**k)``: JPEG 2000 and
         HTJ2K decode only those resolution levels, everything else is decoded in full and
         decimated.
+
+        ``out`` (an array of the decoded frame's shape at that level, of ``spec.dtype`` or an
+        integer type of its width): decode into it where the codec can, so the result is
+        ``out`` or a view of it; otherwise (a codec without ``out=``, a colour conversion)
+        a new array and ``out`` is left unused. The cache's recycled frame buffers come in
+        this way (:meth:`frame`); without ``out`` the array is the caller's own memory.
         """
         if level < 0:
             raise ValueError(f"level must be >= 0, got {level}")
         reduced = bool(level) and self.reduces
-        decoded = self._decoded(data, i, level if reduced else 0)
-        arr = finish_frame(decoded, self.spec, self.transfer_syntax)
+        if level and not reduced:
+            out = None  # the full frame is decoded, then decimated into a new array
+        arr = finish_frame(self._decoded(data, i, level if reduced else 0, out), self.spec, self.transfer_syntax)
         return arr if reduced else decimate(arr, level)
 
     def decode_stored(self, data: bytes | bytearray, i: int = 0) -> np.ndarray:
@@ -258,6 +274,8 @@ class FrameReader:
         """Frame ``i`` decoded at ``level`` (already validated), through the cache if any.
 
         ``prefetch`` marks the cache entry as a prefetch (counted as wasted if evicted unused).
+        Full-resolution frames that go into the cache are decoded into its recycled frame
+        buffers (:meth:`FrameCache.decode_pooled`); everything else into fresh memory.
         """
         if self.cache is None:
             return self._load_level(i, level, source)
@@ -278,17 +296,38 @@ class FrameReader:
         return self._load_frame(i, level, source)
 
     def _load_frame(self, i: int, level: int, source: ByteSource | None) -> np.ndarray:
-        if self.native and not self.be_swap_ow:
-            # Read into a writable buffer: the decoded array is a view of it, not a copy.
-            offset, length = self._index().span(i)
-            src, own = self._acquire(source)
-            try:
+        if level or self.cache is None:
+            # Into fresh memory: a caller without cache owns its frame, and a reduced level
+            # is decimated into a new array (a pooled buffer would outlive its decode).
+            return self._read_decode(i, level, source, None)
+        # A full frame for the cache: into one of its recycled buffers, which goes back to
+        # the pool by itself once the cache has evicted the frame and no caller holds it.
+        spec = self.spec
+        return self.cache.decode_pooled(spec.shape, spec.dtype, lambda out: self._read_decode(i, 0, source, out))
+
+    def _read_decode(self, i: int, level: int, source: ByteSource | None, out: np.ndarray | None) -> np.ndarray:
+        """Read frame ``i`` and decode it at ``level``, into ``out`` where the codec can.
+
+        Native frames (not OW-swapped) are read into writable memory and decoded there:
+        straight into ``out`` when it has exactly the frame's stored size (no copy after
+        the read), otherwise into a new buffer that the frame is a view of (without
+        ``out``) or is copied from (expanding YBR_FULL_422 and 1-bit frames into ``out``).
+        """
+        if not self.native or self.be_swap_ow:
+            return self.decode(self.cached_encoded_frame(i, source), i, level, out=out)
+        offset, length = self._index().span(i)
+        src, own = self._acquire(source)
+        try:
+            data: bytearray | np.ndarray
+            if out is not None and self.spec.bits_allocated > 1 and out.flags.c_contiguous and out.nbytes == length:
+                data = out.reshape(-1).view(np.uint8)
+                src.read_into(offset, length, data, f"frame {i}")
+            else:
                 data = src.read_writable(offset, length, f"frame {i}")
-            finally:
-                if own:
-                    src.close()
-            return self.decode(data, i, level)
-        return self.decode(self.cached_encoded_frame(i, source), i, level)
+        finally:
+            if own:
+                src.close()
+        return self.decode(data, i, level, out=out)
 
     # -- resolution levels ---------------------------------------------------------------
     @property

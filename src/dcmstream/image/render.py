@@ -154,7 +154,7 @@ def _lut_spec(item: Dataset | None, signed_input: bool, little_endian: bool) -> 
     desc = _get(item, "LUTDescriptor")
     raw = _get(item, "LUTData")
     try:
-        n, first, bits = (int(v) for v in list(desc)[:3])  # type: ignore[arg-type]
+        n, first, bits = (int(v) for v in list(desc)[:3])
     except (TypeError, ValueError):
         return None
     if raw is None:
@@ -423,7 +423,7 @@ def _colour(arr: np.ndarray, p: DisplayParams) -> np.ndarray:
 
 
 def _check_window(window: object) -> Window:
-    return check_window(window)  # type: ignore[arg-type]
+    return check_window(window)
 
 
 def _modality_range(arr: np.ndarray, p: DisplayParams) -> tuple[float, float]:

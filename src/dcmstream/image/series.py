@@ -21,7 +21,6 @@ Sort order, first rule that every member satisfies:
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import threading
@@ -201,7 +200,7 @@ def _scan_one(path: str) -> SeriesMember | None:
     Instance, whose inflation is bounded.
     """
     try:
-        with io.open(path, "rb") as fh:
+        with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             ds = dcmread(fh, stop_before_pixels=True, force=True)
             if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from ..errors import SourceError
+
 if TYPE_CHECKING:
     from .instance import Instance
 
@@ -54,4 +56,7 @@ def frame_view(inst: "Instance") -> np.ndarray:
     spec = inst.pixel_spec
     index = inst.frame_index
     dtype = spec.dtype.newbyteorder("<")
-    return np.memmap(_path(inst), dtype=dtype, mode="r", offset=int(index.offsets[0]), shape=(len(index), *spec.shape))
+    path = _path(inst)
+    if path is None:
+        raise SourceError(f"{inst.name}: frames are not in a local file to map (check can_view first)")
+    return np.memmap(path, dtype=dtype, mode="r", offset=int(index.offsets[0]), shape=(len(index), *spec.shape))

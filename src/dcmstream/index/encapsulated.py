@@ -60,9 +60,8 @@ def _walk(source: ByteSource, start: int, name: str, stop_after: int | None = No
         if tag == SEQUENCE_DELIMITER:
             return _Fragments(offsets, lengths, pos)
         if tag != ITEM_TAG:
-            raise FrameIndexError(
-                f"{name}: expected an item tag (FFFE,E000) at offset {pos} of the pixel data, found ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            )
+            found = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            raise FrameIndexError(f"{name}: expected an item tag (FFFE,E000) at offset {pos} of the pixel data, found {found}")
         if length == 0xFFFFFFFF or pos + 8 + length > size:
             raise FrameIndexError(
                 f"{name}: fragment {len(offsets)} at offset {pos} claims {length} bytes, past the end of the file ({size})"

@@ -15,7 +15,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from pydicom.dataelem import RawDataElement
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
@@ -139,7 +140,7 @@ def _step_over_frame_groups(
     reader.seek(end)
     rest = _guard(source.name, read_dataset, reader, implicit, little, stop_when=_at_pixel_data)
     _check_complete(rest, source.name)
-    for tag in rest.keys():
+    for tag in rest.keys():  # noqa: SIM118 - a Dataset iterates over elements; keys() gives tags without converting values
         ds[tag] = rest.get_item(tag)
     return reader.tell(), stop, end
 
@@ -195,7 +196,7 @@ class _InflatedSource(FileObjectSource):
 def _inflate_to_tempfile(source: ByteSource, start: int, limit: int) -> ByteSource:
     """Stream-inflate ``source[start:]`` (raw deflate) into a temporary file."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    tmp = tempfile.TemporaryFile(prefix="dcmstream-inflate-")
+    tmp = tempfile.TemporaryFile(prefix="dcmstream-inflate-")  # noqa: SIM115 - the returned source owns and closes it
     written = 0
     chunk = 1 << 20
     pos = start
@@ -226,6 +227,13 @@ def _inflate_to_tempfile(source: ByteSource, start: int, limit: int) -> ByteSour
     return _InflatedSource(tmp, name=f"{source.name} (inflated)")
 
 
+def _character_set(dataset: Dataset) -> str | list[str]:
+    """The encodings of a top-level dataset's text, from (0008,0005) (pydicom's private
+    ``Dataset._character_set``, through public names)."""
+    elem = dataset.get(BaseTag(0x00080005))
+    return default_encoding if elem is None else convert_encodings(elem.value)
+
+
 def _guard(name: str, func: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a pydicom parse step and turn whatever it raises into DicomFormatError."""
     try:
@@ -250,7 +258,7 @@ def _check_complete(ds: Dataset, name: str) -> None:
     element whose "length" is a few hundred megabytes. A file that ends inside
     an element's value is truncated, whatever else it is.
     """
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 - a Dataset iterates over elements; keys() gives tags without converting values
         raw = ds.get_item(tag, keep_deferred=True)  # no value conversion
         if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED and raw.value is not None and len(raw.value) < raw.length:
             raise DicomFormatError(
@@ -274,7 +282,7 @@ def _plain_file_meta(reader: SourceReader) -> tuple[bytes, FileMetaDataset, int]
     head = reader.peek(_META_PEEK)  # the dataset that follows is read from this buffer
     if len(head) < 140 or head[128:132] != b"DICM":
         return None
-    raw: dict[BaseTag, RawDataElement] = {}
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
     pos, end = 132, len(head)
     while True:
         if pos + 8 > end:
@@ -330,7 +338,7 @@ def parse_header(source: ByteSource) -> Header:
         inflated = SourceReader(pixel_source)
         dataset = _guard(name, read_dataset, inflated, False, True, stop_when=_at_pixel_data_or_frame_groups)
         ds = FileDataset(name, dataset, preamble, meta, False, True)
-        charset = _guard(name, lambda: dataset._character_set)  # converts (0008,0005)
+        charset = _guard(name, _character_set, dataset)  # converts (0008,0005)
         ds.set_original_encoding(False, True, charset)
         stop = inflated.tell()
         body_reader = inflated
@@ -343,7 +351,7 @@ def parse_header(source: ByteSource) -> Header:
         little_ts = ts != ExplicitVRBigEndian
         dataset = _guard(name, read_dataset, reader, implicit_ts, little_ts, stop_when=_at_pixel_data_or_frame_groups)
         ds = FileDataset(name, dataset, preamble, meta, implicit_ts, little_ts)
-        charset = _guard(name, lambda: dataset._character_set)
+        charset = _guard(name, _character_set, dataset)
         ds.set_original_encoding(implicit_ts, little_ts, charset)
         stop = reader.tell()
         body_reader = reader
@@ -356,7 +364,7 @@ def parse_header(source: ByteSource) -> Header:
         body_reader = reader
         if len(ds) == 0 and not ds.file_meta:
             raise DicomFormatError(f"{name}: no DICOM elements found (not a DICOM file?)")
-        if not ds.file_meta and any(tag >> 16 == 0 for tag in ds.keys()):
+        if not ds.file_meta and any(tag >> 16 == 0 for tag in ds.keys()):  # noqa: SIM118 - tags, not elements
             # Group 0000 is the DIMSE command set, never part of a stored dataset;
             # zero-filled or random bytes read as (0000,xxxx) elements.
             raise DicomFormatError(f"{name}: no file meta and a command group (0000,xxxx) element: not a DICOM dataset")

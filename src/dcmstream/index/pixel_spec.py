@@ -164,7 +164,8 @@ def pixel_spec_from_dataset(ds: Dataset, pixel_keyword: str, where: str) -> Pixe
     columns = _require_int(ds, "Columns", where)
     float_data = pixel_keyword != "PixelData"
     samples = _require_int(ds, "SamplesPerPixel", where, default=1)
-    bits_allocated = _require_int(ds, "BitsAllocated", where, default=32 if pixel_keyword == "FloatPixelData" else 64 if float_data else None)
+    float_bits = 32 if pixel_keyword == "FloatPixelData" else 64 if float_data else None
+    bits_allocated = _require_int(ds, "BitsAllocated", where, default=float_bits)
     bits_stored = _require_int(ds, "BitsStored", where, default=bits_allocated if float_data else None)
     representation = _require_int(ds, "PixelRepresentation", where, default=0 if float_data else None)
     photometric = str(dataset_value(ds, "PhotometricInterpretation", where) or "").strip().upper()

@@ -63,7 +63,7 @@ def skip_element(reader: SourceReader, offset: int, *, implicit: bool, little: b
             if tag == _ITEM and length == _UNDEFINED:
                 stack.append(cur_implicit)
                 pos += 8
-            elif tag == _ITEM_END or tag == _SEQ_END:
+            elif tag in (_ITEM_END, _SEQ_END):
                 if stack:
                     stack.pop()
                 pos += 8

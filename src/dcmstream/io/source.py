@@ -12,11 +12,22 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 from ..errors import SourceError
 
-__all__ = ["ByteSource", "FileSource", "BytesSource", "FileObjectSource", "as_source"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["ByteSource", "FileSource", "BytesSource", "FileObjectSource", "WritableBuffer", "as_source"]
+
+#: What :meth:`ByteSource.read_into` writes into (numpy arrays: C-contiguous).
+WritableBuffer: TypeAlias = "bytearray | memoryview | np.ndarray[Any, Any]"
+
+
+def _byte_view(out: WritableBuffer) -> memoryview:
+    """``out`` as a flat memoryview of bytes."""
+    return memoryview(out).cast("B")  # type: ignore[arg-type]  # numpy's stubs give ndarray __buffer__ on Python >= 3.12 only
 
 
 class ByteSource(ABC):
@@ -77,7 +88,22 @@ class ByteSource(ABC):
     def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
         """Like :meth:`read_exact`, into a new writable buffer (numpy arrays over it can be
         changed in place, so callers need not copy what they read)."""
-        return bytearray(self.read_exact(offset, length, what))
+        buf = bytearray(length)
+        self.read_into(offset, length, buf, what)
+        return buf
+
+    def read_into(self, offset: int, length: int, out: WritableBuffer, what: str = "data") -> None:
+        """Like :meth:`read_exact`, into the first ``length`` bytes of ``out`` (a writable
+        buffer: a bytearray, a C-contiguous numpy array). A frame cache reads native frames
+        straight into its recycled frame buffers this way. A short read is a truncation
+        error; ``out`` may then hold part of the bytes."""
+        view = _byte_view(out)
+        try:
+            if len(view) < length:
+                raise ValueError(f"read_into: {length} bytes do not fit in a buffer of {len(view)}")
+            view[:length] = self.read_exact(offset, length, what)
+        finally:
+            view.release()
 
     def reset_counters(self) -> None:
         """Set ``bytes_read`` and ``read_calls`` back to zero."""
@@ -120,31 +146,31 @@ class FileSource(ByteSource):
     def size(self) -> int:
         return self._size
 
-    def read_writable(self, offset: int, length: int, what: str = "data") -> bytearray:
+    def read_into(self, offset: int, length: int, out: WritableBuffer, what: str = "data") -> None:
         # preadv fills the buffer itself: one copy (kernel to buffer) instead of two.
         if self._closed:
             raise SourceError(f"{self.name}: source is closed")
-        if offset < 0 or length < 0 or offset + length > self.size:
-            return super().read_writable(offset, length, what)  # the checks and messages
-        buf = bytearray(length)
-        view = memoryview(buf)
-        done = 0
+        view = _byte_view(out)
         try:
-            while done < length:
-                n = os.preadv(self._fd, [view[done:]], offset + done)
-                if n <= 0:
-                    break
-                done += n
-        except OSError as exc:
-            raise SourceError(f"{self.name}: read failed at {offset} ({exc.strerror})") from exc
+            if offset < 0 or length < 0 or offset + length > self.size or len(view) < length:
+                return super().read_into(offset, length, out, what)  # the checks and messages
+            done = 0
+            try:
+                while done < length:
+                    n = os.preadv(self._fd, [view[done:length]], offset + done)
+                    if n <= 0:
+                        break
+                    done += n
+            except OSError as exc:
+                raise SourceError(f"{self.name}: read failed at {offset} ({exc.strerror})") from exc
         finally:
             view.release()
         if done < length:  # the file shrank under us: read_exact reports it
-            return super().read_writable(offset, length, what)
+            return super().read_into(offset, length, out, what)
         with self._count_lock:
             self.bytes_read += length
             self.read_calls += 1
-        return buf
+        return None
 
     def _read_at(self, offset: int, length: int) -> bytes:
         try:

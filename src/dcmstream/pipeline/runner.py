@@ -537,7 +537,7 @@ def _run_threads(stages: _Stages, refs: Iterator[WorkRef], opener: Opener, reade
     # units: readers read whole items, one at a time (an item can be a whole series).
     split = opts.unit == "frame"
 
-    def compute(ref: WorkRef, item: Any, release: Callable[[], None] | None) -> _Entry:
+    def compute(ref: WorkRef, item: Any, release: Callable[[], object] | None) -> _Entry:
         info: ItemInfo = getattr(item, "info", None) or ref.info
         try:
             result = fn(item)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..cache import FrameCache
+from ..image import Instance
 from .dtypes import modality_dtype, to_modality
 from .items import Failure, Frame, InstanceItem, ItemInfo, SeriesItem, Tile
 from .sources import InputRef, Opener, PipelineImage
 from .tiles import SlideGeometry, read_region
-
-if TYPE_CHECKING:
-    from ..image import Instance
 
 __all__ = [
     "ReadOptions",
@@ -129,8 +127,13 @@ def encoded_of(inst: PipelineImage, ref: WorkRef) -> bytes | None:
     return None if encoded is None or not hasattr(inst, "decode") else encoded(ref.info.frame)
 
 
-def decoded_of(inst: Instance, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
-    """The CPU half: decode ``data`` (from :func:`encoded_of`) into the item for ``fn``."""
+def decoded_of(inst: PipelineImage, ref: WorkRef, data: bytes, opts: ReadOptions) -> Frame:
+    """The CPU half: decode ``data`` (from :func:`encoded_of`) into the item for ``fn``.
+
+    Only an :class:`~dcmstream.Instance` splits reading from decoding (:func:`encoded_of`
+    returns None for every other source), so ``inst`` is one."""
+    if not isinstance(inst, Instance):
+        raise TypeError(f"{type(inst).__name__} has no separate decode step")
     info = ref.info
     frame = info.frame
     assert frame is not None
