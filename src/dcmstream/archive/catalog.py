@@ -763,7 +763,7 @@ class SQLCatalog(Catalog):
 
 def _count_by(conn: Connection, key: SAColumn[str], uids: list[str]) -> dict[str, int]:
     """Rows per value of ``key`` among ``uids``, in one GROUP BY query (the QIDO count attributes)."""
-    rows = conn.execute(select(key, func.count()).where(key.in_(uids)).group_by(key)).tuples()
+    rows = conn.execute(select(key, func.count()).where(key.in_(uids)).group_by(key))
     return {uid: int(n) for uid, n in rows}
 
 
