@@ -111,8 +111,8 @@ def test_web_reads_and_metrics_from_a_cold_tier(tiered, files) -> None:
             assert original.encoded_frame(1) in frame.content
         text = client.get("/metrics").text
     sizes = {n: p.stat().st_size for n, p in files.items()}
-    assert f'dcmstream_tier_instances{{tier="cold"}} 1.0' in text
-    assert f'dcmstream_tier_instances{{tier="hot"}} 1.0' in text
+    assert 'dcmstream_tier_instances{tier="cold"} 1.0' in text
+    assert 'dcmstream_tier_instances{tier="hot"} 1.0' in text
     assert f'dcmstream_tier_bytes{{tier="cold"}} {float(sizes[name])}' in text
     assert 'dcmstream_tier_monthly_cost_estimate{tier="hot"}' in text
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol

@@ -687,7 +687,10 @@ class SQLCatalog(Catalog):
                       target_key=target_key, state="copying", started_at=time.time())
 
         def work(conn: Connection) -> int:
-            return int(conn.execute(mv.insert().values(**values)).inserted_primary_key[0])
+            key = conn.execute(mv.insert().values(**values)).inserted_primary_key
+            if key is None:  # pragma: no cover - every dialect reports an autoincrement key
+                raise CatalogUnavailableError("the database did not report the journal row's id")
+            return int(key[0])
 
         return int(self._write(f"journal the move of {sop_uid}", work))
 
@@ -695,11 +698,11 @@ class SQLCatalog(Catalog):
         mv, ins = self.moves_table, self.instances_table
 
         def work(conn: Connection) -> bool:
-            if conn.execute(mv.update().where(mv.c.id == move_id, mv.c.state == "copying").values(state="switched")).rowcount != 1:
+            to_switched = mv.update().where(mv.c.id == move_id, mv.c.state == "copying").values(state="switched")
+            if conn.execute(to_switched).rowcount != 1:
                 return False
-            res = conn.execute(
-                ins.update().where(ins.c.sop_uid == sop_uid, ins.c.blob_key == source_key).values(blob_key=new_key, tier=new_tier)
-            )
+            cas = ins.update().where(ins.c.sop_uid == sop_uid, ins.c.blob_key == source_key)
+            res = conn.execute(cas.values(blob_key=new_key, tier=new_tier))
             if res.rowcount != 1:
                 raise _Rollback  # the row changed meanwhile: the journal row stays "copying"
             return True
@@ -713,7 +716,8 @@ class SQLCatalog(Catalog):
         mv = self.moves_table
 
         def work(conn: Connection) -> bool:
-            return conn.execute(mv.update().where(mv.c.id == move_id, mv.c.state == "copying").values(state="abandoned")).rowcount == 1
+            to_abandoned = mv.update().where(mv.c.id == move_id, mv.c.state == "copying").values(state="abandoned")
+            return conn.execute(to_abandoned).rowcount == 1
 
         return bool(self._write(f"abandon move {move_id}", work))
 
@@ -726,7 +730,8 @@ class SQLCatalog(Catalog):
         with self.engine.connect() as conn:
             rows = conn.execute(select(mv).order_by(mv.c.id)).all()
         return [
-            BlobMove(row.id, row.sop_uid, row.source_tier, row.source_key, row.target_tier, row.target_key, row.state, row.started_at)
+            BlobMove(row.id, row.sop_uid, row.source_tier, row.source_key, row.target_tier, row.target_key, row.state,
+                     row.started_at)
             for row in rows
         ]
 

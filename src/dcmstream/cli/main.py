@@ -83,8 +83,8 @@ for _name, _function, _short in _COMMANDS:
     app.command(_name, cls=_Command, short_help=_short)(_function)
 _lifecycle = typer.Typer(help="Storage tiers: move instances by rule, show status.", no_args_is_help=True, cls=_Group,
                         rich_markup_mode=None)
-for _name, _function, _short in lifecycle.COMMANDS:
-    _lifecycle.command(_name, cls=_Command, short_help=_short)(_function)
+for _sub, _subcommand, _subshort in lifecycle.COMMANDS:
+    _lifecycle.command(_sub, cls=_Command, short_help=_subshort)(_subcommand)
 app.add_typer(_lifecycle, name="lifecycle", short_help="Storage tiers: move instances by rule, show status.")
 
 def main() -> None:

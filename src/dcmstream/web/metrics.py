@@ -116,11 +116,11 @@ class _Snapshot(Collector):
             cost = GaugeMetricFamily("dcmstream_tier_monthly_cost_estimate",
                                      "Estimated monthly storage cost per tier (bytes x configured price per GB-month).",
                                      labels=["tier"])
-            for tier in self.tiers:
-                instances.add_metric([tier.name], tier.instances)
-                size.add_metric([tier.name], tier.bytes)
-                if tier.est_monthly_cost is not None:
-                    cost.add_metric([tier.name], tier.est_monthly_cost)
+            for status in self.tiers:
+                instances.add_metric([status.name], status.instances)
+                size.add_metric([status.name], status.bytes)
+                if status.est_monthly_cost is not None:
+                    cost.add_metric([status.name], status.est_monthly_cost)
             yield instances
             yield size
             if cost.samples:
