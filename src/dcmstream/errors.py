@@ -24,6 +24,9 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── QueryError (also ValueError)          archive/catalog.py   malformed query (400)
     ├── CatalogUnavailableError (also RuntimeError) archive/catalog.py database kept refusing a write
     ├── _AlreadyStored                        archive/catalog.py   internal: a concurrent duplicate add
+    ├── _Rollback                             archive/catalog.py   internal: a failed compare and swap
+    ├── UnknownTierError (also LookupError)   archive/archive.py   a row names an unconfigured tier
+    ├── LifecycleError (also RuntimeError)    archive/lifecycle.py bad rule, or a move failed verification
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
     ├── QaFailure                             compress/results.py  lossy frame missed QA

@@ -219,6 +219,53 @@ class CatalogTests:
     def test_scoped_search_of_unknown_study_is_empty(self, filled: Catalog) -> None:
         assert filled.search(Query("series", study_uid="1.9.9")).hits == []
 
+    # -- storage tiers: access times, per-tier totals and candidates, the move journal ------------
+    def test_touch_keeps_the_latest_time(self, filled: Catalog) -> None:
+        assert filled.get("1.2.3.1.1.1").last_access is None
+        assert filled.touch({"1.2.3.1.1.1": 2000.0, "1.2.3.1.1.2": 2000.0, "1.2.3.2.1.1": 3000.0}) == 2
+        assert filled.touch({"1.2.3.1.1.1": 1500.0, "1.2.3.2.1.1": 3500.0, "9.9.9": 3500.0}) == 2  # older, newer, unknown
+        assert filled.get("1.2.3.1.1.1").last_access == 2000.0
+        assert filled.get("1.2.3.1.1.2").last_access == 2000.0
+        assert filled.get("1.2.3.2.1.1").last_access == 3500.0
+        assert filled.get("1.2.3.3.1.1").last_access is None
+        assert filled.touch({}) == 0
+
+    def test_tier_totals_and_candidates(self, filled: Catalog) -> None:
+        assert filled.tier_totals() == {None: (5, 500)}
+        old = {r.sop_uid: r.ingested_at for r in (filled.get(s) for s in ("1.2.3.1.1.1", "1.2.3.2.1.1"))}
+        moved = filled.get("1.2.3.2.1.1")
+        move_id = filled.begin_move(moved.sop_uid, "hot", moved.blob_key, "cold", "1.2.3.2/1.2.3.2.1/cX/1.2.3.2.1.1.dcm")
+        assert filled.switch_move(move_id, moved.sop_uid, moved.blob_key, "cold", "1.2.3.2/1.2.3.2.1/cX/1.2.3.2.1.1.dcm")
+        filled.end_move(move_id)
+        assert filled.get("1.2.3.2.1.1").tier == "cold"
+        assert filled.tier_totals() == {None: (4, 400), "cold": (1, 100)}
+        hot = filled.tier_candidates(None, ingested_before=max(old.values()) + 1)
+        assert [r.sop_uid for r in hot] == ["1.2.3.1.1.1", "1.2.3.1.1.2", "1.2.3.1.2.1", "1.2.3.3.1.1"]
+        assert [r.sop_uid for r in filled.tier_candidates(None, after_sop="1.2.3.1.1.2", limit=1)] == ["1.2.3.1.2.1"]
+        assert [r.sop_uid for r in filled.tier_candidates("cold", accessed_before=1e12)] == ["1.2.3.2.1.1"]
+        assert filled.tier_candidates("cold", ingested_before=0.0) == []
+        filled.touch({"1.2.3.1.1.1": 5e11})  # read recently: not a candidate for "without access"
+        assert "1.2.3.1.1.1" not in [r.sop_uid for r in filled.tier_candidates(None, accessed_before=1e11)]
+
+    def test_move_switch_is_a_compare_and_swap(self, filled: Catalog) -> None:
+        record = filled.get("1.2.3.1.1.1")
+        first = filled.begin_move(record.sop_uid, "hot", record.blob_key, "cold", "a/b/c1/x.dcm")
+        second = filled.begin_move(record.sop_uid, "hot", record.blob_key, "cold", "a/b/c2/x.dcm")
+        assert [(m.id, m.state, m.target_key) for m in filled.pending_moves()] == [
+            (first, "copying", "a/b/c1/x.dcm"), (second, "copying", "a/b/c2/x.dcm")]
+        assert filled.abandon_move(second) and not filled.abandon_move(second)
+        assert not filled.switch_move(second, record.sop_uid, record.blob_key, "cold", "a/b/c2/x.dcm")  # abandoned
+        assert filled.switch_move(first, record.sop_uid, record.blob_key, "cold", "a/b/c1/x.dcm")
+        assert not filled.abandon_move(first)  # switched: too late to abandon
+        third = filled.begin_move(record.sop_uid, "hot", record.blob_key, "cold", "a/b/c3/x.dcm")
+        assert not filled.switch_move(third, record.sop_uid, record.blob_key, "cold", "a/b/c3/x.dcm")  # row moved on
+        assert [m.state for m in filled.pending_moves()] == ["switched", "abandoned", "copying"]
+        got = filled.get(record.sop_uid)
+        assert (got.blob_key, got.tier) == ("a/b/c1/x.dcm", "cold")
+        for move in filled.pending_moves():
+            filled.end_move(move.id)
+        assert filled.pending_moves() == []
+
 
 # -- SQL backends: schema migrations and writers in several processes ------------------------
 

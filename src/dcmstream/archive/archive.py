@@ -1,4 +1,4 @@
-"""The :class:`Archive`: one catalog plus one blob store, and what reads and writes them.
+"""The :class:`Archive`: one catalog plus its blob stores (tiers), and what reads and writes them.
 
 The catalog (SQLite by default, :mod:`.catalog`) holds a row per SOP Instance with its
 DICOM JSON, frame index and pixel description; the blob store (files by default,
@@ -7,6 +7,13 @@ DICOM JSON, frame index and pixel description; the blob store (files by default,
 records and frame readers, and is the one place that knows the on-disk layout
 (``catalog.sqlite`` + ``objects/`` + ``tmp/``), so other packages open an ``Archive``
 instead of its parts.
+
+Storage tiers: an archive has one or more blob stores by name, in order (``tiers``); the
+first is where new instances are written (``blobs``), the others receive instances the
+lifecycle rules move (:mod:`.lifecycle`). Each catalog row knows its tier (NULL: the
+first), and every read goes to the record's tier (:meth:`Archive.store_of`), so reads are
+transparent from any tier. Reads are noted by an :class:`~.access.AccessTracker` (batched,
+no catalog write per request), which the "days without access" rules use.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..cache import FrameCache, default_cache
 from ..cache.lru import LRU
-from ..errors import DicomFormatError, UnsupportedTransferSyntaxError
+from ..errors import DcmstreamError, DicomFormatError, UnsupportedTransferSyntaxError
+from .access import AccessTracker
 from .blobstore import BlobStore, FilesystemBlobStore
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
 from .ingest import IngestResult, ingest_file, iter_files
@@ -31,11 +40,17 @@ from .uids import validate_uid
 if TYPE_CHECKING:
     from ..image.instance import Instance
 
-__all__ = ["Archive"]
+__all__ = ["Archive", "UnknownTierError", "DEFAULT_TIER"]
 
 log = logging.getLogger(__name__)
 
 _CATALOG_FILE = "catalog.sqlite"
+#: The name of the one tier of an archive made without ``tiers``.
+DEFAULT_TIER = "hot"
+
+
+class UnknownTierError(DcmstreamError, LookupError):
+    """A catalog row names a storage tier this archive is not configured with."""
 
 
 class ArchiveWorker(Protocol):
@@ -48,7 +63,13 @@ class ArchiveWorker(Protocol):
 class Archive:
     """A DICOM archive in one folder: ``catalog.sqlite`` + ``objects/`` + ``tmp/``.
 
-    Other catalogs or blob stores can be passed in (PostgreSQL, object storage).
+    Other catalogs or blob stores can be passed in (PostgreSQL, object storage), and
+    several stores as ordered storage tiers: ``tiers={"hot": FilesystemBlobStore(root),
+    "cold": S3BlobStore(...)}`` (the first receives new instances and is ``blobs``; without
+    ``tiers`` the archive has one tier, :data:`DEFAULT_TIER`). ``tier_prices`` (per GB and
+    month, by tier name) feed the cost estimate of ``/metrics`` and ``lifecycle status``.
+    Reads are noted in batches every ``access_interval`` seconds (``track_access=False``:
+    not at all).
     """
 
     def __init__(
@@ -57,14 +78,30 @@ class Archive:
         *,
         catalog: Catalog | None = None,
         blobs: BlobStore | None = None,
+        tiers: Mapping[str, BlobStore] | None = None,
         cache: FrameCache | None | bool = None,
         stored_cache_size: int = 512,
         fsync: bool = True,
+        tier_prices: Mapping[str, float] | None = None,
+        track_access: bool = True,
+        access_interval: float = 30.0,
     ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        if tiers:
+            first = next(iter(tiers.values()))
+            if blobs is not None and blobs is not first:
+                raise ValueError("blobs must be the first tier's store (or left out)")
+            blobs = first
         self.blobs = blobs if blobs is not None else FilesystemBlobStore(self.root, fsync=fsync)
+        #: Storage tiers by name, in order; the first (:attr:`hot_tier`) is :attr:`blobs`.
+        self.tiers: dict[str, BlobStore] = dict(tiers) if tiers else {DEFAULT_TIER: self.blobs}
+        self.hot_tier: str = next(iter(self.tiers))
+        self.tier_prices: dict[str, float] = dict(tier_prices or {})
         self.catalog = catalog if catalog is not None else SQLiteCatalog(self.root / _CATALOG_FILE)
+        #: Batches last-access times of reads into few catalog writes (None: not tracked).
+        self.access: AccessTracker | None = AccessTracker(self.catalog, interval=access_interval) if track_access else None
+        self._tier_totals: tuple[float, dict[str, tuple[int, int]]] | None = None
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
         self._listeners: list[Callable[[IngestResult], None]] = []
         self._stored: LRU[str, StoredInstance] = LRU(stored_cache_size)
@@ -127,6 +164,63 @@ class Archive:
     def staging_path(self, suffix: str = ".part") -> Path:
         return self.blobs.staging_path(suffix)
 
+    # -- tiers -------------------------------------------------------------------------------
+    def tier_of(self, record: InstanceRecord) -> str:
+        """The name of the tier holding the record's blob."""
+        return record.tier or self.hot_tier
+
+    def tier_value(self, name: str) -> str | None:
+        """What the catalog stores for tier ``name``: None for the first tier (see
+        :attr:`InstanceRecord.tier`), else the name."""
+        if name not in self.tiers:
+            raise UnknownTierError(f"no storage tier {name!r} (tiers: {', '.join(self.tiers)})")
+        return None if name == self.hot_tier else name
+
+    def store(self, name: str) -> BlobStore:
+        """The blob store of tier ``name``."""
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTierError(f"no storage tier {name!r} (tiers: {', '.join(self.tiers)})") from None
+
+    def store_of(self, record: InstanceRecord) -> BlobStore:
+        """The blob store holding the record's blob (its tier's)."""
+        return self.store(self.tier_of(record))
+
+    def touch(self, record: InstanceRecord) -> None:
+        """Note a read of the record's bytes (batched; see :class:`~.access.AccessTracker`)."""
+        if self.access is not None:
+            self.access.record(record.sop_uid)
+
+    def iter_blob(self, record: InstanceRecord, start: int = 0, end: int | None = None,
+                  chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes ``[start, end)`` of the record's blob from its tier, in chunks (a read)."""
+        self.touch(record)
+        return self.store_of(record).iter_range(record.blob_key, start, end, chunk_size)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from blobs of every tier."""
+        return sum(store.bytes_read for store in {id(s): s for s in self.tiers.values()}.values())
+
+    def tier_totals(self, max_age: float = 0.0) -> dict[str, tuple[int, int]]:
+        """(instances, bytes) per tier name, every configured tier listed (one GROUP BY).
+
+        ``max_age`` > 0 reuses a result that recent (``/metrics`` scrapes). A row naming a
+        tier that is not configured is listed under its name too.
+        """
+        now = time.monotonic()
+        cached = self._tier_totals
+        if cached is not None and max_age > 0 and now - cached[0] <= max_age:
+            return dict(cached[1])
+        totals = dict.fromkeys(self.tiers, (0, 0))
+        for value, (n, size) in self.catalog.tier_totals().items():
+            name = value or self.hot_tier
+            old = totals.get(name, (0, 0))
+            totals[name] = (old[0] + n, old[1] + size)
+        self._tier_totals = (now, totals)
+        return dict(totals)
+
     # -- ingest ------------------------------------------------------------------------------
     def ingest_file(self, path: str | os.PathLike[str], *, move: bool = False, expected_study: str | None = None) -> IngestResult:
         """Archive one DICOM file (copied, or moved when ``move=True``); see :func:`.ingest.ingest_file`.
@@ -149,10 +243,11 @@ class Archive:
         A blob without its row (an interrupted ingest) or a row pointing elsewhere (an
         old blob a compression swap has not deleted yet) is skipped.
         """
-        for key in self.blobs.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
-            record = self.catalog.get(Path(key).stem)
-            if record is not None and record.blob_key == key:
-                yield record
+        for name, store in self.tiers.items():
+            for key in store.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
+                record = self.catalog.get(Path(key).stem)
+                if record is not None and record.blob_key == key and self.tier_of(record) == name:
+                    yield record
 
     def record(self, sop_uid: str) -> InstanceRecord | None:
         """The catalog record of an instance (without its DICOM JSON), memoised.
@@ -180,13 +275,14 @@ class Archive:
 
     def stored(self, record: InstanceRecord) -> StoredInstance | None:
         """Frame access through the stored index (memoised); None if the blob needs a full parse."""
+        self.touch(record)
         if record.frame_index is None or record.pixel is None or record.pixel.get("swap_ow"):
             return None
         hit = self._stored.get(record.sop_uid)
         if hit is not None:
             return hit
         try:
-            stored = StoredInstance(record, self.blobs, self.cache)
+            stored = StoredInstance(record, self.store_of(record), self.cache)
         except (DicomFormatError, UnsupportedTransferSyntaxError):
             return None
         self._stored.put(record.sop_uid, stored)
@@ -196,9 +292,12 @@ class Archive:
         """The full :class:`~dcmstream.Instance` of a stored blob (parses its header)."""
         from ..image.instance import open as open_instance
 
-        return open_instance(self.blobs.open(record.blob_key), cache=self.cache or False, strict=False)
+        self.touch(record)
+        return open_instance(self.store_of(record).open(record.blob_key), cache=self.cache or False, strict=False)
 
     def close(self) -> None:
+        if self.access is not None:
+            self.access.close()
         self.catalog.close()
 
     def __enter__(self) -> Archive:
@@ -208,4 +307,6 @@ class Archive:
         self.close()
 
     def __repr__(self) -> str:
+        if len(self.tiers) > 1:
+            return f"Archive({str(self.root)!r}, catalog={self.catalog!r}, tiers={self.tiers!r})"
         return f"Archive({str(self.root)!r}, catalog={self.catalog!r}, blobs={self.blobs!r})"

@@ -38,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     create_engine,
     event,
     exists,
@@ -63,6 +64,7 @@ __all__ = [
     "SQLCatalog",
     "SQLiteCatalog",
     "InstanceRecord",
+    "BlobMove",
     "Query",
     "SearchResult",
     "CatalogConflictError",
@@ -113,10 +115,35 @@ class InstanceRecord:
     frame_index: dict[str, Any] | None = None
     pixel: dict[str, Any] | None = None
     ingested_at: float = 0.0
+    #: The storage tier holding the blob; None: the archive's first tier (where new
+    #: instances are stored), so rows from before tiers and never-moved rows need no write.
+    tier: str | None = None
+    #: Last read of the instance's bytes (epoch seconds, batched by
+    #: :class:`~.access.AccessTracker`); None: never read since it was stored.
+    last_access: float | None = None
 
     @property
     def number_of_frames(self) -> int:
         return 0 if self.frame_index is None else len(self.frame_index["offsets"])
+
+
+@dataclass(frozen=True)
+class BlobMove:
+    """A journal row of a tier move in progress (:mod:`.lifecycle`).
+
+    ``state`` is ``"copying"`` from before the first byte is written to the target until
+    the catalog switch, ``"switched"`` (set in the switch's transaction) until the old
+    copy is deleted, ``"abandoned"`` when a recovery took the move over before its switch.
+    """
+
+    id: int
+    sop_uid: str
+    source_tier: str
+    source_key: str
+    target_tier: str
+    target_key: str
+    state: str
+    started_at: float
 
 
 @dataclass(frozen=True)
@@ -204,6 +231,54 @@ class Catalog(ABC):
         returns whether the row was updated. Used by the compression policy."""
         raise NotImplementedError(f"{type(self).__name__} cannot replace blobs")
 
+    # -- tiers, access times and the move journal (optional: storage tiers need them) --------
+    def touch(self, accesses: Mapping[str, float]) -> int:
+        """Set ``last_access = max(last_access, t)`` for each ``sop_uid -> t``, in one
+        transaction; returns the number of UPDATE statements it took (rows sharing a
+        time share one). Called by :class:`~.access.AccessTracker` in batches."""
+        raise NotImplementedError(f"{type(self).__name__} does not track access")
+
+    def tier_totals(self) -> dict[str | None, tuple[int, int]]:
+        """(instances, bytes) per stored tier value (None: the first tier), one GROUP BY."""
+        raise NotImplementedError(f"{type(self).__name__} has no tiers")
+
+    def tier_candidates(
+        self,
+        tier: str | None,
+        *,
+        accessed_before: float | None = None,
+        ingested_before: float | None = None,
+        after_sop: str = "",
+        limit: int = 500,
+    ) -> list[InstanceRecord]:
+        """Records in ``tier`` (None: the first tier) last read (or, never read, stored)
+        before ``accessed_before`` and stored before ``ingested_before`` (each condition
+        only when given), in SOP Instance UID order after ``after_sop``: one page."""
+        raise NotImplementedError(f"{type(self).__name__} has no tiers")
+
+    def begin_move(self, sop_uid: str, source_tier: str, source_key: str, target_tier: str, target_key: str) -> int:
+        """Journal a tier move (state ``"copying"``) before any byte is copied; its id."""
+        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+
+    def switch_move(self, move_id: int, sop_uid: str, source_key: str, new_tier: str | None, new_key: str) -> bool:
+        """In one transaction: the move ``"copying"`` -> ``"switched"`` and the row's blob key
+        and tier to the new copy, only if the move is still ``"copying"`` (no recovery took it
+        over) and the row still points at ``source_key`` (compare and swap). False: nothing
+        changed."""
+        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+
+    def abandon_move(self, move_id: int) -> bool:
+        """Mark a ``"copying"`` move ``"abandoned"`` (its switch can no longer happen)."""
+        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+
+    def end_move(self, move_id: int) -> None:
+        """Delete a journal row: the move is finished or cleaned up."""
+        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+
+    def pending_moves(self) -> list[BlobMove]:
+        """Every journal row (moves in progress, or left by a killed run), oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+
     def close(self) -> None:  # noqa: B027 - optional hook: a catalog without connections has nothing to release
         """Release connections."""
 
@@ -271,7 +346,24 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         SAColumn("frame_index_json", Text),
         SAColumn("pixel_json", Text),
         SAColumn("ingested_at", Float, nullable=False),
+        SAColumn("tier", _text(64), index=True),
+        SAColumn("last_access", Float),
         Index("ix_instances_series_number", "series_uid", "instance_number"),
+    )
+    # The journal of tier moves in progress (see archive/lifecycle.py): a row exists from
+    # before the first byte is copied until the old copy is deleted, so a run killed at
+    # any point leaves a row saying what to finish or clean.
+    Table(
+        "blob_moves",
+        metadata,
+        SAColumn("id", Integer, primary_key=True, autoincrement=True),
+        SAColumn("sop_uid", _text(64), nullable=False),
+        SAColumn("source_tier", _text(64), nullable=False),
+        SAColumn("source_key", _text(1024), nullable=False),
+        SAColumn("target_tier", _text(64), nullable=False),
+        SAColumn("target_key", _text(1024), nullable=False),
+        SAColumn("state", _text(16), nullable=False),
+        SAColumn("started_at", Float, nullable=False),
     )
     return studies, series, instances
 
@@ -301,6 +393,15 @@ _WRITE_ATTEMPTS = 8
 class _AlreadyStored(DcmstreamError):
     """Internal, never leaves :meth:`SQLCatalog.add`: raised inside its transaction to
     roll it back when another writer committed the same instance first."""
+
+
+class _Rollback(DcmstreamError):
+    """Internal, never leaves :class:`SQLCatalog`: rolls a compare-and-swap transaction
+    back when its second condition fails."""
+
+
+# Values per ``IN (...)`` list: SQLite's old limit of 999 bound parameters, with room.
+_IN_CHUNK = 500
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -348,6 +449,7 @@ class SQLCatalog(Catalog):
         self.engine: Engine = self._create_engine(self.url, **engine_kwargs)
         self._schema = MetaData()
         self.studies, self.series, self.instances_table = _make_tables(self._schema)
+        self.moves_table = self._schema.tables["blob_moves"]
         self._level_tables = {"study": self.studies, "series": self.series, "instance": self.instances_table}
         # SQLite has one writer at a time anyway (and ":memory:" shares one connection):
         # serialize this process's writers here rather than in the busy-wait.
@@ -465,6 +567,8 @@ class SQLCatalog(Catalog):
                 frame_index_json=_dumps_or_none(record.frame_index),
                 pixel_json=_dumps_or_none(record.pixel),
                 ingested_at=record.ingested_at or time.time(),
+                tier=record.tier,
+                last_access=record.last_access,
                 **values,
             ),
         )
@@ -522,11 +626,114 @@ class SQLCatalog(Catalog):
                     dataset_json=record.dataset_json,
                     frame_index_json=_dumps_or_none(record.frame_index),
                     pixel_json=_dumps_or_none(record.pixel),
+                    tier=record.tier,
                 )
             )
             return res.rowcount == 1
 
         return bool(self._write(f"replace the blob of {sop_uid}", work))
+
+    # -- tiers, access times, move journal ----------------------------------------------------
+    def touch(self, accesses: Mapping[str, float]) -> int:
+        ins = self.instances_table
+        by_time: dict[float, list[str]] = {}
+        for sop, at in accesses.items():
+            by_time.setdefault(float(at), []).append(sop)
+        batches = [
+            (at, sops[i : i + _IN_CHUNK])
+            for at, sops in sorted(by_time.items())
+            for sops in [sorted(sops)]  # one lock order for every writer (PostgreSQL deadlocks)
+            for i in range(0, len(sops), _IN_CHUNK)
+        ]
+        if not batches:
+            return 0
+
+        def work(conn: Connection) -> int:
+            for at, sops in batches:
+                newer = case((or_(ins.c.last_access.is_(None), ins.c.last_access < at), at), else_=ins.c.last_access)
+                conn.execute(ins.update().where(ins.c.sop_uid.in_(sops)).values(last_access=newer))
+            return len(batches)
+
+        return int(self._write("record access times", work))
+
+    def tier_totals(self) -> dict[str | None, tuple[int, int]]:
+        ins = self.instances_table
+        stmt = select(ins.c.tier, func.count(), func.coalesce(func.sum(ins.c.size), 0)).group_by(ins.c.tier)
+        with self.engine.connect() as conn:
+            return {tier: (int(n), int(size)) for tier, n, size in conn.execute(stmt)}
+
+    def tier_candidates(
+        self,
+        tier: str | None,
+        *,
+        accessed_before: float | None = None,
+        ingested_before: float | None = None,
+        after_sop: str = "",
+        limit: int = 500,
+    ) -> list[InstanceRecord]:
+        ins = self.instances_table
+        cond = [ins.c.tier.is_(None) if tier is None else ins.c.tier == tier, ins.c.sop_uid > after_sop]
+        if accessed_before is not None:
+            cond.append(func.coalesce(ins.c.last_access, ins.c.ingested_at) < accessed_before)
+        if ingested_before is not None:
+            cond.append(ins.c.ingested_at < ingested_before)
+        stmt = select(*self._record_columns(False)).where(*cond).order_by(ins.c.sop_uid).limit(max(int(limit), 1))
+        with self.engine.connect() as conn:
+            return [self._record(row, False) for row in conn.execute(stmt)]
+
+    def begin_move(self, sop_uid: str, source_tier: str, source_key: str, target_tier: str, target_key: str) -> int:
+        mv = self.moves_table
+        values = dict(sop_uid=sop_uid, source_tier=source_tier, source_key=source_key, target_tier=target_tier,
+                      target_key=target_key, state="copying", started_at=time.time())
+
+        def work(conn: Connection) -> int:
+            key = conn.execute(mv.insert().values(**values)).inserted_primary_key
+            if key is None:  # pragma: no cover - every dialect reports an autoincrement key
+                raise CatalogUnavailableError("the database did not report the journal row's id")
+            return int(key[0])
+
+        return int(self._write(f"journal the move of {sop_uid}", work))
+
+    def switch_move(self, move_id: int, sop_uid: str, source_key: str, new_tier: str | None, new_key: str) -> bool:
+        mv, ins = self.moves_table, self.instances_table
+
+        def work(conn: Connection) -> bool:
+            to_switched = mv.update().where(mv.c.id == move_id, mv.c.state == "copying").values(state="switched")
+            if conn.execute(to_switched).rowcount != 1:
+                return False
+            cas = ins.update().where(ins.c.sop_uid == sop_uid, ins.c.blob_key == source_key)
+            res = conn.execute(cas.values(blob_key=new_key, tier=new_tier))
+            if res.rowcount != 1:
+                raise _Rollback  # the row changed meanwhile: the journal row stays "copying"
+            return True
+
+        try:
+            return bool(self._write(f"switch the blob of {sop_uid}", work))
+        except _Rollback:
+            return False
+
+    def abandon_move(self, move_id: int) -> bool:
+        mv = self.moves_table
+
+        def work(conn: Connection) -> bool:
+            to_abandoned = mv.update().where(mv.c.id == move_id, mv.c.state == "copying").values(state="abandoned")
+            return conn.execute(to_abandoned).rowcount == 1
+
+        return bool(self._write(f"abandon move {move_id}", work))
+
+    def end_move(self, move_id: int) -> None:
+        mv = self.moves_table
+        self._write(f"end move {move_id}", lambda conn: conn.execute(mv.delete().where(mv.c.id == move_id)))
+
+    def pending_moves(self) -> list[BlobMove]:
+        mv = self.moves_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(mv).order_by(mv.c.id)).all()
+        return [
+            BlobMove(row.id, row.sop_uid, row.source_tier, row.source_key, row.target_tier, row.target_key, row.state,
+                     row.started_at)
+            for row in rows
+        ]
 
     # -- reading ---------------------------------------------------------------------------
     def _record(self, row: Any, with_dataset: bool) -> InstanceRecord:
@@ -544,6 +751,8 @@ class SQLCatalog(Catalog):
             frame_index=None if row.frame_index_json is None else json.loads(row.frame_index_json),
             pixel=None if row.pixel_json is None else json.loads(row.pixel_json),
             ingested_at=row.ingested_at,
+            tier=row.tier,
+            last_access=row.last_access,
         )
 
     def _record_columns(self, with_dataset: bool) -> list[Any]:

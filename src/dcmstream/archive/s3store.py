@@ -398,6 +398,23 @@ class S3BlobStore(BlobStore):
         """Delete leftover staging files (from a crash) older than ``older_than`` seconds."""
         return sweep_staging(self.staging_dir, older_than)
 
+    def abort_uploads(self, key: str) -> int:
+        """Abort unfinished multipart uploads of ``key`` (a killed put's parts, which are
+        stored and billed but never listed); returns how many. Used by lifecycle recovery."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        object_key = self._object(key)
+        try:
+            uploads = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=object_key).get("Uploads", ())
+            n = 0
+            for upload in uploads:
+                if upload.get("Key") == object_key:
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload["UploadId"])
+                    n += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed("ListMultipartUploads/AbortMultipartUpload", key, exc) from exc
+        return n
+
     def __repr__(self) -> str:
         where = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
         return f"S3BlobStore({self.bucket!r}, {self.prefix!r}{where})"

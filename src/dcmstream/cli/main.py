@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..errors import DcmstreamError
-from . import compress, demo, frame, importer, info, process, serve
+from . import compress, demo, frame, importer, info, lifecycle, process, serve
 
 
 # Contexts and parameters stay Any: typer builds on its own vendored copy of click
@@ -81,6 +81,11 @@ _COMMANDS = (
 )
 for _name, _function, _short in _COMMANDS:
     app.command(_name, cls=_Command, short_help=_short)(_function)
+_lifecycle = typer.Typer(help="Storage tiers: move instances by rule, show status.", no_args_is_help=True, cls=_Group,
+                        rich_markup_mode=None)
+for _sub, _subcommand, _subshort in lifecycle.COMMANDS:
+    _lifecycle.command(_sub, cls=_Command, short_help=_subshort)(_subcommand)
+app.add_typer(_lifecycle, name="lifecycle", short_help="Storage tiers: move instances by rule, show status.")
 
 def main() -> None:
     app(prog_name="dcmstream")

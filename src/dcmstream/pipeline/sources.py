@@ -148,7 +148,7 @@ def _walk(path: Path) -> Iterator[Path]:
 def _archive_refs(archive: Archive) -> Iterator[InputRef]:
     """Every catalogued instance of an archive whose blob store keeps local files."""
     for record in archive.iter_records():
-        path = archive.blobs.local_path(record.blob_key)
+        path = archive.store_of(record).local_path(record.blob_key)
         if path is None:
             raise DcmstreamError(f"{archive.root}: the pipeline reads archives whose blob store keeps local files")
         yield InputRef(name=f"{archive.root.name}/{record.blob_key}", path=str(path), sop=record.sop_uid,

@@ -43,6 +43,7 @@ from starlette.routing import Route
 from ..archive import Archive
 from ..archive.blobstore import BlobNotFoundError
 from ..archive.catalog import QueryError
+from ..archive.lifecycle import tier_status
 from ..archive.uids import InvalidUIDError
 from ..errors import DcmstreamError
 from . import qido, rendered, stow, wado
@@ -54,6 +55,8 @@ from .viewer_routes import viewer_routes
 __all__ = ["create_app", "ServerConfig", "DICOMWEB_ROOT", "UVICORN_OPTIONS"]
 
 log = logging.getLogger(__name__)
+#: Seconds a scrape reuses the per-tier totals (a GROUP BY over the instances).
+_TIER_STATUS_MAX_AGE = 5.0
 DICOMWEB_ROOT = "/dicomweb"
 
 _INST = "/studies/{study}/series/{series}/instances/{instance}"
@@ -106,12 +109,14 @@ async def _metrics(request: Request) -> Response:
         "dcmstream_metadata_cache_bytes": ctx.metadata_cache.bytes,
         "dcmstream_metadata_cache_hits_total": ctx.metadata_cache.hits,
         "dcmstream_metadata_cache_misses_total": ctx.metadata_cache.misses,
-        "dcmstream_blob_bytes_read_total": ctx.archive.blobs.bytes_read,
+        "dcmstream_blob_bytes_read_total": ctx.archive.bytes_read,
     }
     worker = ctx.archive.policy_worker
     if worker is not None:
         extra.update(worker.metrics())
-    text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra)
+    # One GROUP BY on the catalog, reused for a few seconds (scrapes of several servers).
+    tiers = await run(tier_status, ctx.archive, max_age=_TIER_STATUS_MAX_AGE)
+    text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra, tiers)
     return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
 

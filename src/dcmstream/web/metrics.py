@@ -2,8 +2,8 @@
 
 Per route template (``/dicomweb/studies/{study}/series``, never the raw path) and method:
 request count by status, a latency histogram, bytes served, requests in flight. Plus,
-read when scraped, the frame cache (hits, misses, hit rate, bytes), the archive's counts
-and the process's resident memory.
+read when scraped, the frame cache (hits, misses, hit rate, bytes), the archive's counts,
+instances, bytes and estimated monthly cost per storage tier, and the process's resident memory.
 
 Every :class:`Metrics` has its own :class:`~prometheus_client.CollectorRegistry` (not the
 library's global one: a process may run several apps, the tests do). Label values stay
@@ -15,13 +15,14 @@ cannot grow the label set.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..archive.lifecycle import TierStatus
 from ..cache import CacheStats
 from ..memory import process_rss
 
@@ -62,9 +63,10 @@ class Metrics:
         cache_stats: CacheStats | None = None,
         archive_counts: Mapping[str, int] | None = None,
         extra: Mapping[str, float] | None = None,
+        tiers: Sequence[TierStatus] = (),
     ) -> str:
         """The text exposition: request metrics plus the values given here (read at scrape)."""
-        snapshot = _Snapshot(cache_stats, archive_counts or {}, extra or {}, self.started)
+        snapshot = _Snapshot(cache_stats, archive_counts or {}, extra or {}, self.started, tiers)
         return (generate_latest(self.registry) + generate_latest(snapshot)).decode("utf-8")
 
 
@@ -72,8 +74,10 @@ class _Snapshot(Collector):
     """Values read at scrape time, as a collector for :func:`generate_latest`."""
 
     def __init__(
-        self, cache_stats: CacheStats | None, archive_counts: Mapping[str, int], extra: Mapping[str, float], started: float
+        self, cache_stats: CacheStats | None, archive_counts: Mapping[str, int], extra: Mapping[str, float], started: float,
+        tiers: Sequence[TierStatus] = (),
     ) -> None:
+        self.tiers = tiers
         self.cache_stats = cache_stats
         self.archive_counts = archive_counts
         self.extra = extra
@@ -106,6 +110,21 @@ class _Snapshot(Collector):
             for level, n in sorted(self.archive_counts.items()):
                 metric.add_metric([level], n)
             yield metric
+        if self.tiers:
+            instances = GaugeMetricFamily("dcmstream_tier_instances", "Instances stored per storage tier.", labels=["tier"])
+            size = GaugeMetricFamily("dcmstream_tier_bytes", "Bytes stored per storage tier.", labels=["tier"])
+            cost = GaugeMetricFamily("dcmstream_tier_monthly_cost_estimate",
+                                     "Estimated monthly storage cost per tier (bytes x configured price per GB-month).",
+                                     labels=["tier"])
+            for status in self.tiers:
+                instances.add_metric([status.name], status.instances)
+                size.add_metric([status.name], status.bytes)
+                if status.est_monthly_cost is not None:
+                    cost.add_metric([status.name], status.est_monthly_cost)
+            yield instances
+            yield size
+            if cost.samples:
+                yield cost
         for name, value in sorted(self.extra.items()):
             if name.endswith("_total"):
                 yield CounterMetricFamily(name, name.replace("_", " "), value=value)

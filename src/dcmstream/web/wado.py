@@ -62,14 +62,14 @@ async def retrieve(request: Request) -> Response:
             )
         plan.append((record, choice))
     writer = MultipartWriter()
-    blobs = ctx.archive.blobs
+    archive = ctx.archive
 
     async def body() -> AsyncIterator[bytes]:
         for record, choice in plan:
             ts = choice.transfer_syntax or record.transfer_syntax
             yield writer.part_header(f"application/dicom; transfer-syntax={ts}")
             if choice.transfer_syntax is None:
-                chunks: Iterator[bytes] = blobs.iter_range(record.blob_key, chunk_size=CHUNK)
+                chunks: Iterator[bytes] = archive.iter_blob(record, chunk_size=CHUNK)
             else:
                 chunks = explicit_le_stream(ctx.archive, record)
             async for chunk in iterate_in_threadpool(chunks):
@@ -273,7 +273,7 @@ async def bulkdata(request: Request) -> Response:
         raise HTTPException(400, f"bulk data path {tag_text[:80]!r}: expected an 8-digit hex tag such as 7FE00010")
     tag = int(tag_text, 16)
     ranges = parse_accept(request.headers.get("accept"))
-    blobs = ctx.archive.blobs
+    archive = ctx.archive
     pixel = record.pixel
     if pixel is not None and tag == pixel["tag"]:
         choice = negotiate_pixels(ranges, record.transfer_syntax)
@@ -292,7 +292,7 @@ async def bulkdata(request: Request) -> Response:
             offset, length = pixel["value_offset"], pixel["length"]
             return _ranged(
                 request, length,
-                lambda s, e: blobs.iter_range(record.blob_key, offset + s, offset + e, CHUNK),
+                lambda s, e: archive.iter_blob(record, offset + s, offset + e, CHUNK),
                 choice.multipart,
             )
         # Encapsulated (or to be converted): one part per frame, as the frames resource.
