@@ -24,6 +24,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── QueryError (also ValueError)          archive/catalog.py   malformed query (400)
     ├── CatalogUnavailableError (also RuntimeError) archive/catalog.py database kept refusing a write
     ├── _AlreadyStored                        archive/catalog.py   internal: a concurrent duplicate add
+    ├── ConfigError (also ValueError)         config.py            bad or unknown configuration key
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
     ├── QaFailure                             compress/results.py  lossy frame missed QA
