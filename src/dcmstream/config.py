@@ -211,7 +211,9 @@ class _Table:
             raise ConfigError(f"{self.source}: unknown key {self.name(key)!r}")
 
 
-_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+_KIND_NAMES: dict[type, str] = {
+    str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"
+}
 
 
 def _file_path(url: str) -> Path:
@@ -278,7 +280,7 @@ def _storage(name: str, table: _Table, base: Path) -> StorageConfig:
     return StorageConfig(name, url, price, options)
 
 
-def _lifecycle(index: int, table: _Table, names: set[str]) -> LifecycleRule:
+def _lifecycle(table: _Table, names: set[str]) -> LifecycleRule:
     source = table.take("from", str, required=True)
     target = table.take("to", str, required=True)
     for key, value in (("from", source), ("to", target)):
@@ -288,9 +290,9 @@ def _lifecycle(index: int, table: _Table, names: set[str]) -> LifecycleRule:
         raise table.fail("to", "must name another storage than 'from'")
     idle = table.positive("after_days_without_access", float)
     age = table.positive("after_days_since_ingest", float)
+    table.done()
     if idle is None and age is None:
         raise ConfigError(f"{table.source}: {table.where} needs after_days_without_access and/or after_days_since_ingest")
-    table.done()
     return LifecycleRule(source, target, idle, age)
 
 
@@ -342,7 +344,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
     rules_data = top.take("lifecycle", list, [])
     names = {s.name for s in storages}
     rules = tuple(
-        _lifecycle(i, _Table(rule, f"lifecycle[{i}]", source), names) for i, rule in enumerate(rules_data)
+        _lifecycle(_Table(rule, f"lifecycle[{i}]", source), names) for i, rule in enumerate(rules_data)
     )
     server = _server(_Table(top.take("server", dict, {}), "server", source), base)
     top.done()
