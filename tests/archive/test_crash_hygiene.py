@@ -16,6 +16,7 @@ import pytest
 
 from dcmstream.archive import Archive, FilesystemBlobStore
 from dcmstream.archive.blobstore import staging_lock
+from dcmstream.archive.ingest import sweep_orphans
 from dcmstream.samples import write_multiframe
 
 # A writer like a STOW-RS server: stream a big file into a staging file (with a fresh SOP
@@ -55,7 +56,6 @@ def test_killed_ingests_leave_nothing_after_the_next_start(tmp_path: Path) -> No
     rng = random.Random(5)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).parents[2] / "src"),
                                                                     os.environ.get("PYTHONPATH", "")) if p))
-    left = []
     for kill in range(5):
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(root), str(big), uid, str(kill * 1000)],
@@ -66,9 +66,8 @@ def test_killed_ingests_leave_nothing_after_the_next_start(tmp_path: Path) -> No
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         proc.stdout.close()
-        left.append(sum(p.stat().st_size for p in _staged(root)))
     leftovers = _staged(root)
-    print(f"5 kills left {len(leftovers)} staging files, {sum(left) / 1e6:.0f} MB over the runs")
+    print(f"\n5 kills left {len(leftovers)} staging files, {sum(p.stat().st_size for p in leftovers) / 1e6:.0f} MB")
     with Archive(root, cache=False, staging_max_age=0) as archive:
         assert _staged(root) == []
         # nothing half: every row's blob is there, whole
@@ -79,7 +78,10 @@ def test_killed_ingests_leave_nothing_after_the_next_start(tmp_path: Path) -> No
         for record in rows:
             assert record.blob_key in keys and archive.blobs.size(record.blob_key) == record.size
         assert archive.catalog.counts()["instances"] == len({r.sop_uid for r in rows})
-        print(f"{len(rows)} instances stored whole; {len(keys) - len(rows)} unreferenced blobs")
+        # a kill between the put and the catalog add leaves a blob no row points at
+        orphans = sweep_orphans(archive, older_than=0)  # nothing else runs
+        assert set(archive.blobs.keys()) == {r.blob_key for r in rows}
+        print(f"{len(rows)} instances stored whole; {len(orphans)} unreferenced blobs swept")
 
 
 def test_the_sweep_keeps_young_and_locked_files(tmp_path: Path) -> None:
@@ -98,3 +100,18 @@ def test_the_sweep_keeps_young_and_locked_files(tmp_path: Path) -> None:
     os.utime(young, (hours_ago, hours_ago))
     with Archive(tmp_path / "a", blobs=store, cache=False, staging_max_age=3600):
         assert not young.exists()
+
+
+def test_orphan_sweep_spares_young_and_referenced_blobs(tmp_path: Path, testfile) -> None:
+    with Archive(tmp_path, cache=False) as archive:
+        stored = archive.ingest_file(testfile("CT_small.dcm"))
+        record = archive.record(stored.sop_uid)
+        assert record is not None
+        orphan = f"{record.study_uid}/{record.series_uid}/i0123456789abcdef/{record.sop_uid}.dcm"
+        archive.blobs.put_bytes(orphan, b"half an ingest")  # a kill before the catalog add
+        assert sweep_orphans(archive) == []  # young: perhaps another process's ingest in flight
+        hours_ago = time.time() - 7200
+        os.utime(archive.blobs.objects / orphan, (hours_ago, hours_ago))
+        os.utime(archive.blobs.objects / record.blob_key, (hours_ago, hours_ago))
+        assert sweep_orphans(archive) == [orphan]
+        assert list(archive.blobs.keys()) == [record.blob_key]

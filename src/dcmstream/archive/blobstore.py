@@ -180,6 +180,13 @@ class BlobStore(ABC):
         """
         return None
 
+    def modified(self, key: str) -> float | None:
+        """When the blob was written (seconds since the epoch), or None when the store
+        cannot tell; BlobNotFoundError if absent. Lets sweeps spare what is in flight."""
+        if not self.exists(key):
+            raise BlobNotFoundError(key)
+        return None
+
     # -- derived ---------------------------------------------------------------------
     def clean_staging(self, older_than: float = 0.0) -> int:
         """Delete leftover staging files (of a killed ingest) older than ``older_than``
@@ -404,6 +411,12 @@ class FilesystemBlobStore(BlobStore):
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+
+    def modified(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
         except FileNotFoundError:
             raise BlobNotFoundError(key) from None
 

@@ -34,7 +34,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from ..errors import DcmstreamError, UnsupportedTransferSyntaxError
 from ..io.walk import iter_paths
 from .attributes import column_values
-from .blobstore import BlobExistsError, BlobStore, staging_lock
+from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, staging_lock
 from .catalog import CatalogConflictError, InstanceRecord
 from .stored import pixel_record
 from .uids import InvalidUIDError, validate_uid
@@ -50,6 +50,7 @@ __all__ = [
     "ingest_file",
     "instance_record",
     "iter_files",
+    "sweep_orphans",
     "FAILURE_PROCESSING",
     "FAILURE_DUPLICATE_SOP",
     "FAILURE_OUT_OF_RESOURCES",
@@ -265,6 +266,38 @@ def _same_bytes(blobs: BlobStore, a: str, b: str, chunk: int = 1 << 20) -> bool:
             if first.read_at(offset, n) != second.read_at(offset, n):
                 return False
     return True
+
+
+def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
+    """Delete the blobs no catalog row points at, written more than ``older_than`` seconds
+    ago: what an ingest (or a server) killed between its put and its catalog add left.
+    Returns their keys.
+
+    A maintenance step, not run at start: it lists every blob and looks each up in the
+    catalog. The age limit spares the blobs of ingests in flight in other processes,
+    whose rows are about to be added; a store that cannot tell a blob's age keeps it
+    unless ``older_than`` is 0 (nothing else running).
+    """
+    blobs, catalog = archive.blobs, archive.catalog
+    limit = time.time() - older_than
+    removed = []
+    for key in list(blobs.keys()):  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
+        record = catalog.get(Path(key).stem)
+        if record is not None and record.blob_key == key:
+            continue
+        if older_than > 0:
+            try:
+                written = blobs.modified(key)
+            except BlobNotFoundError:
+                continue
+            if written is None or written > limit:
+                continue
+        # Looked up again right before the delete: a row added meanwhile keeps it.
+        record = catalog.get(Path(key).stem)
+        if record is None or record.blob_key != key:
+            blobs.delete(key)
+            removed.append(key)
+    return removed
 
 
 def instance_record(ds: Dataset, inst: Instance | None, transfer_syntax: str, *, blob_key: str) -> InstanceRecord:

@@ -250,6 +250,12 @@ class S3BlobStore(BlobStore):
             raise BlobNotFoundError(key)
         return int(head["ContentLength"])
 
+    def modified(self, key: str) -> float:
+        head = self._head(key)
+        if head is None:
+            raise BlobNotFoundError(key)
+        return float(head["LastModified"].timestamp())
+
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix``, sorted (S3 lists in UTF-8 byte order, which for these
         ASCII keys is Python's order), page by page: nothing is held beyond a page."""
