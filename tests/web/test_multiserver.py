@@ -203,3 +203,32 @@ def test_two_servers_one_archive_and_a_kill_under_stow_load(shared_archive: Path
               f"{len(orphans)} unreferenced blobs swept")
     finally:
         archive.close()
+
+
+@pytest.mark.slow
+def test_workers_share_one_archive(tmp_path: Path, testfile) -> None:
+    """``--workers 2``: two uvicorn processes on one port, each with its own Archive from
+    the configuration (SQLite + a folder here), answer as one archive."""
+    config = tmp_path / "archive.toml"
+    config.write_text(f'[catalog]\nurl = "sqlite:///catalog.sqlite"\n[storage.hot]\nurl = "file://{tmp_path}/store"\n'
+                      "[server]\nworkers = 2\ncache_mb = 16\n")
+    server = start_config_server(config, log=tmp_path / "serve.log")
+    try:
+        gen = _Instances(testfile("CT_small.dcm"))
+        series = generate_uid()
+        sent = {}
+        with httpx.Client(timeout=30) as client:
+            for _ in range(6):
+                sop, data = gen.make(series)
+                r = _stow(client, server.url, data)
+                assert r.status_code == 200, r.text
+                sent[sop] = data
+            for _ in range(4):  # new connections: spread over the workers
+                with httpx.Client(timeout=30) as fresh:
+                    found = fresh.get(f"{server.url}/dicomweb/studies/{gen.study}/series/{series}/instances").json()
+                    assert {hit["00080018"]["Value"][0] for hit in found} == set(sent)
+                    for sop, data in sent.items():
+                        assert _retrieve(fresh, server.url, gen.study, series, sop) == data
+        assert "2 server processes" in server.log.read_text()
+    finally:
+        server.stop()
