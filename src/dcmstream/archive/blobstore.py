@@ -120,6 +120,13 @@ class BlobStore(ABC):
         return False
 
     @property
+    def atomic_exclusive(self) -> bool:
+        """True when of concurrent ``exclusive=True`` puts of one key at most one can
+        succeed (decided atomically by the backend). Where not, writers that must not
+        share a key use keys of their own (see :func:`.ingest._put_blob`)."""
+        return False
+
+    @property
     def bytes_read(self) -> int:
         """Bytes read so far through sources opened by this store."""
         return self._bytes_read
@@ -343,6 +350,10 @@ class FilesystemBlobStore(BlobStore):
     @property
     def supports_rename(self) -> bool:
         return True
+
+    @property
+    def atomic_exclusive(self) -> bool:
+        return True  # a hard link fails atomically when the name exists
 
     def _path(self, key: str) -> Path:
         path = self.objects / validate_key(key)

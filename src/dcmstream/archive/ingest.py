@@ -207,12 +207,14 @@ def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: boo
 
     The usual key is ``study/series/sop.dcm``. When it is taken - a concurrent ingest of
     the same instance, or the blob of an ingest killed before its catalog row - the
-    file goes to a fresh key of its own (``study/series/i<token>/sop.dcm``). Either way
-    the catalog row added next describes exactly the bytes under its key, and of
-    several writers the catalog's insert decides which row (and so which blob) stays.
+    file goes to a fresh key of its own (``study/series/i<token>/sop.dcm``); so it does
+    at once on a store that cannot decide exclusive puts atomically (two simultaneous
+    writers could both "win" the usual key there). Either way the catalog row added
+    next describes exactly the bytes under its key, and of several writers the
+    catalog's insert decides which row (and so which blob) stays.
     """
     blobs = archive.blobs
-    key = record.blob_key
+    key = record.blob_key if blobs.atomic_exclusive else archive.attempt_key(record)
     for attempt in range(3):
         try:
             size = blobs.put_file(key, path, move=move, exclusive=True)
@@ -243,6 +245,11 @@ def _lost_race(archive: Archive, record: InstanceRecord, seen: IngestResult) -> 
     when they differ. The loser's blob is deleted either way."""
     blobs = archive.blobs
     winner = archive.catalog.get(record.sop_uid)
+    if winner is not None and winner.blob_key == record.blob_key:
+        # Only a store whose exclusive puts are not atomic could let two writers "win"
+        # one key (and _put_blob avoids shared keys there): never delete the row's blob.
+        log.error("ingest of %s: another writer's row points at our key %s", record.sop_uid, record.blob_key)
+        return replace(seen, status="duplicate", message="already archived (stored concurrently)")
     try:
         same = winner is not None and winner.size == record.size and _same_bytes(blobs, winner.blob_key, record.blob_key)
     finally:

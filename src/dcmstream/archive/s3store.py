@@ -150,6 +150,12 @@ class S3BlobStore(BlobStore):
         if clean_staging_older_than is not None:
             self.clean_staging(clean_staging_older_than)
 
+    @property
+    def atomic_exclusive(self) -> bool:
+        """True once this server has accepted a conditional PutObject (Amazon S3, moto);
+        False before, and on servers that refuse it (Swift: checked before the write)."""
+        return self._conditional_put is True
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3BlobStore:
         """A store for ``s3://bucket/prefix`` (``options`` as for the constructor)."""
