@@ -27,6 +27,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── _Rollback                             archive/catalog.py   internal: a failed compare and swap
     ├── UnknownTierError (also LookupError)   archive/archive.py   a row names an unconfigured tier
     ├── LifecycleError (also RuntimeError)    archive/lifecycle.py bad rule, or a move failed verification
+    ├── ConfigError (also ValueError)         config.py            bad or unknown configuration key
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
     ├── QaFailure                             compress/results.py  lossy frame missed QA

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dcmstream import open as dcmstream_open
 from dcmstream.archive import Archive, FilesystemBlobStore
 from dcmstream.archive.lifecycle import (
     LifecycleError,
@@ -280,3 +281,42 @@ def test_cli_run_and_status(tmp_path) -> None:
     with Archive(root, tiers={"hot": FilesystemBlobStore(root), "cold": FilesystemBlobStore(cold)}, cache=False) as arc:
         assert_consistent(arc, originals)
         assert all(arc.catalog.get(s).tier == "cold" for s in originals)
+
+
+def test_cli_with_config(tmp_path) -> None:
+    """``dcmstream import`` and ``lifecycle run|status`` with one ``--config`` file: its
+    catalog, its [storage.*] tiers and prices, and its [[lifecycle]] rules."""
+    from typer.testing import CliRunner
+
+    from dcmstream.cli.main import app
+    from dcmstream.config import load_config, open_archive
+
+    files = make_files(tmp_path, 3)
+    config = tmp_path / "archive.toml"
+    config.write_text(
+        f'[archive]\nroot = "{tmp_path / "local"}"\n'
+        f'[catalog]\nurl = "sqlite:///{tmp_path / "catalog.sqlite"}"\n'
+        f'[storage.hot]\nurl = "file://{tmp_path / "hot"}"\nprice_per_gb_month = 0.10\n'
+        f'[storage.cold]\nurl = "file://{tmp_path / "cold"}"\nprice_per_gb_month = 0.004\n'
+        '[[lifecycle]]\nfrom = "hot"\nto = "cold"\nafter_days_since_ingest = 30\n'
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", *map(str, files), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    later = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 40 * DAY))
+    result = runner.invoke(app, ["lifecycle", "run", "--config", str(config), "--now", later])
+    assert result.exit_code == 0 and "moved 3" in result.output, result.output
+    result = runner.invoke(app, ["lifecycle", "status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    cold_line = next(line for line in result.output.splitlines() if "cold" in line)
+    assert " 3 " in f" {cold_line} "  # three instances, priced from the config
+    originals = {}
+    for path in files:
+        with dcmstream_open(path) as inst:
+            originals[str(inst.dataset.SOPInstanceUID)] = path.read_bytes()
+    with open_archive(load_config(config), cache=False) as arc:
+        assert arc.tier_prices == {"hot": 0.10, "cold": 0.004}
+        assert_consistent(arc, originals)
+        assert all(arc.tier_of(arc.catalog.get(s)) == "cold" for s in originals)
+    result = runner.invoke(app, ["lifecycle", "run", "--config", str(config), "--archive", str(tmp_path)])
+    assert result.exit_code != 0 and "not both" in result.output

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Protocol
 from ..cache import FrameCache, default_cache
 from ..cache.lru import LRU
 from ..errors import DcmstreamError, DicomFormatError, UnsupportedTransferSyntaxError
+from ..io.source import ByteSource
 from .access import AccessTracker
-from .blobstore import BlobStore, FilesystemBlobStore
+from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
 from .ingest import IngestResult, ingest_file, iter_files
 from .stored import StoredInstance
@@ -85,6 +86,7 @@ class Archive:
         tier_prices: Mapping[str, float] | None = None,
         track_access: bool = True,
         access_interval: float = 30.0,
+        staging_max_age: float = 3600.0,
     ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -111,8 +113,10 @@ class Archive:
         #: The compression policy worker (:class:`dcmstream.policy.PolicyWorker`) attached
         #: to this archive, if any; the server reports its metrics.
         self.policy_worker: ArchiveWorker | None = None  # set by dcmstream.policy.PolicyWorker
-        if isinstance(self.blobs, FilesystemBlobStore):
-            self.blobs.clean_staging(older_than=6 * 3600)
+        # Staging files of a killed ingest, in every store: old ones only (and none a live
+        # writer holds locked), since other processes may share the store.
+        for store in self.tiers.values():
+            store.clean_staging(older_than=staging_max_age)
 
     @staticmethod
     def is_archive(path: str | os.PathLike[str]) -> bool:
@@ -135,6 +139,13 @@ class Archive:
         """
         token = uuid.uuid4().hex[:16]
         return f"{validate_uid(record.study_uid)}/{validate_uid(record.series_uid)}/c{token}/{validate_uid(record.sop_uid)}.dcm"
+
+    @staticmethod
+    def attempt_key(record: InstanceRecord) -> str:
+        """A fresh key for an ingest whose usual key is taken (a concurrent writer of the
+        same instance, or a killed ingest's blob): ``study/series/i<token>/sop.dcm``."""
+        token = uuid.uuid4().hex[:16]
+        return f"{validate_uid(record.study_uid)}/{validate_uid(record.series_uid)}/i{token}/{validate_uid(record.sop_uid)}.dcm"
 
     def add_listener(self, callback: Callable[[IngestResult], None]) -> None:
         """Call ``callback(result)`` after every stored instance (cache invalidation)."""
@@ -273,6 +284,36 @@ class Archive:
         self._records.pop(sop_uid)
         self._stored.pop(sop_uid)
 
+    def reread(self, record: InstanceRecord) -> InstanceRecord | None:
+        """The catalog's current record of an instance whose blob was not found under
+        ``record.blob_key``, or None when the catalog has nothing newer.
+
+        Another process (the compression policy, a lifecycle move) may have moved the
+        blob and switched the row; its :meth:`forget` only reached its own memo, so the
+        memoised state here is dropped and the row read again.
+        """
+        self.forget(record.sop_uid)
+        fresh = self.catalog.get(record.sop_uid)
+        if fresh is None or fresh.blob_key == record.blob_key:
+            return None
+        self._records.put(fresh.sop_uid, fresh)
+        return fresh
+
+    def open_blob(self, record: InstanceRecord) -> ByteSource:
+        """Random access to an instance's blob; a vanished blob re-reads the record once.
+
+        When the catalog now points elsewhere with the same bytes (same size and transfer
+        syntax: a move between stores or keys) that blob is opened instead; otherwise the
+        BlobNotFoundError stands, and the next request starts from the new record.
+        """
+        try:
+            return self.store_of(record).open(record.blob_key)
+        except BlobNotFoundError:
+            fresh = self.reread(record)
+            if fresh is None or (fresh.size, fresh.transfer_syntax) != (record.size, record.transfer_syntax):
+                raise
+            return self.store_of(fresh).open(fresh.blob_key)
+
     def stored(self, record: InstanceRecord) -> StoredInstance | None:
         """Frame access through the stored index (memoised); None if the blob needs a full parse."""
         self.touch(record)
@@ -282,7 +323,7 @@ class Archive:
         if hit is not None:
             return hit
         try:
-            stored = StoredInstance(record, self.store_of(record), self.cache)
+            stored = StoredInstance(record, self.store_of(record), self.cache, open_source=lambda: self.open_blob(record))
         except (DicomFormatError, UnsupportedTransferSyntaxError):
             return None
         self._stored.put(record.sop_uid, stored)
@@ -293,7 +334,7 @@ class Archive:
         from ..image.instance import open as open_instance
 
         self.touch(record)
-        return open_instance(self.store_of(record).open(record.blob_key), cache=self.cache or False, strict=False)
+        return open_instance(self.open_blob(record), cache=self.cache or False, strict=False)
 
     def close(self) -> None:
         if self.access is not None:

@@ -20,6 +20,7 @@ hard link, which fails atomically when the name exists, S3 with a conditional re
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -28,10 +29,11 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DcmstreamError
-from ..io.atomic import commit_file, fsync_dir, fsync_file, temp_sibling
+from ..io.atomic import commit_file, fsync_dir, fsync_file
 from ..io.source import ByteSource, FileSource, WritableBuffer
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidKeyError",
     "validate_key",
     "sweep_staging",
+    "staging_lock",
 ]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -117,6 +120,13 @@ class BlobStore(ABC):
         return False
 
     @property
+    def atomic_exclusive(self) -> bool:
+        """True when of concurrent ``exclusive=True`` puts of one key at most one can
+        succeed (decided atomically by the backend). Where not, writers that must not
+        share a key use keys of their own (see :func:`.ingest._put_blob`)."""
+        return False
+
+    @property
     def bytes_read(self) -> int:
         """Bytes read so far through sources opened by this store."""
         return self._bytes_read
@@ -177,7 +187,24 @@ class BlobStore(ABC):
         """
         return None
 
+    def modified(self, key: str) -> float | None:
+        """When the blob was written (seconds since the epoch), or None when the store
+        cannot tell; BlobNotFoundError if absent. Lets sweeps spare what is in flight."""
+        if not self.exists(key):
+            raise BlobNotFoundError(key)
+        return None
+
     # -- derived ---------------------------------------------------------------------
+    def clean_staging(self, older_than: float = 0.0) -> int:
+        """Delete leftover staging files (of a killed ingest) older than ``older_than``
+        seconds and not locked by a live process; returns how many.
+
+        Every archive calls this for its stores when it opens. The age limit and the
+        lock (:func:`staging_lock`) keep the in-flight files of other processes sharing
+        the store: a server receiving STOW-RS writes fresh ones all the time.
+        """
+        return sweep_staging(self.staging_path().parent, older_than)
+
     def put_bytes(self, key: str, data: bytes | Iterable[bytes], *, exclusive: bool = False) -> int:
         """Store ``data`` (bytes or an iterable of chunks) under ``key`` atomically
         (``exclusive`` as in :meth:`put_file`)."""
@@ -185,12 +212,14 @@ class BlobStore(ABC):
         tmp = self.staging_path()
         try:
             with open(tmp, "xb") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # in flight: no sweep takes it (see staging_lock)
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     fh.write(data)
                 else:
                     for chunk in data:
                         fh.write(chunk)
-            return self.put_file(key, tmp, move=True, exclusive=exclusive)
+                fh.flush()
+                return self.put_file(key, tmp, move=True, exclusive=exclusive)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -232,11 +261,12 @@ def _link_exclusive(tmp: Path, dest: Path, key: str, *, fsync: bool) -> None:
 
 
 def sweep_staging(folder: Path, older_than: float = 0.0) -> int:
-    """Delete the files in a staging ``folder`` older than ``older_than`` seconds.
+    """Delete the files in a staging ``folder`` older than ``older_than`` seconds that no
+    process holds locked (:func:`staging_lock`); returns how many were deleted.
 
-    Staging files of a killed ingest are never picked up again; a store sweeps them at
-    start with an age limit, because another process (a server receiving STOW-RS) may be
-    writing fresh ones into the same folder.
+    Staging files of a killed ingest are never picked up again. Other processes (a
+    server receiving STOW-RS, an import) may be writing into the same folder, so a file
+    goes only when it is old *and* unlocked: a live writer's lock dies with its process.
     """
     n = 0
     limit = time.time() - older_than
@@ -246,12 +276,41 @@ def sweep_staging(folder: Path, older_than: float = 0.0) -> int:
         return 0
     for p in entries:
         try:
-            if p.is_file() and p.stat().st_mtime <= limit:
-                p.unlink(missing_ok=True)
-                n += 1
-        except FileNotFoundError:
-            continue
+            if not p.is_file() or p.stat().st_mtime > limit:
+                continue
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live process holds it: in flight, whatever its age
+        else:
+            p.unlink(missing_ok=True)
+            n += 1
+        finally:
+            os.close(fd)  # also releases the lock
     return n
+
+
+@contextmanager
+def staging_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold a shared lock on a staging file while it is in flight, so that no start-up
+    sweep (:func:`sweep_staging`, in this or another process) deletes it, however old
+    its modification time. A missing file is no error (nothing to protect)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pass  # a sweeper holds it this instant (and will find it young) or no locks here
+        yield
+    finally:
+        os.close(fd)
 
 
 class _CountingFileSource(FileSource):
@@ -292,6 +351,10 @@ class FilesystemBlobStore(BlobStore):
     def supports_rename(self) -> bool:
         return True
 
+    @property
+    def atomic_exclusive(self) -> bool:
+        return True  # a hard link fails atomically when the name exists
+
     def _path(self, key: str) -> Path:
         path = self.objects / validate_key(key)
         # validate_key already forbids "..", this is the belt to those braces.
@@ -315,9 +378,10 @@ class FilesystemBlobStore(BlobStore):
         if exclusive and dest.exists():
             raise BlobExistsError(key)  # the cheap early answer; the link below decides
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # A unique hidden sibling, so the final rename is atomic and concurrent puts of
-        # the same key never write into each other's temp file.
-        tmp = temp_sibling(dest)
+        # A unique file in the staging folder (same file system, so the final rename or
+        # link is atomic; concurrent puts of one key never share it), where the start-up
+        # sweep finds it if this process is killed before the commit.
+        tmp = self.staging_path(".put")
         moved = False
         try:
             if move:
@@ -329,10 +393,11 @@ class FilesystemBlobStore(BlobStore):
             if not moved:
                 shutil.copyfile(src, tmp)
             size = tmp.stat().st_size
-            if exclusive:
-                _link_exclusive(tmp, dest, key, fsync=self.fsync)
-            else:
-                commit_file(tmp, dest, fsync=self.fsync)
+            with staging_lock(tmp):
+                if exclusive:
+                    _link_exclusive(tmp, dest, key, fsync=self.fsync)
+                else:
+                    commit_file(tmp, dest, fsync=self.fsync)
         except BaseException:
             if moved:
                 try:
@@ -357,6 +422,12 @@ class FilesystemBlobStore(BlobStore):
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+
+    def modified(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
         except FileNotFoundError:
             raise BlobNotFoundError(key) from None
 
@@ -388,14 +459,6 @@ class FilesystemBlobStore(BlobStore):
                 if key.startswith(prefix):
                     found.append(key)
         return iter(sorted(found))
-
-    def clean_staging(self, older_than: float = 0.0) -> int:
-        """Delete leftover staging files (from a crash) older than ``older_than`` seconds.
-
-        Another process (a running server receiving STOW-RS) may be writing fresh
-        ones, hence the age limit when called at start-up.
-        """
-        return sweep_staging(self.tmp, older_than)
 
     def __repr__(self) -> str:
         return f"FilesystemBlobStore({str(self.root)!r})"

@@ -8,10 +8,15 @@ Ingest of one file, in order:
    ``study/series/sop.dcm``; nothing from a request is ever used as a path);
 3. skip it if the catalog already has the SOP Instance (de-duplication: the first
    copy wins);
-4. put the blob (temp file + fsync + rename, see :class:`FilesystemBlobStore`);
-5. commit the catalog row, with the DICOM JSON, the frame index and the pixel
-   element description. A crash between 4 and 5 leaves an unreferenced blob that the
-   next ingest of the same instance overwrites; never a row without its bytes.
+4. put the blob exclusively (a key is never overwritten, see :func:`_put_blob`):
+   under ``study/series/sop.dcm``, or a fresh key of its own when that one is taken;
+5. add the catalog row, with the DICOM JSON, the frame index and the pixel element
+   description, pointing at that key. The catalog's insert decides between
+   concurrent writers of one SOP Instance (processes, hosts): the loser deletes its
+   own blob and reports a duplicate (same bytes) or a conflict (different bytes). So
+   a row always describes the bytes under its key. A crash between 4 and 5 leaves an
+   unreferenced blob (listed by nothing, skipped by :meth:`Archive.iter_records`);
+   never a row without its bytes.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from ..errors import DcmstreamError, UnsupportedTransferSyntaxError
 from ..io.walk import iter_paths
 from .attributes import column_values
+from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, staging_lock
 from .catalog import CatalogConflictError, InstanceRecord
 from .stored import pixel_record
 from .uids import InvalidUIDError, validate_uid
@@ -44,7 +50,9 @@ __all__ = [
     "ingest_file",
     "instance_record",
     "iter_files",
+    "sweep_orphans",
     "FAILURE_PROCESSING",
+    "FAILURE_DUPLICATE_SOP",
     "FAILURE_OUT_OF_RESOURCES",
     "FAILURE_DATASET_MISMATCH",
     "FAILURE_CANNOT_UNDERSTAND",
@@ -55,6 +63,7 @@ log = logging.getLogger(__name__)
 
 # PS3.18 10.5.3 / PS3.4 B.2.3 failure reasons used in STOW-RS responses.
 FAILURE_PROCESSING = 0x0110
+FAILURE_DUPLICATE_SOP = 0x0111
 FAILURE_OUT_OF_RESOURCES = 0xA700
 FAILURE_DATASET_MISMATCH = 0xA900
 FAILURE_CANNOT_UNDERSTAND = 0xC000
@@ -114,7 +123,8 @@ def ingest_file(
         except UnsupportedTransferSyntaxError:
             inst = None  # still archived (e.g. video): served as stored, no frame access
         try:
-            return _ingest_opened(archive, path, inst, move=move, expected_study=expected_study)
+            with staging_lock(path):  # a staged file in flight is no leftover to sweep
+                return _ingest_opened(archive, path, inst, move=move, expected_study=expected_study)
         finally:
             if inst is not None:
                 inst.close()
@@ -168,29 +178,133 @@ def _ingest_opened(
             failure_reason=FAILURE_DATASET_MISMATCH,
             message=f"StudyInstanceUID {study} does not match the target study {expected_study}",
         )
-    catalog, blobs = archive.catalog, archive.blobs
+    catalog = archive.catalog
     with archive.instance_lock(sop):
         if catalog.get(sop) is not None:
             return replace(seen, status="duplicate", message="already archived")
-        key = archive.blob_key(study, series, sop)
-        record = instance_record(ds, inst, ts, blob_key=key)
-        existed = blobs.exists(key)
-        size = blobs.put_file(key, path, move=move)
-        record = _with_size(record, size)
+        record = instance_record(ds, inst, ts, blob_key=archive.blob_key(study, series, sop))
+        record = _put_blob(archive, record, path, move=move)
         try:
             added = catalog.add(record)
         except CatalogConflictError as exc:
-            if not existed:
-                blobs.delete(key)
+            archive.blobs.delete(record.blob_key)  # no row can point at it: this add failed
             return replace(seen, failure_reason=FAILURE_DATASET_MISMATCH, message=str(exc))
         except BaseException:
-            if not existed:
-                blobs.delete(key)
+            _discard_unreferenced(archive, record)
             raise
-    result = replace(seen, status="stored" if added else "duplicate")
-    if added:
-        archive.notify(result)
+        if not added:
+            # Another process stored this SOP Instance between our look-up and our add:
+            # its row and blob stand, ours goes.
+            return _lost_race(archive, record, seen)
+    result = replace(seen, status="stored")
+    archive.notify(result)
     return result
+
+
+def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: bool) -> InstanceRecord:
+    """Store the file under the instance's key, exclusively: a key, once written, is never
+    overwritten by a second writer (another process, another host).
+
+    The usual key is ``study/series/sop.dcm``. When it is taken - a concurrent ingest of
+    the same instance, or the blob of an ingest killed before its catalog row - the
+    file goes to a fresh key of its own (``study/series/i<token>/sop.dcm``); so it does
+    at once on a store that cannot decide exclusive puts atomically (two simultaneous
+    writers could both "win" the usual key there). Either way the catalog row added
+    next describes exactly the bytes under its key, and of several writers the
+    catalog's insert decides which row (and so which blob) stays.
+    """
+    blobs = archive.blobs
+    key = record.blob_key if blobs.atomic_exclusive else archive.attempt_key(record)
+    for attempt in range(3):
+        try:
+            size = blobs.put_file(key, path, move=move, exclusive=True)
+            return replace(record, blob_key=key, size=size)
+        except BlobExistsError:
+            if attempt == 2:
+                raise
+            key = archive.attempt_key(record)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _discard_unreferenced(archive: Archive, record: InstanceRecord) -> None:
+    """After a failed catalog add: delete our blob unless the row points at it after all
+    (a connection lost after the commit). When even that cannot be read, the blob stays:
+    an unreferenced blob is harmless, a row without its bytes is not."""
+    try:
+        current = archive.catalog.get(record.sop_uid)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        log.warning("ingest of %s failed; its blob %s is kept (catalog unreachable)", record.sop_uid, record.blob_key)
+        return
+    if current is None or current.blob_key != record.blob_key:
+        archive.blobs.delete(record.blob_key)
+
+
+def _lost_race(archive: Archive, record: InstanceRecord, seen: IngestResult) -> IngestResult:
+    """The result for the loser of a concurrent ingest of one SOP Instance: "duplicate"
+    when the winner stored the same bytes, a failure (0x0111, duplicate SOP Instance)
+    when they differ. The loser's blob is deleted either way."""
+    blobs = archive.blobs
+    winner = archive.catalog.get(record.sop_uid)
+    if winner is not None and winner.blob_key == record.blob_key:
+        # Only a store whose exclusive puts are not atomic could let two writers "win"
+        # one key (and _put_blob avoids shared keys there): never delete the row's blob.
+        log.error("ingest of %s: another writer's row points at our key %s", record.sop_uid, record.blob_key)
+        return replace(seen, status="duplicate", message="already archived (stored concurrently)")
+    try:
+        same = winner is not None and winner.size == record.size and _same_bytes(blobs, winner.blob_key, record.blob_key)
+    finally:
+        blobs.delete(record.blob_key)
+    if same:
+        return replace(seen, status="duplicate", message="already archived (stored concurrently)")
+    return replace(
+        seen,
+        failure_reason=FAILURE_DUPLICATE_SOP,
+        message=f"SOP Instance {record.sop_uid} was stored concurrently with different content; the other copy was kept",
+    )
+
+
+def _same_bytes(blobs: BlobStore, a: str, b: str, chunk: int = 1 << 20) -> bool:
+    """Whether two blobs hold the same bytes (compared chunk by chunk: bounded memory)."""
+    with blobs.open(a) as first, blobs.open(b) as second:
+        if first.size != second.size:
+            return False
+        for offset in range(0, first.size, chunk):
+            n = min(chunk, first.size - offset)
+            if first.read_at(offset, n) != second.read_at(offset, n):
+                return False
+    return True
+
+
+def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
+    """Delete the blobs no catalog row points at, written more than ``older_than`` seconds
+    ago: what an ingest (or a server) killed between its put and its catalog add left.
+    Returns their keys.
+
+    A maintenance step, not run at start: it lists every blob and looks each up in the
+    catalog. The age limit spares the blobs of ingests in flight in other processes,
+    whose rows are about to be added; a store that cannot tell a blob's age keeps it
+    unless ``older_than`` is 0 (nothing else running).
+    """
+    blobs, catalog = archive.blobs, archive.catalog
+    limit = time.time() - older_than
+    removed = []
+    for key in list(blobs.keys()):  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
+        record = catalog.get(Path(key).stem)
+        if record is not None and record.blob_key == key:
+            continue
+        if older_than > 0:
+            try:
+                written = blobs.modified(key)
+            except BlobNotFoundError:
+                continue
+            if written is None or written > limit:
+                continue
+        # Looked up again right before the delete: a row added meanwhile keeps it.
+        record = catalog.get(Path(key).stem)
+        if record is None or record.blob_key != key:
+            blobs.delete(key)
+            removed.append(key)
+    return removed
 
 
 def instance_record(ds: Dataset, inst: Instance | None, transfer_syntax: str, *, blob_key: str) -> InstanceRecord:
@@ -237,10 +351,6 @@ def instance_record(ds: Dataset, inst: Instance | None, transfer_syntax: str, *,
         pixel=pixel,
         ingested_at=time.time(),
     )
-
-
-def _with_size(record: InstanceRecord, size: int) -> InstanceRecord:
-    return replace(record, size=size)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -150,6 +150,12 @@ class S3BlobStore(BlobStore):
         if clean_staging_older_than is not None:
             self.clean_staging(clean_staging_older_than)
 
+    @property
+    def atomic_exclusive(self) -> bool:
+        """True once this server has accepted a conditional PutObject (Amazon S3, moto);
+        False before, and on servers that refuse it (Swift: checked before the write)."""
+        return self._conditional_put is True
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3BlobStore:
         """A store for ``s3://bucket/prefix`` (``options`` as for the constructor)."""
@@ -249,6 +255,12 @@ class S3BlobStore(BlobStore):
         if head is None:
             raise BlobNotFoundError(key)
         return int(head["ContentLength"])
+
+    def modified(self, key: str) -> float:
+        head = self._head(key)
+        if head is None:
+            raise BlobNotFoundError(key)
+        return float(head["LastModified"].timestamp())
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix``, sorted (S3 lists in UTF-8 byte order, which for these

@@ -9,6 +9,7 @@ the catalog record and reads exactly one frame's bytes from the blob.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,7 +65,14 @@ class StoredInstance:
     takes an open ``source`` of the blob, or opens (and closes) one itself.
     """
 
-    def __init__(self, record: InstanceRecord, blobs: BlobStore, cache: FrameCache | None = None) -> None:
+    def __init__(
+        self,
+        record: InstanceRecord,
+        blobs: BlobStore,
+        cache: FrameCache | None = None,
+        *,
+        open_source: Callable[[], ByteSource] | None = None,
+    ) -> None:
         if record.frame_index is None or record.pixel is None:
             raise DicomFormatError(f"{record.sop_uid}: no stored frame index")
         self.record = record
@@ -81,7 +89,7 @@ class StoredInstance:
             self.spec,
             self.transfer_syntax,
             index=self.index,
-            open_source=lambda: blobs.open(blob_key),
+            open_source=open_source or (lambda: blobs.open(blob_key)),
             name=record.sop_uid,
             little_endian=self.little_endian,
             be_swap_ow=bool(record.pixel.get("swap_ow")),

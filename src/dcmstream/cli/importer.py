@@ -1,4 +1,4 @@
-"""``dcmstream import PATH... --archive DIR``: archive DICOM files with a progress bar."""
+"""``dcmstream import PATH... [--archive DIR | --config FILE]``: archive DICOM files with a progress bar."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ from rich.table import Table
 
 def import_files(
     paths: list[Path] = typer.Argument(..., help="DICOM files or folders (walked recursively)", exists=True),
-    archive: Path = typer.Option(Path("archive"), "--archive", "-a", help="archive folder (created if missing)"),
+    archive: Path | None = typer.Option(
+        None, "--archive", "-a", help="archive folder (created if missing; default ./archive). Not with --config"
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="archive configuration (TOML: [catalog], [storage.*]) instead of a folder; "
+        "new instances go to its first storage", exists=True, dir_okay=False,
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     compress_policy: Path | None = typer.Option(
         None,
@@ -28,8 +34,14 @@ def import_files(
         dir_okay=False,
     ),
 ) -> None:
-    """Copy DICOM files into an archive (idempotent: instances already archived are skipped)."""
+    """Copy DICOM files into an archive (idempotent: instances already archived are skipped).
+
+    Other processes (servers, imports) may write to a configured archive at the same time.
+    """
     from ..archive import Archive, iter_files
+
+    if config is not None and archive is not None:
+        raise typer.BadParameter("give --archive or --config, not both")
 
     console = Console(stderr=True)
     files = list(iter_files(paths))
@@ -40,7 +52,15 @@ def import_files(
         from ..policy import load_policy
 
         policy = load_policy(compress_policy)
-    with Archive(archive, cache=False) as arc:
+    if config is not None:
+        from ..config import load_config, open_archive
+
+        opened = open_archive(load_config(config), cache=False)
+        label = str(config)
+    else:
+        opened = Archive(archive or Path("archive"), cache=False)
+        label = str(archive or Path("archive"))
+    with opened as arc:
         worker = None
         if policy is not None and policy.rules:
             from ..policy import PolicyWorker
@@ -73,7 +93,7 @@ def import_files(
                 err=True,
             )
         totals = arc.catalog.counts()
-    table = Table(title=f"archive {archive}", show_header=True)
+    table = Table(title=f"archive {label}", show_header=True)
     for name in ("stored", "duplicate", "failed"):
         table.add_column(name, justify="right")
     table.add_row(*(str(counts[n]) for n in ("stored", "duplicate", "failed")))

@@ -122,14 +122,35 @@ def status_command(archive: Archive, prices: Mapping[str, float] | None = None, 
     return rows
 
 
-_ARCHIVE = typer.Option(Path("archive"), "--archive", "-a", help="archive folder (its blobs are tier 'hot')")
-_TIERS = typer.Option([], "--tier", help="another tier: NAME=FOLDER or NAME=s3://bucket/prefix (repeatable, in order)")
+_ARCHIVE = typer.Option(None, "--archive", "-a",
+                        help="archive folder (its blobs are tier 'hot'; default ./archive). Not with --config")
+_TIERS = typer.Option([], "--tier",
+                      help="another tier: NAME=FOLDER or NAME=s3://bucket/prefix (repeatable, in order). Not with --config")
+_CONFIG = typer.Option(None, "--config", exists=True, dir_okay=False,
+                       help="archive configuration (TOML): catalog, [storage.*] tiers with prices, [[lifecycle]] rules")
+
+
+def _opened(config: Path | None, archive: Path | None, tier: list[str],
+            prices: Mapping[str, float] | None = None) -> tuple[Archive, Sequence[LifecycleRule], dict[str, float]]:
+    """(archive, its configured rules, its prices) from ``--config``, or from the folder and ``--tier`` options."""
+    if config is not None:
+        if archive is not None or tier:
+            raise typer.BadParameter("give --config or --archive/--tier, not both")
+        from ..config import load_config
+        from ..config import open_archive as open_configured
+
+        settings = load_config(config)
+        arc = open_configured(settings, cache=False)
+        return arc, settings.lifecycle, {**arc.tier_prices, **(prices or {})}
+    return open_archive(archive or Path("archive"), parse_pairs(tier, "--tier"), prices), (), dict(prices or {})
 
 
 def run(
-    rules: Path = typer.Option(..., "--rules", help="TOML file with [[lifecycle]] tables (from, to, after_days_*)",
-                               exists=True, dir_okay=False),
-    archive: Path = _ARCHIVE,
+    config: Path | None = _CONFIG,
+    rules: Path | None = typer.Option(None, "--rules", exists=True, dir_okay=False,
+                                      help="TOML file with [[lifecycle]] tables (from, to, after_days_*); "
+                                           "default: the --config file's rules"),
+    archive: Path | None = _ARCHIVE,
     tier: list[str] = _TIERS,
     dry_run: bool = typer.Option(False, "--dry-run", help="only list what would move"),
     now: str | None = typer.Option(None, "--now", help="evaluate the rules at this ISO date instead of now"),
@@ -138,25 +159,32 @@ def run(
     """Move eligible instances between tiers: copy, verify, switch, delete (crash-safe)."""
     from ..archive.lifecycle import load_rules
 
-    loaded = load_rules(rules)
-    with open_archive(archive, parse_pairs(tier, "--tier")) as arc:
+    if rules is None and config is None:
+        raise typer.BadParameter("give --config (its [[lifecycle]] rules) or --rules")
+    arc, configured, _ = _opened(config, archive, tier)
+    with arc:
+        loaded = load_rules(rules) if rules is not None else configured
+        if not loaded:
+            raise typer.BadParameter("no [[lifecycle]] rules to apply")
         report = run_command(arc, loaded, now=parse_now(now), dry_run=dry_run, limit=limit)
     if report.failures:
         raise typer.Exit(1)
 
 
 def status(
-    archive: Path = _ARCHIVE,
+    config: Path | None = _CONFIG,
+    archive: Path | None = _ARCHIVE,
     tier: list[str] = _TIERS,
-    price: list[str] = typer.Option([], "--price", help="NAME=PRICE per GB and month (repeatable)"),
+    price: list[str] = typer.Option([], "--price", help="NAME=PRICE per GB and month (repeatable; overrides the config's)"),
 ) -> None:
     """Instances, bytes and estimated monthly cost per storage tier."""
     try:
         prices = {name: float(value) for name, value in parse_pairs(price, "--price").items()}
     except ValueError as exc:
         raise typer.BadParameter(f"--price: {exc}") from None
-    with open_archive(archive, parse_pairs(tier, "--tier"), prices) as arc:
-        status_command(arc, prices)
+    arc, _, merged = _opened(config, archive, tier, prices)
+    with arc:
+        status_command(arc, merged)
 
 
 #: (name, function, one line for the command list), as cli/main.py's _COMMANDS.

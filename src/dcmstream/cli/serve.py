@@ -1,14 +1,25 @@
-"""``dcmstream serve [ARCHIVE_DIR]``: the archive's DICOMweb server (uvicorn)."""
+"""``dcmstream serve [ARCHIVE_DIR | --config FILE]``: the archive's DICOMweb server (uvicorn).
+
+With ``workers`` > 1 uvicorn starts that many processes on the port; each builds its own
+app with :func:`create_app_from_env` from the options this command resolved (passed in
+the ``DCMSTREAM_SERVE`` environment variable), so each opens the archive itself.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ..archive import Archive
 
 _DEMO_MARKER = "demo.json"
 #: Small real files shipped with pydicom, added to the demo archive.
@@ -58,14 +69,17 @@ def fill_demo(archive: object, console: Console) -> None:
 
 
 def banner(root: Path, counts: dict[str, int], host: str, port: int,
-           cors_origins: list[str] | tuple[str, ...] = ()) -> str:
-    """The start message: what is served, one address a line (short enough for 80 columns)."""
+           cors_origins: list[str] | tuple[str, ...] = (), *, where: str | None = None, workers: int = 1) -> str:
+    """The start message: what is served, one address a line (short enough for 80 columns).
+    ``where`` names the configuration file of a configured archive (else the folder ``root``)."""
     from ..web.viewer_routes import VIEWER_DIR, ohif_dir
 
     base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    lines = [f"archive {root}: {counts['studies']} studies, {counts['series']} series, "
-             f"{counts['instances']} instances",
-             f"  DICOMweb  {base}/dicomweb"]
+    lines = [f"archive {where or root}: {counts['studies']} studies, {counts['series']} series, "
+             f"{counts['instances']} instances"]
+    if workers > 1:
+        lines.append(f"  {workers} server processes")
+    lines.append(f"  DICOMweb  {base}/dicomweb")
     if (VIEWER_DIR / "index.html").is_file():
         lines.append(f"  viewer    {base}/viewer")
     if ohif_dir() is not None:
@@ -77,26 +91,112 @@ def banner(root: Path, counts: dict[str, int], host: str, port: int,
     return "\n".join(lines)
 
 
+#: The environment variable through which ``dcmstream serve`` hands its resolved options
+#: (JSON) to uvicorn's worker processes, which build their app with :func:`create_app_from_env`.
+SERVE_ENV = "DCMSTREAM_SERVE"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What every server process needs to build its app: where the archive is (a
+    configuration file or a folder) and the server's settings, flags already applied."""
+
+    config: str | None = None
+    archive_dir: str | None = None
+    cache_mb: int = 64
+    max_upload_mb: int = 4096
+    cors_origins: tuple[str, ...] = ()
+    public_url: str | None = None
+    compress_policy: str | None = None
+
+    def to_env(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_env(cls, text: str) -> ServeOptions:
+        data = json.loads(text)
+        data["cors_origins"] = tuple(data.get("cors_origins") or ())
+        return cls(**data)
+
+
+def open_served_archive(options: ServeOptions) -> Archive:
+    """The archive of ``options``: from the configuration file, else the folder."""
+    from ..archive import Archive
+
+    if options.config is not None:
+        from ..config import load_config, open_archive
+
+        return open_archive(load_config(options.config))
+    return Archive(options.archive_dir or "archive")
+
+
+def build_app(options: ServeOptions, console: Console | None = None) -> tuple[Any, Archive, Any]:
+    """(app, archive, compression policy worker or None) of one server process."""
+    from ..cache import FrameCache, set_default_cache, tune_malloc
+    from ..web import create_app
+    from ..web.common import ServerConfig
+
+    # Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
+    # threads: keep glibc from hoarding them, so RSS stays at the cache budget.
+    tune_malloc()
+    # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
+    # cache gets a fixed share rather than the library default (5% of RAM).
+    set_default_cache(FrameCache(max(options.cache_mb, 1) << 20))
+    archive = open_served_archive(options)
+    worker = None
+    if options.compress_policy is not None:
+        from ..policy import PolicyWorker, load_policy
+
+        policy = load_policy(options.compress_policy)
+        if policy.rules:
+            worker = PolicyWorker(archive, policy).start()
+            if console is not None:
+                console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
+    config = ServerConfig(
+        cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
+    )
+    return create_app(archive, config), archive, worker
+
+
+def create_app_from_env() -> Any:
+    """The app of one uvicorn worker process (``[server] workers`` > 1): each process
+    opens its own archive from the options ``dcmstream serve`` put in ``DCMSTREAM_SERVE``;
+    they share nothing but the catalog database and the blob stores."""
+    text = os.environ.get(SERVE_ENV)
+    if not text:
+        raise RuntimeError(f"{SERVE_ENV} is not set: this factory is started by 'dcmstream serve --workers N'")
+    app, _, _ = build_app(ServeOptions.from_env(text))
+    return app
+
+
 def serve(
-    archive_dir: Path = typer.Argument(
-        Path("archive"), help="archive folder (catalog.sqlite + objects/); created if missing"
+    archive_dir: Path | None = typer.Argument(
+        None, help="archive folder (catalog.sqlite + objects/; default ./archive); created if missing. Not with --config"
     ),
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(8042, help="TCP port"),
+    config: Path | None = typer.Option(
+        None, "--config", help="archive configuration (TOML: [catalog], [storage.*], [server], ...) instead of a "
+        "folder; the flags below override its [server] values", exists=True, dir_okay=False,
+    ),
+    host: str | None = typer.Option(None, help="address to listen on (default 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="TCP port (default 8042)"),
+    workers: int | None = typer.Option(
+        None, help="server processes on the port (default 1); each opens the archive itself"
+    ),
     demo: bool = typer.Option(
         False, "--demo", help="add sample studies (a 1,000-frame JPEG-LS CT, an RGB US cine, pydicom test files) once"
     ),
-    cors_origin: list[str] = typer.Option(
-        [], "--cors-origin", help="allow browser viewers from this origin (repeatable; '*' for any). Default: CORS off"
+    cors_origin: list[str] | None = typer.Option(
+        None, "--cors-origin", help="allow browser viewers from this origin (repeatable; '*' for any). Default: CORS off"
     ),
-    max_upload_mb: int = typer.Option(4096, help="largest STOW-RS request body, in MB"),
-    public_url: str = typer.Option(
-        "", help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"
+    max_upload_mb: int | None = typer.Option(None, help="largest STOW-RS request body, in MB (default 4096)"),
+    public_url: str | None = typer.Option(
+        None, help="public root (e.g. https://pacs.example behind a proxy) for RetrieveURL/BulkDataURI"
     ),
-    cache_mb: int = typer.Option(
-        64, help="frame cache budget in MB, encoded and decoded frames together (a quarter of it for encoded)"
+    cache_mb: int | None = typer.Option(
+        None, help="frame cache budget in MB per process, encoded and decoded frames together (a quarter of it for "
+        "encoded; default 64)"
     ),
-    log_level: str = typer.Option("warning", help="uvicorn log level"),
+    log_level: str | None = typer.Option(None, help="uvicorn log level (default warning)"),
     compress_policy: Path | None = typer.Option(
         None,
         "--compress-policy",
@@ -106,40 +206,61 @@ def serve(
     ),
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
-    with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics."""
+    with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics.
+
+    The archive is a folder, or what a --config file describes (a PostgreSQL or SQLite
+    catalog, folder or S3 storage). Every flag given overrides the config's [server]
+    value. Any number of serve processes, on this host or others, may share one
+    configured catalog and storage: they behave as one archive.
+    """
     import uvicorn
 
-    from ..archive import Archive
-    from ..cache import FrameCache, set_default_cache, tune_malloc
-    from ..web import create_app
+    from ..config import ServerSettings, load_config
     from ..web.app import UVICORN_OPTIONS
-    from ..web.common import ServerConfig
 
     console = Console(stderr=True)
-    # Frames are 0.1-2 MB buffers allocated and freed on every request by a pool of
-    # threads: keep glibc from hoarding them, so RSS stays at the cache budget.
-    tune_malloc()
-    # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
-    # cache gets a fixed share rather than the library default (5% of RAM).
-    set_default_cache(FrameCache(max(cache_mb, 1) << 20))
-    archive = Archive(archive_dir)
-    worker = None
-    if compress_policy is not None:
-        from ..policy import PolicyWorker, load_policy
-
-        policy = load_policy(compress_policy)
-        if policy.rules:
-            worker = PolicyWorker(archive, policy).start()
-            console.print(f"compression policy {compress_policy}: {len(policy.rules)} rules")
-    if demo:
-        fill_demo(archive, console)
-    counts = archive.catalog.counts()
-    config = ServerConfig(cors_origins=tuple(cors_origin), max_upload_bytes=max_upload_mb << 20, public_url=public_url or None)
-    app = create_app(archive, config)
-    console.print(banner(archive.root, counts, host, port, cors_origin), highlight=False, markup=False,
-                  soft_wrap=True)
+    settings = ServerSettings()
+    if config is not None:
+        if archive_dir is not None:
+            raise typer.BadParameter("give an archive folder or --config, not both")
+        settings = load_config(config).server
+    policy = compress_policy or settings.compress_policy
+    options = ServeOptions(
+        config=None if config is None else str(config.resolve()),
+        archive_dir=None if config is not None else str(archive_dir or Path("archive")),
+        cache_mb=cache_mb if cache_mb is not None else settings.cache_mb,
+        max_upload_mb=max_upload_mb if max_upload_mb is not None else settings.max_upload_mb,
+        cors_origins=tuple(cors_origin) if cors_origin else settings.cors_origins,
+        public_url=public_url if public_url is not None else settings.public_url,
+        compress_policy=None if policy is None else str(policy),
+    )
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
+    workers = workers if workers is not None else settings.workers
+    log_level = log_level if log_level is not None else settings.log_level
+    if workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    where = str(config) if config is not None else None
+    if workers == 1:
+        app, archive, worker = build_app(options, console)
+    else:
+        # Each worker process builds its own app; this one only prepares and reports.
+        app, worker = None, None
+        archive = open_served_archive(options)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30, **UVICORN_OPTIONS)
+        if demo:
+            fill_demo(archive, console)
+        counts = archive.catalog.counts()
+        console.print(banner(archive.root, counts, host, port, options.cors_origins, where=where, workers=workers),
+                      highlight=False, markup=False, soft_wrap=True)
+        run_options: dict[str, Any] = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=30,
+                                           **UVICORN_OPTIONS)
+        if app is not None:
+            uvicorn.run(app, **run_options)
+        else:
+            archive.close()
+            os.environ[SERVE_ENV] = options.to_env()
+            uvicorn.run(f"{__name__}:create_app_from_env", factory=True, workers=workers, **run_options)
     finally:
         if worker is not None:
             worker.stop(drain=False)  # queued instances just stay as stored

@@ -143,6 +143,11 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 async def _missing_blob(request: Request, exc: Exception) -> Response:
     log.error("blob missing for %s: %s", request.url.path, exc)
+    sop = request.path_params.get("instance")
+    if sop:
+        # Another process may have moved it (compression, lifecycle): the next request
+        # reads the record from the catalog again instead of this process's memo.
+        context(request).archive.forget(sop)
     return error(500, f"the archive lost the bytes of this object ({exc}); re-import it")
 
 

@@ -1,0 +1,429 @@
+"""The archive configuration file (``--config archive.toml``) and the archive it describes.
+
+Without a configuration file dcmstream archives into one folder (SQLite catalog +
+``objects/``). A configuration file describes a scale-out archive instead: a catalog
+database (SQLite or PostgreSQL), one or more blob stores (folders or S3 buckets) in
+tier order, lifecycle rules between them, and the server's settings::
+
+    [archive]
+    root = "/srv/dcmstream"        # local folder: staging files (optional)
+    [catalog]
+    url = "postgresql://dcm@db.example:5432/dcmstream"   # or sqlite:////path/catalog.sqlite
+    [storage.hot]                  # the first [storage.*] table: new instances go here
+    url = "file:///srv/dcmstream"  # blobs in its objects/, staging files in its tmp/
+    price_per_gb_month = 0.10      # optional, for cost estimates
+    [storage.cold]
+    url = "s3://bucket/prefix"
+    endpoint_url = "http://127.0.0.1:9000"   # credentials: the AWS_* environment variables
+    [[lifecycle]]
+    from = "hot"
+    to = "cold"
+    after_days_without_access = 30           # and/or after_days_since_ingest
+    [server]
+    host = "127.0.0.1"
+    port = 8042
+    workers = 4
+
+:func:`load_config` reads and checks a file (an unknown key, a wrong type, a URL of an
+unknown scheme or a credential written into the file is a :class:`ConfigError` naming
+the key and the file); :func:`open_archive` builds the :class:`~dcmstream.archive.Archive`
+it describes. Every server process and every host opening the same file shares one
+archive: the catalog database and the blob stores are the shared state, nothing else is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from .archive.lifecycle import LifecycleRule  # the engine's rule: the config only reads it
+from .errors import DcmstreamError
+
+if TYPE_CHECKING:
+    from .archive import Archive, BlobStore, Catalog
+    from .cache import FrameCache
+
+__all__ = [
+    "ConfigError",
+    "ArchiveConfig",
+    "StorageConfig",
+    "LifecycleRule",
+    "ServerSettings",
+    "load_config",
+    "parse_config",
+    "open_archive",
+    "open_catalog",
+    "open_store",
+    "CONFIG_ENV",
+]
+
+#: The environment variable through which a server passes its configuration file to its
+#: worker processes (``[server] workers > 1``).
+CONFIG_ENV = "DCMSTREAM_CONFIG"
+
+_CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
+_STORAGE_SCHEMES = ("file", "s3")
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+#: Keys that would put a secret into the file: credentials come from the environment.
+_CREDENTIAL_KEYS = frozenset(
+    {"aws_secret_access_key", "aws_access_key_id", "aws_session_token", "secret_access_key",
+     "access_key_id", "secret_key", "access_key", "session_token", "password", "secret"}
+)
+
+
+class ConfigError(DcmstreamError, ValueError):
+    """The configuration file is missing, not TOML, or has an unknown or invalid key."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """One ``[storage.NAME]`` table: a blob store (a tier). ``options`` are the store's
+    own settings (for S3: ``endpoint_url``, ``region``, ...), already checked."""
+
+    name: str
+    url: str
+    price_per_gb_month: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.url).scheme
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` table; ``dcmstream serve``'s flags override each value."""
+
+    host: str = "127.0.0.1"
+    port: int = 8042
+    workers: int = 1
+    cache_mb: int = 64
+    max_upload_mb: int = 4096
+    cors_origins: tuple[str, ...] = ()
+    public_url: str | None = None
+    compress_policy: Path | None = None
+    log_level: str = "warning"
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """A whole configuration file, checked. ``storages`` are in file order: the tiers,
+    the first one hot (new instances are written to it)."""
+
+    path: Path | None
+    catalog_url: str
+    storages: tuple[StorageConfig, ...]
+    lifecycle: tuple[LifecycleRule, ...] = ()
+    server: ServerSettings = ServerSettings()
+    root: Path | None = None
+    #: Staging files older than this (seconds) are swept when the archive opens.
+    staging_max_age: float = 3600.0
+
+    @property
+    def hot(self) -> StorageConfig:
+        return self.storages[0]
+
+    def storage(self, name: str) -> StorageConfig:
+        for s in self.storages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def local_root(self) -> Path:
+        """The archive's local folder (staging files, the demo marker): ``[archive] root``,
+        else the folder of the first ``file://`` store, else of a SQLite catalog, else a
+        folder under the system's temporary folder named after the catalog."""
+        if self.root is not None:
+            return self.root
+        for s in self.storages:
+            if s.scheme == "file":
+                return _file_path(s.url)
+        if self.catalog_url.startswith("sqlite:///"):
+            return Path(self.catalog_url[len("sqlite:///"):]).parent
+        digest = hashlib.sha256(self.catalog_url.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"dcmstream-{digest}"
+
+
+# -- parsing ----------------------------------------------------------------------------------
+class _Table:
+    """A TOML table being read: every key taken is checked, leftovers are errors."""
+
+    def __init__(self, data: Any, where: str, source: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: {where or 'the file'} must be a table")
+        self.data = dict(data)
+        self.where = where
+        self.source = source
+
+    def name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.name(key)} {message}")
+
+    def take(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"{self.source}: {'[' + self.where + '] ' if self.where else ''}needs a {key!r} key")
+            return default
+        value = self.data.pop(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # TOML integers are numbers too
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise self.fail(key, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, not {value!r}")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any = None) -> Any:
+        """A number that must be > 0 when given."""
+        if key not in self.data:
+            return default
+        value = self.take(key, kind)
+        if value <= 0:
+            raise self.fail(key, f"must be positive, not {value!r}")
+        return value
+
+    def done(self) -> None:
+        for key in self.data:
+            if key.lower() in _CREDENTIAL_KEYS:
+                raise ConfigError(
+                    f"{self.source}: {self.name(key)}: credentials do not belong in the configuration file; "
+                    "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment "
+                    "(PGPASSWORD or ~/.pgpass for the catalog database)"
+                )
+            raise ConfigError(f"{self.source}: unknown key {self.name(key)!r}")
+
+
+_KIND_NAMES: dict[type, str] = {
+    str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"
+}
+
+
+def _file_path(url: str) -> Path:
+    return Path(unquote(urlparse(url).path))
+
+
+def _relative_to(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _catalog_url(table: _Table, base: Path) -> str:
+    url = table.take("url", str, required=True)
+    scheme = urlparse(url).scheme.split("+", 1)[0]
+    if scheme not in _CATALOG_SCHEMES:
+        raise table.fail("url", f"{url!r}: expected sqlite:///PATH or postgresql://HOST/DATABASE")
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            raise table.fail("url", f"{url!r}: a SQLite catalog is sqlite:///PATH (relative to the file) "
+                                    "or sqlite:////ABSOLUTE/PATH")
+        return f"sqlite:///{_relative_to(base, url[len('sqlite:///'):])}"
+    return url
+
+
+_S3_OPTIONS: dict[str, tuple[type, bool]] = {
+    # key: (type, must be positive)
+    "endpoint_url": (str, False),
+    "region": (str, False),
+    "addressing_style": (str, False),
+    "staging_dir": (str, False),
+    "multipart_threshold_mb": (int, True),
+    "multipart_chunksize_mb": (int, True),
+    "max_concurrency": (int, True),
+}
+
+
+def _storage(name: str, table: _Table, base: Path) -> StorageConfig:
+    url = table.take("url", str, required=True)
+    parsed = urlparse(url)
+    if parsed.scheme not in _STORAGE_SCHEMES:
+        raise table.fail("url", f"{url!r}: expected file:///FOLDER or s3://BUCKET/PREFIX")
+    price = table.take("price_per_gb_month", float)
+    if price is not None and price < 0:
+        raise table.fail("price_per_gb_month", f"must not be negative, not {price!r}")
+    options: dict[str, Any] = {}
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise table.fail("url", f"{url!r}: expected file:///ABSOLUTE/FOLDER")
+        fsync = table.take("fsync", bool)
+        if fsync is not None:
+            options["fsync"] = fsync
+    else:
+        if not parsed.netloc:
+            raise table.fail("url", f"{url!r}: expected s3://BUCKET/PREFIX")
+        for key, (kind, positive) in _S3_OPTIONS.items():
+            value = table.positive(key, kind) if positive else table.take(key, kind)
+            if value is not None:
+                options[key] = value
+        if "endpoint_url" in options and urlparse(options["endpoint_url"]).scheme not in ("http", "https"):
+            raise table.fail("endpoint_url", f"{options['endpoint_url']!r}: expected http(s)://HOST[:PORT]")
+        if "staging_dir" in options:
+            options["staging_dir"] = str(_relative_to(base, options["staging_dir"]))
+    table.done()
+    return StorageConfig(name, url, price, options)
+
+
+def _lifecycle(table: _Table, names: set[str]) -> LifecycleRule:
+    source = table.take("from", str, required=True)
+    target = table.take("to", str, required=True)
+    for key, value in (("from", source), ("to", target)):
+        if value not in names:
+            raise table.fail(key, f"names no [storage.{value}] table (have: {', '.join(sorted(names))})")
+    if source == target:
+        raise table.fail("to", "must name another storage than 'from'")
+    idle = table.positive("after_days_without_access", float)
+    age = table.positive("after_days_since_ingest", float)
+    table.done()
+    if idle is None and age is None:
+        raise ConfigError(f"{table.source}: {table.where} needs after_days_without_access and/or after_days_since_ingest")
+    return LifecycleRule(source, target, idle, age)
+
+
+def _server(table: _Table, base: Path) -> ServerSettings:
+    defaults = ServerSettings()
+    port = table.positive("port", int, defaults.port)
+    if port > 65535:
+        raise table.fail("port", f"must be a TCP port (1-65535), not {port}")
+    origins = table.take("cors_origins", list, [])
+    if not all(isinstance(o, str) for o in origins):
+        raise table.fail("cors_origins", "must be a list of strings")
+    policy = table.take("compress_policy", str)
+    log_level = table.take("log_level", str, defaults.log_level).lower()
+    if log_level not in _LOG_LEVELS:
+        raise table.fail("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    public_url = table.take("public_url", str)
+    settings = ServerSettings(
+        host=table.take("host", str, defaults.host),
+        port=port,
+        workers=table.positive("workers", int, defaults.workers),
+        cache_mb=table.positive("cache_mb", int, defaults.cache_mb),
+        max_upload_mb=table.positive("max_upload_mb", int, defaults.max_upload_mb),
+        cors_origins=tuple(origins),
+        public_url=public_url or None,
+        compress_policy=None if policy is None else _relative_to(base, policy),
+        log_level=log_level,
+    )
+    table.done()
+    return settings
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Path | None = None) -> ArchiveConfig:
+    """Check a parsed TOML document; ``base`` is the folder relative paths start from."""
+    base = (base or Path.cwd()).resolve()
+    top = _Table(data, "", source)
+    archive = _Table(top.take("archive", dict, {}), "archive", source)
+    root_text = archive.take("root", str)
+    staging_max_age = archive.positive("staging_max_age_seconds", float, 3600.0)
+    archive.done()
+    catalog = _Table(top.take("catalog", dict, required=True), "catalog", source)
+    catalog_url = _catalog_url(catalog, base)
+    catalog.done()
+    storage_tables = top.take("storage", dict, required=True)
+    if not storage_tables:
+        raise ConfigError(f"{source}: needs at least one [storage.NAME] table")
+    storages = tuple(
+        _storage(name, _Table(table, f"storage.{name}", source), base) for name, table in storage_tables.items()
+    )
+    rules_data = top.take("lifecycle", list, [])
+    names = {s.name for s in storages}
+    rules = tuple(
+        _lifecycle(_Table(rule, f"lifecycle[{i}]", source), names) for i, rule in enumerate(rules_data)
+    )
+    server = _server(_Table(top.take("server", dict, {}), "server", source), base)
+    top.done()
+    return ArchiveConfig(
+        path=None,
+        catalog_url=catalog_url,
+        storages=storages,
+        lifecycle=rules,
+        server=server,
+        root=None if root_text is None else _relative_to(base, root_text),
+        staging_max_age=staging_max_age,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> ArchiveConfig:
+    """Read and check a configuration file (relative paths in it are relative to it)."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = parse_config(data, source=str(path), base=path.parent)
+    return ArchiveConfig(
+        path=path,
+        catalog_url=config.catalog_url,
+        storages=config.storages,
+        lifecycle=config.lifecycle,
+        server=config.server,
+        root=config.root,
+        staging_max_age=config.staging_max_age,
+    )
+
+
+# -- building ---------------------------------------------------------------------------------
+def open_catalog(config: ArchiveConfig) -> Catalog:
+    """The catalog database of ``config`` (schema created or migrated on open)."""
+    from .archive import SQLCatalog, SQLiteCatalog
+
+    if config.catalog_url.startswith("sqlite:///"):
+        path = Path(config.catalog_url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteCatalog(path)
+    return SQLCatalog(config.catalog_url)
+
+
+def open_store(storage: StorageConfig) -> BlobStore:
+    """The blob store of one ``[storage.NAME]`` table."""
+    from .archive import FilesystemBlobStore, S3BlobStore
+
+    options = dict(storage.options)
+    if storage.scheme == "file":
+        return FilesystemBlobStore(_file_path(storage.url), fsync=bool(options.get("fsync", True)))
+    mib = 1 << 20
+    kwargs: dict[str, Any] = {
+        "endpoint_url": options.get("endpoint_url"),
+        "region_name": options.get("region"),
+        "addressing_style": options.get("addressing_style"),
+        "staging_dir": options.get("staging_dir"),
+        # The archive sweeps every store's staging files when it opens (its age limit).
+        "clean_staging_older_than": None,
+    }
+    if "multipart_threshold_mb" in options:
+        kwargs["multipart_threshold"] = options["multipart_threshold_mb"] * mib
+    if "multipart_chunksize_mb" in options:
+        kwargs["multipart_chunksize"] = options["multipart_chunksize_mb"] * mib
+    if "max_concurrency" in options:
+        kwargs["max_concurrency"] = options["max_concurrency"]
+    return S3BlobStore.from_url(storage.url, **kwargs)
+
+
+def open_archive(config: ArchiveConfig, *, cache: FrameCache | None | bool = None) -> Archive:
+    """The :class:`~dcmstream.archive.Archive` a configuration describes: its catalog, its
+    first storage as the store new instances go to, the others as further tiers."""
+    from .archive import Archive
+
+    stores = {s.name: open_store(s) for s in config.storages}
+    catalog = open_catalog(config)
+    try:
+        return Archive(
+            config.local_root(),
+            catalog=catalog,
+            tiers=stores,  # in file order: the first is hot, where new instances go
+            tier_prices={s.name: s.price_per_gb_month for s in config.storages if s.price_per_gb_month is not None},
+            cache=cache,
+            staging_max_age=config.staging_max_age,
+        )
+    except BaseException:
+        catalog.close()
+        raise

@@ -1,0 +1,148 @@
+"""The --config file: parsing, checking (every mistake names the key and the file), and the
+archive it opens; ``dcmstream import --config`` and ``serve --config`` read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dcmstream import DcmstreamError
+from dcmstream.archive import FilesystemBlobStore, S3BlobStore, SQLiteCatalog
+from dcmstream.cli.main import app
+from dcmstream.config import ConfigError, LifecycleRule, load_config, open_archive
+
+ISSUE_EXAMPLE = """
+[catalog]
+url = "postgresql://user:pass@127.0.0.1:5432/dcmstream"
+[storage.hot]
+url = "file:///srv/dcmstream/objects"
+[storage.cold]
+url = "s3://bucket/prefix"
+endpoint_url = "http://127.0.0.1:9000"
+price_per_gb_month = 0.004
+[[lifecycle]]
+from = "hot"
+to = "cold"
+after_days_without_access = 30
+[server]
+host = "127.0.0.1"
+port = 8042
+workers = 4
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "archive.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_issue_example_parses(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, ISSUE_EXAMPLE))
+    assert config.catalog_url == "postgresql://user:pass@127.0.0.1:5432/dcmstream"
+    assert [s.name for s in config.storages] == ["hot", "cold"]  # file order: the tiers
+    assert config.hot.name == "hot" and config.hot.scheme == "file"
+    cold = config.storage("cold")
+    assert cold.options == {"endpoint_url": "http://127.0.0.1:9000"} and cold.price_per_gb_month == 0.004
+    assert config.lifecycle == (LifecycleRule("hot", "cold", after_days_without_access=30.0),)
+    assert (config.server.host, config.server.port, config.server.workers) == ("127.0.0.1", 8042, 4)
+    assert config.local_root() == Path("/srv/dcmstream/objects")
+
+
+def test_relative_paths_start_at_the_file(tmp_path: Path) -> None:
+    text = '[catalog]\nurl = "sqlite:///db/catalog.sqlite"\n[storage.s3]\nurl = "s3://b"\n' \
+           '[archive]\nroot = "local"\n[server]\ncompress_policy = "policy.toml"\ncors_origins = ["*"]\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.catalog_url == f"sqlite:///{tmp_path}/db/catalog.sqlite"
+    assert config.root == tmp_path / "local" and config.local_root() == tmp_path / "local"
+    assert config.server.compress_policy == tmp_path / "policy.toml" and config.server.cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ISSUE_EXAMPLE + "colour = 1\n", "unknown key 'server.colour'"),
+        (ISSUE_EXAMPLE.replace("[server]", "[serveur]"), "unknown key 'serveur'"),
+        (ISSUE_EXAMPLE.replace("price_per_gb_month", "price"), "unknown key 'storage.cold.price'"),
+        (ISSUE_EXAMPLE.replace("after_days_without_access", "after_days"), "unknown key 'lifecycle[0].after_days'"),
+        (ISSUE_EXAMPLE + "[archive]\nrooot = 'x'\n", "unknown key 'archive.rooot'"),
+        (ISSUE_EXAMPLE.replace('endpoint_url = "http://127.0.0.1:9000"', 'aws_secret_access_key = "x"'),
+         "storage.cold.aws_secret_access_key: credentials do not belong in the configuration file; set AWS_"),
+        (ISSUE_EXAMPLE.replace("postgresql://", "mysql://"), "catalog.url 'mysql://"),
+        (ISSUE_EXAMPLE.replace("s3://bucket/prefix", "gs://bucket"), "storage.cold.url 'gs://bucket': expected"),
+        (ISSUE_EXAMPLE.replace("file:///srv", "file://srv"), "storage.hot.url 'file://srv/dcmstream/objects'"),
+        (ISSUE_EXAMPLE.replace("workers = 4", "workers = 0"), "server.workers must be positive, not 0"),
+        (ISSUE_EXAMPLE.replace("port = 8042", 'port = "8042"'), "server.port must be an integer, not '8042'"),
+        (ISSUE_EXAMPLE.replace("port = 8042", "port = 70000"), "server.port must be a TCP port"),
+        (ISSUE_EXAMPLE.replace("= 30", "= -1"), "lifecycle[0].after_days_without_access must be positive"),
+        (ISSUE_EXAMPLE.replace('to = "cold"', 'to = "glacier"'), "lifecycle[0].to names no [storage.glacier]"),
+        (ISSUE_EXAMPLE.replace('to = "cold"', 'to = "hot"'), "lifecycle[0].to must name another storage"),
+        (ISSUE_EXAMPLE.replace("after_days_without_access = 30", ""), "needs after_days_without_access and/or"),
+        (ISSUE_EXAMPLE.replace("[catalog]", "[katalog]"), "needs a 'catalog' key"),
+        ("[catalog]\nurl = 'sqlite:///c.sqlite'\n", "needs a 'storage' key"),
+        ("[catalog\n", "not valid TOML"),
+    ],
+    ids=lambda v: v if len(v) < 60 and "\n" not in v else "",
+)
+def test_mistakes_name_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert isinstance(info.value, DcmstreamError) and isinstance(info.value, ValueError)
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_open_archive_on_sqlite_and_a_folder(tmp_path: Path, testfile) -> None:
+    path = _write(tmp_path, '[catalog]\nurl = "sqlite:///cat/catalog.sqlite"\n'
+                            f'[storage.hot]\nurl = "file://{tmp_path}/store"\nfsync = false\n')
+    with open_archive(load_config(path), cache=False) as archive:
+        assert isinstance(archive.catalog, SQLiteCatalog) and isinstance(archive.blobs, FilesystemBlobStore)
+        assert archive.blobs.root == tmp_path / "store" and archive.root == tmp_path / "store"
+        result = archive.ingest_file(testfile("CT_small.dcm"))
+        assert result.status == "stored"
+    assert (tmp_path / "cat" / "catalog.sqlite").is_file()
+    assert len(list((tmp_path / "store" / "objects").rglob("*.dcm"))) == 1
+    # a second opening (another process, say) sees the same archive
+    with open_archive(load_config(path), cache=False) as again:
+        assert again.catalog.counts()["instances"] == 1
+
+
+def test_open_archive_builds_s3_stores(tmp_path: Path, monkeypatch) -> None:
+    from dcmstream.config import open_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    text = ('[catalog]\nurl = "sqlite:///c.sqlite"\n[storage.cold]\nurl = "s3://bucket/some/prefix"\n'
+            'endpoint_url = "http://127.0.0.1:9"\nregion = "eu-west-1"\nmultipart_threshold_mb = 32\n'
+            'multipart_chunksize_mb = 8\nstaging_dir = "staging"\n')
+    store = open_store(load_config(_write(tmp_path, text)).hot)  # no request is made
+    assert isinstance(store, S3BlobStore)
+    assert (store.bucket, store.prefix, store.endpoint_url) == ("bucket", "some/prefix/", "http://127.0.0.1:9")
+    assert store.multipart_threshold == 32 << 20 and store.staging_dir == tmp_path / "staging"
+
+
+def test_import_with_config(tmp_path: Path, testfile) -> None:
+    path = _write(tmp_path, f'[catalog]\nurl = "sqlite:///catalog.sqlite"\n[storage.hot]\nurl = "file://{tmp_path}/objs"\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", testfile("CT_small.dcm"), testfile("MR_small.dcm"), "--config", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "2 instances" in result.output
+    both = runner.invoke(app, ["import", testfile("CT_small.dcm"), "--config", str(path), "--archive", str(tmp_path)])
+    assert both.exit_code != 0 and "not both" in both.output
+    bad = _write(tmp_path, "[catalog]\nurl = 'sqlite:///c.sqlite'\n[storage.x]\nurl = 'file:///tmp/x'\nsize = 1\n")
+    result = runner.invoke(app, ["import", testfile("CT_small.dcm"), "--config", str(bad)])
+    assert result.exit_code == 1 and "unknown key 'storage.x.size'" in result.output
+
+
+def test_serve_help_names_config_and_overrides() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--config" in text and "--workers" in text and "overrides the config's [server] value" in text
