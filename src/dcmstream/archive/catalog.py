@@ -211,7 +211,14 @@ class Catalog(ABC):
 
     @abstractmethod
     def version(self, study_uid: str, series_uid: str | None = None) -> tuple[int, int]:
-        """(instance count, last ingest sequence) of a study or series: changes on every add."""
+        """(instance count, newest row revision) of a study or series: changes on every add,
+        remove, blob swap (:meth:`replace_blob`) and tier move (:meth:`switch_move`), made
+        by any process, so caches keyed by it never serve a stale answer.
+
+        Every writing transaction stamps the row it adds or changes with the next value of a
+        catalog-wide counter, handed out in commit order; a remove lowers the count. A
+        state after removes only is a subset of an earlier one with the same newest row, so
+        equal versions mean equal rows. Access times (:meth:`touch`) are no change."""
 
     @abstractmethod
     def search(self, query: Query) -> SearchResult:
@@ -348,7 +355,18 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         SAColumn("ingested_at", Float, nullable=False),
         SAColumn("tier", _text(64), index=True),
         SAColumn("last_access", Float),
+        # The catalog_revision value of the transaction that last added or changed the row
+        # (0: unchanged since before migration 0004); see Catalog.version.
+        SAColumn("revision", BigInteger, nullable=False, server_default="0"),
         Index("ix_instances_series_number", "series_uid", "instance_number"),
+    )
+    # One row (id 1): the catalog-wide change counter, taken by every transaction that adds
+    # or changes an instance row (SQLCatalog._stamp).
+    Table(
+        "catalog_revision",
+        metadata,
+        SAColumn("id", Integer, primary_key=True, autoincrement=False),
+        SAColumn("value", BigInteger, nullable=False),
     )
     # The journal of tier moves in progress (see archive/lifecycle.py): a row exists from
     # before the first byte is copied until the old copy is deleted, so a run killed at
@@ -450,6 +468,7 @@ class SQLCatalog(Catalog):
         self._schema = MetaData()
         self.studies, self.series, self.instances_table = _make_tables(self._schema)
         self.moves_table = self._schema.tables["blob_moves"]
+        self.revision_table = self._schema.tables["catalog_revision"]
         self._level_tables = {"study": self.studies, "series": self.series, "instance": self.instances_table}
         # SQLite has one writer at a time anyway (and ":memory:" shares one connection):
         # serialize this process's writers here rather than in the busy-wait.
@@ -576,7 +595,19 @@ class SQLCatalog(Catalog):
             # Another writer committed this instance while we waited: roll back the study
             # or series rows this transaction may have created for it.
             raise _AlreadyStored
+        self._stamp(conn, record.sop_uid)
         return True
+
+    def _stamp(self, conn: Connection, sop_uid: str) -> None:
+        """Give the instance row this transaction added or changed the next catalog revision
+        (what :meth:`version` reports). The last statements of the transaction: the counter
+        row's lock is held only until the commit, and its holder never waits for another
+        lock (the instance row is already its own), so values are handed out in commit order
+        and no deadlock can involve the counter."""
+        counter, ins = self.revision_table, self.instances_table
+        bump = counter.update().where(counter.c.id == 1).values(value=counter.c.value + 1)
+        value = conn.execute(bump.returning(counter.c.value)).scalar_one()
+        conn.execute(ins.update().where(ins.c.sop_uid == sop_uid).values(revision=value))
 
     def remove(self, sop_uid: str) -> InstanceRecord | None:
         record = self.get(sop_uid)
@@ -629,7 +660,10 @@ class SQLCatalog(Catalog):
                     tier=record.tier,
                 )
             )
-            return res.rowcount == 1
+            if res.rowcount != 1:
+                return False
+            self._stamp(conn, sop_uid)
+            return True
 
         return bool(self._write(f"replace the blob of {sop_uid}", work))
 
@@ -705,6 +739,7 @@ class SQLCatalog(Catalog):
             res = conn.execute(cas.values(blob_key=new_key, tier=new_tier))
             if res.rowcount != 1:
                 raise _Rollback  # the row changed meanwhile: the journal row stays "copying"
+            self._stamp(conn, sop_uid)
             return True
 
         try:
@@ -793,7 +828,7 @@ class SQLCatalog(Catalog):
 
     def version(self, study_uid: str, series_uid: str | None = None) -> tuple[int, int]:
         ins = self.instances_table
-        stmt = select(func.count(ins.c.seq), func.max(ins.c.seq)).where(self._scope(study_uid, series_uid))
+        stmt = select(func.count(ins.c.seq), func.max(ins.c.revision)).where(self._scope(study_uid, series_uid))
         with self.engine.connect() as conn:
             count, last = conn.execute(stmt).one()
         return int(count or 0), int(last or 0)
