@@ -56,7 +56,7 @@ from sqlalchemy.sql import FromClause
 from sqlalchemy.types import TypeEngine
 
 from .. import dicomjson
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError, MissingDependencyError
 from .attributes import COLUMNS_BY_KEYWORD, COLUMNS_BY_LEVEL, LEVELS, Column
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "SearchResult",
     "CatalogConflictError",
     "CatalogUnavailableError",
+    "CatalogFeatureError",
     "QueryError",
     "normalize_url",
     "schema_metadata",
@@ -86,6 +87,10 @@ class CatalogConflictError(DcmstreamError, ValueError):
 
 class CatalogUnavailableError(DcmstreamError, RuntimeError):
     """The database kept refusing a write (locked, deadlocked, unreachable) after retries; 503 on the web."""
+
+
+class CatalogFeatureError(DcmstreamError, NotImplementedError):
+    """This catalog backend lacks an optional feature (blob swaps, tiers, the move journal)."""
 
 
 class QueryError(DcmstreamError, ValueError):
@@ -236,18 +241,18 @@ class Catalog(ABC):
         """Point an instance at a new blob (transfer syntax, size, DICOM JSON, frame index,
         pixel description) in one transaction, only if it still points at ``old_blob_key``;
         returns whether the row was updated. Used by the compression policy."""
-        raise NotImplementedError(f"{type(self).__name__} cannot replace blobs")
+        raise CatalogFeatureError(f"{type(self).__name__} cannot replace blobs")
 
     # -- tiers, access times and the move journal (optional: storage tiers need them) --------
     def touch(self, accesses: Mapping[str, float]) -> int:
         """Set ``last_access = max(last_access, t)`` for each ``sop_uid -> t``, in one
         transaction; returns the number of UPDATE statements it took (rows sharing a
         time share one). Called by :class:`~.access.AccessTracker` in batches."""
-        raise NotImplementedError(f"{type(self).__name__} does not track access")
+        raise CatalogFeatureError(f"{type(self).__name__} does not track access")
 
     def tier_totals(self) -> dict[str | None, tuple[int, int]]:
         """(instances, bytes) per stored tier value (None: the first tier), one GROUP BY."""
-        raise NotImplementedError(f"{type(self).__name__} has no tiers")
+        raise CatalogFeatureError(f"{type(self).__name__} has no tiers")
 
     def tier_candidates(
         self,
@@ -261,30 +266,30 @@ class Catalog(ABC):
         """Records in ``tier`` (None: the first tier) last read (or, never read, stored)
         before ``accessed_before`` and stored before ``ingested_before`` (each condition
         only when given), in SOP Instance UID order after ``after_sop``: one page."""
-        raise NotImplementedError(f"{type(self).__name__} has no tiers")
+        raise CatalogFeatureError(f"{type(self).__name__} has no tiers")
 
     def begin_move(self, sop_uid: str, source_tier: str, source_key: str, target_tier: str, target_key: str) -> int:
         """Journal a tier move (state ``"copying"``) before any byte is copied; its id."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def switch_move(self, move_id: int, sop_uid: str, source_key: str, new_tier: str | None, new_key: str) -> bool:
         """In one transaction: the move ``"copying"`` -> ``"switched"`` and the row's blob key
         and tier to the new copy, only if the move is still ``"copying"`` (no recovery took it
         over) and the row still points at ``source_key`` (compare and swap). False: nothing
         changed."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def abandon_move(self, move_id: int) -> bool:
         """Mark a ``"copying"`` move ``"abandoned"`` (its switch can no longer happen)."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def end_move(self, move_id: int) -> None:
         """Delete a journal row: the move is finished or cleaned up."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def pending_moves(self) -> list[BlobMove]:
         """Every journal row (moves in progress, or left by a killed run), oldest first."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def close(self) -> None:  # noqa: B027 - optional hook: a catalog without connections has nothing to release
         """Release connections."""
@@ -491,7 +496,7 @@ class SQLCatalog(Catalog):
             return create_engine(url, **kwargs)
         except ModuleNotFoundError as exc:
             if exc.name == "psycopg":
-                raise ImportError("a PostgreSQL catalog needs psycopg 3: pip install 'dcmstream[postgres]'") from exc
+                raise MissingDependencyError("a PostgreSQL catalog needs psycopg 3: pip install 'dcmstream[postgres]'") from exc
             raise
 
     @property
@@ -526,7 +531,7 @@ class SQLCatalog(Catalog):
         moment ago by another process.
         """
         if record.dataset_json is None:
-            raise ValueError("InstanceRecord.dataset_json is required to add an instance")
+            raise InvalidArgumentError(f"add {record.sop_uid}: InstanceRecord.dataset_json is required to add an instance")
         summary = dicomjson.dumps(summarize(record.dataset_json))
         cols = dict(record.columns)
         for _ in range(_WRITE_ATTEMPTS):
@@ -641,7 +646,7 @@ class SQLCatalog(Catalog):
 
     def replace_blob(self, sop_uid: str, old_blob_key: str, record: InstanceRecord) -> bool:
         if record.dataset_json is None:
-            raise ValueError("InstanceRecord.dataset_json is required to replace a blob")
+            raise InvalidArgumentError(f"replace_blob {sop_uid}: InstanceRecord.dataset_json is required to replace a blob")
         ins = self.instances_table
         summary = dicomjson.dumps(summarize(record.dataset_json))
 

@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..cache.lru import LRU
-from ..errors import SourceError
+from ..errors import InvalidArgumentError, SourceError
 from ..io.ranged import READAHEAD, FetchStats, RangedSource
 from ..io.source import ByteSource
 from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, BlobStoreError, InvalidKeyError, sweep_staging, validate_key
@@ -93,9 +93,9 @@ class S3BlobStore(BlobStore):
         from botocore.config import Config
 
         if multipart_chunksize < _MIN_PART:
-            raise ValueError(f"multipart_chunksize must be at least {_MIN_PART} bytes (an S3 rule)")
+            raise InvalidArgumentError(f"multipart_chunksize must be at least {_MIN_PART} bytes (an S3 rule)")
         if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
+            raise InvalidArgumentError("max_concurrency must be >= 1")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         if self.prefix:
@@ -161,7 +161,7 @@ class S3BlobStore(BlobStore):
         """A store for ``s3://bucket/prefix`` (``options`` as for the constructor)."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
-            raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+            raise InvalidArgumentError(f"not an s3://bucket/prefix URL: {url!r}")
         return cls(parsed.netloc, parsed.path.lstrip("/"), **options)
 
     # -- keys and errors ---------------------------------------------------------------------
