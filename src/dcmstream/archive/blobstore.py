@@ -400,6 +400,9 @@ class FilesystemBlobStore(BlobStore):
             if not moved:
                 shutil.copyfile(src, tmp)
             size = tmp.stat().st_size
+            # The blob's time is when the store wrote it (modified()), not the incoming
+            # file's (a rename or link keeps that): sweeps spare a young blob in flight.
+            os.utime(tmp)
             with staging_lock(tmp):
                 if exclusive:
                     _link_exclusive(tmp, dest, key, fsync=self.fsync)
