@@ -137,7 +137,8 @@ class ArchiveConfig:
         for s in self.storages:
             if s.name == name:
                 return s
-        raise UnknownTierError(f"{self.path or 'the configuration'}: no [storage.{name}] table (have: {', '.join(s.name for s in self.storages)})")
+        have = ", ".join(s.name for s in self.storages)
+        raise UnknownTierError(f"{self.path or 'the configuration'}: no [storage.{name}] table (have: {have})")
 
     def local_root(self) -> Path:
         """The archive's local folder (staging files, the demo marker): ``[archive] root``,

@@ -14,14 +14,16 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── SourceError (also OSError)                 the byte source failed (I/O, closed)
     ├── InvalidArgumentError (also ValueError)     a public API called with a bad argument
     ├── MissingDependencyError (also ImportError)  an optional dependency is not installed
+    ├── FrameNumberError (also IndexError)         a frame number outside the instance's frames
     ├── InvalidValueError (also ValueError)   units.py             bad size or window text
     ├── CacheBudgetError (also ValueError)    cache/tier.py        item larger than budget
     ├── PoolFullError (also RuntimeError)     cache/pool.py        decode queue is full
     ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key
     │   ├── MissingBlobError                  archive/archive.py   a catalogued instance's bytes are gone (410)
     │   └── InstanceChangedError              archive/archive.py   bytes swapped while read (503: retry)
-    ├── BlobExistsError (also FileExistsError) archive/blobstore.py exclusive put: key taken
     ├── BlobStoreError (also OSError)         archive/blobstore.py the store failed (network)
+    │   └── BlobStoreConnectionError (also ConnectionError) archive/s3store.py no answer, 5xx: retried
+    ├── BlobExistsError (also FileExistsError) archive/blobstore.py exclusive put: key taken
     ├── InvalidKeyError (also ValueError)     archive/blobstore.py a key that could escape
     ├── InvalidUIDError (also ValueError)     archive/uids.py      not a DICOM UID (400)
     ├── CatalogConflictError (also ValueError) archive/catalog.py  contradicts the catalog
@@ -41,7 +43,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
     └── _TooLarge                             web/stow.py          internal: STOW body > limit
 
-The classes after MissingDependencyError live next to the code that raises them (they are part of
+The classes after FrameNumberError live next to the code that raises them (they are part of
 that package's API); this drawing is the one place that lists them all, and
 ``tests/test_errors.py`` fails when a new exception class is missing from it or from the
 tree.
@@ -61,6 +63,7 @@ __all__ = [
     "SourceError",
     "InvalidArgumentError",
     "MissingDependencyError",
+    "FrameNumberError",
 ]
 
 
@@ -106,3 +109,7 @@ class InvalidArgumentError(DcmstreamError, ValueError):
 class MissingDependencyError(DcmstreamError, ImportError):
     """An optional dependency a feature needs is not installed; the message says which
     package (``pip install 'dcmstream[extra]'``)."""
+
+
+class FrameNumberError(DcmstreamError, IndexError):
+    """A frame number outside the frames of an instance; the message gives the valid range."""

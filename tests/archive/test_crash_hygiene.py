@@ -148,7 +148,7 @@ def test_orphan_sweep_checks_every_tier_and_spares_journalled_moves(tmp_path: Pa
         hot.put_file(in_flight, old_file, move=True, exclusive=True)
         hours_ago = time.time() - 7200
         for store in (hot, cold):
-            for key in store.keys():
+            for key in store.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
                 if key != in_flight:
                     os.utime(store.objects / key, (hours_ago, hours_ago))
 

@@ -294,7 +294,6 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
     Each deletion is decided again right before it (row and journal read anew), so a row
     or a move that appeared during the listing keeps its blob.
     """
-    catalog = archive.catalog
     limit = time.time() - older_than
     removed = []
     for tier, store in archive.tiers.items():

@@ -49,7 +49,7 @@ from ..io.ranged import READAHEAD, FetchStats, RangedSource
 from ..io.source import ByteSource
 from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, BlobStoreError, InvalidKeyError, sweep_staging, validate_key
 
-__all__ = ["S3BlobStore"]
+__all__ = ["S3BlobStore", "BlobStoreConnectionError"]
 
 _MIB = 1 << 20
 _MIN_PART = 5 * _MIB  # S3: every part but the last is at least 5 MiB
@@ -65,6 +65,11 @@ def _status(exc: Any) -> int:
 
 def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class BlobStoreConnectionError(BlobStoreError, ConnectionError):
+    """The object store did not answer (connection refused or reset, timeout, 5xx, slow
+    down): a transient failure, which ranged reads retry (a ConnectionError)."""
 
 
 class S3BlobStore(BlobStore):
@@ -220,7 +225,7 @@ class S3BlobStore(BlobStore):
             except ClientError as exc:
                 status, code = _status(exc), _code(exc)
                 if status >= 500 or code in _TRANSIENT_CODES:
-                    raise ConnectionError(f"{code or status}: {exc}") from exc
+                    raise BlobStoreConnectionError(f"{code or status}: {exc}") from exc
                 if status in (404, 412, 416):
                     forget()  # the next open asks for the current size and ETag
                 if status == 412:
@@ -231,7 +236,7 @@ class S3BlobStore(BlobStore):
                     raise SourceError(f"{name}: bytes {start}-{end - 1} are past the object's end (truncated?)") from exc
                 raise SourceError(f"{name}: GetObject failed ({exc})") from exc
             except BotoCoreError as exc:  # connection refused/reset, timeouts
-                raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+                raise BlobStoreConnectionError(f"{type(exc).__name__}: {exc}") from exc
             body = response["Body"]
             try:
                 content_range = str(response.get("ContentRange", ""))
@@ -241,7 +246,7 @@ class S3BlobStore(BlobStore):
                 data: bytes = body.read(end - start + 1)
                 return data
             except BotoCoreError as exc:  # the connection broke inside the body
-                raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+                raise BlobStoreConnectionError(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 body.close()
 
