@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..archive import InstanceRecord
+from ..archive.archive import InstanceChangedError
 from ..dicomjson import resolve_bulk_uris
 from ..io.source import ByteSource
 from .common import DICOM_JSON, WebContext, base_url, context, find_instance, path_uid, require_json_accept, run
@@ -214,12 +215,19 @@ class OpenFrames:
         self.close = weakref.finalize(self, self.close)
 
 
-def open_frames(ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange], numbers: list[int]) -> OpenFrames:
+def open_frames(
+    ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange], numbers: list[int], *, eager: bool = True
+) -> OpenFrames:
     """Open the instance's blob where it is now (the record may be a memoised one that
     another process has moved or swapped since), negotiate, and check the frame numbers:
     404 without pixel data or for a frame past the end, 406, 410 when the bytes are gone.
-    Blocking (runs in the thread pool); the caller closes what it returns."""
-    current, source = ctx.archive.open_current(record)
+    Blocking (runs in the thread pool); the caller closes what it returns.
+
+    ``eager=False`` opens nothing yet: each read goes through the archive (a frame in
+    the cache costs no open; a moved blob is followed, a swapped one raises
+    :class:`InstanceChangedError` carrying the current record).
+    """
+    current, source = ctx.archive.open_current(record) if eager else (record, None)
     try:
         if current.pixel is None:
             raise HTTPException(404, f"instance {current.sop_uid} has no pixel data")
@@ -231,7 +239,8 @@ def open_frames(ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange
                 f'application/octet-stream (Explicit VR Little Endian) or transfer-syntax=* (as stored)',
             )
     except BaseException:
-        source.close()
+        if source is not None:
+            source.close()
         raise
     read, close, count = frame_reader(ctx, current, choice, source)
     bad = [n for n in numbers if n > count]
@@ -242,7 +251,17 @@ def open_frames(ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange
 
 
 def _first_frame(ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange], number: int) -> tuple[PixelChoice, bytes]:
-    """Open, negotiate and read one frame: a single-frame request in one thread hop."""
+    """Negotiate and read one frame: a single-frame request in one thread hop, with no
+    blob opened when the frame is in the cache. Bytes another process swapped since the
+    record was memoised: once more with the current record."""
+    try:
+        opened = open_frames(ctx, record, ranges, [number], eager=False)
+        try:
+            return opened.choice, opened.read(number - 1)
+        finally:
+            opened.close()
+    except InstanceChangedError as exc:
+        record = exc.current
     opened = open_frames(ctx, record, ranges, [number])
     try:
         return opened.choice, opened.read(number - 1)
