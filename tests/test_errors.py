@@ -56,3 +56,40 @@ def test_key_error_message_is_readable() -> None:
     # KeyError's own str() would be the quoted key alone.
     exc = BlobNotFoundError("ab/cd.dcm")
     assert str(exc) == "no blob under key 'ab/cd.dcm'" and exc.key == "ab/cd.dcm"
+
+
+# Packages whose every raise is typed (the rest of the tree is converted package by package).
+_TYPED = ("dcmstream.archive", "dcmstream.config", "dcmstream.policy")
+# Not errors of the project: "cannot happen" markers and the alembic command line's exit.
+_ALLOWED_BUILTINS = {"AssertionError", "SystemExit", "StopIteration", "KeyboardInterrupt"}
+
+
+def test_archive_config_and_policy_raise_only_typed_errors() -> None:
+    import ast
+    import builtins
+
+    names = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException)}
+    plain = []
+    for name in _modules():
+        if not name.startswith(_TYPED):
+            continue
+        module = importlib.import_module(name)
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(target, ast.Name) and target.id in names - _ALLOWED_BUILTINS:
+                    plain.append(f"{name}:{node.lineno} raise {target.id}")
+    assert plain == []
+
+
+def test_typed_errors_keep_their_builtin_bases(tmp_path) -> None:
+    from dcmstream.archive import Archive, FilesystemBlobStore
+    from dcmstream.archive.archive import MissingBlobError, UnknownTierError
+    from dcmstream.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError) as info:
+        Archive(tmp_path / "a", blobs=FilesystemBlobStore(tmp_path / "x"), tiers={"hot": FilesystemBlobStore(tmp_path / "y")})
+    assert isinstance(info.value, ValueError) and isinstance(info.value, dcmstream.DcmstreamError)
+    assert issubclass(UnknownTierError, KeyError) and issubclass(MissingBlobError, BlobNotFoundError)
+    assert str(UnknownTierError("no storage tier 'x'")) == "no storage tier 'x'"

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from .archive.archive import UnknownTierError
 from .archive.lifecycle import LifecycleRule  # the engine's rule: the config only reads it
 from .errors import DcmstreamError
 
@@ -131,10 +132,13 @@ class ArchiveConfig:
         return self.storages[0]
 
     def storage(self, name: str) -> StorageConfig:
+        """The ``[storage.NAME]`` table; :class:`~dcmstream.archive.archive.UnknownTierError`
+        (a KeyError) when there is none."""
         for s in self.storages:
             if s.name == name:
                 return s
-        raise KeyError(name)
+        have = ", ".join(s.name for s in self.storages)
+        raise UnknownTierError(f"{self.path or 'the configuration'}: no [storage.{name}] table (have: {have})")
 
     def local_root(self) -> Path:
         """The archive's local folder (staging files, the demo marker): ``[archive] root``,

@@ -12,29 +12,38 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── DecodeError (also ValueError)              a codec rejected one frame's bytes
     │   └── CharlsError             codecs/charls.py     CharLS returned an error code
     ├── SourceError (also OSError)                 the byte source failed (I/O, closed)
+    ├── InvalidArgumentError (also ValueError)     a public API called with a bad argument
+    ├── MissingDependencyError (also ImportError)  an optional dependency is not installed
+    ├── FrameNumberError (also IndexError)         a frame number outside the instance's frames
     ├── InvalidValueError (also ValueError)   units.py             bad size or window text
     ├── CacheBudgetError (also ValueError)    cache/tier.py        item larger than budget
     ├── PoolFullError (also RuntimeError)     cache/pool.py        decode queue is full
     ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key
-    ├── BlobExistsError (also FileExistsError) archive/blobstore.py exclusive put: key taken
+    │   ├── MissingBlobError                  archive/archive.py   a catalogued instance's bytes are gone (410)
+    │   └── InstanceChangedError              archive/archive.py   bytes swapped while read (503: retry)
     ├── BlobStoreError (also OSError)         archive/blobstore.py the store failed (network)
+    │   └── BlobStoreConnectionError (also ConnectionError) archive/s3store.py no answer, 5xx: retried
+    ├── BlobExistsError (also FileExistsError) archive/blobstore.py exclusive put: key taken
     ├── InvalidKeyError (also ValueError)     archive/blobstore.py a key that could escape
     ├── InvalidUIDError (also ValueError)     archive/uids.py      not a DICOM UID (400)
     ├── CatalogConflictError (also ValueError) archive/catalog.py  contradicts the catalog
     ├── QueryError (also ValueError)          archive/catalog.py   malformed query (400)
     ├── CatalogUnavailableError (also RuntimeError) archive/catalog.py database kept refusing a write
+    ├── CatalogFeatureError (also NotImplementedError) archive/catalog.py backend lacks an optional feature
+    ├── CatalogMigrationError (also RuntimeError) archive/migrations a broken schema history
     ├── _AlreadyStored                        archive/catalog.py   internal: a concurrent duplicate add
     ├── _Rollback                             archive/catalog.py   internal: a failed compare and swap
-    ├── UnknownTierError (also LookupError)   archive/archive.py   a row names an unconfigured tier
+    ├── UnknownTierError (also KeyError)      archive/archive.py   a row names an unconfigured tier
     ├── LifecycleError (also RuntimeError)    archive/lifecycle.py bad rule, or a move failed verification
     ├── ConfigError (also ValueError)         config.py            bad or unknown configuration key
+    ├── PolicyError (also ValueError)         policy.py            bad compression policy, or a bad transcode result
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
     ├── QaFailure                             compress/results.py  lossy frame missed QA
     ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
     └── _TooLarge                             web/stow.py          internal: STOW body > limit
 
-The classes after SourceError live next to the code that raises them (they are part of
+The classes after FrameNumberError live next to the code that raises them (they are part of
 that package's API); this drawing is the one place that lists them all, and
 ``tests/test_errors.py`` fails when a new exception class is missing from it or from the
 tree.
@@ -52,6 +61,9 @@ __all__ = [
     "UnsupportedTransferSyntaxError",
     "DecodeError",
     "SourceError",
+    "InvalidArgumentError",
+    "MissingDependencyError",
+    "FrameNumberError",
 ]
 
 
@@ -87,3 +99,17 @@ class DecodeError(DcmstreamError, ValueError):
 
 class SourceError(DcmstreamError, OSError):
     """Reading from the byte source failed."""
+
+
+class InvalidArgumentError(DcmstreamError, ValueError):
+    """A public function or class was given an argument it cannot work with (a caller's
+    mistake, not bad input data); the message names the argument."""
+
+
+class MissingDependencyError(DcmstreamError, ImportError):
+    """An optional dependency a feature needs is not installed; the message says which
+    package (``pip install 'dcmstream[extra]'``)."""
+
+
+class FrameNumberError(DcmstreamError, IndexError):
+    """A frame number outside the frames of an instance; the message gives the valid range."""

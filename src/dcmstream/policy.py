@@ -19,8 +19,9 @@ queue) transcodes its blob to a staging file with :func:`dcmstream.compress.tran
 when the result is written and smaller swaps it in. The order makes every crash safe:
 
 1. the new blob is put under a *new* key (``study/series/c<token>/sop.dcm``; temp file +
-   fsync + rename + fsync of the directory). A crash here leaves the old state intact plus
-   at most an unreferenced blob;
+   fsync + rename + fsync of the directory) in the instance's storage tier (where it was
+   read from: an instance a lifecycle rule moved to a cold tier is compressed there). A
+   crash here leaves the old state intact plus at most an unreferenced blob;
 2. its frame index is rebuilt from the stored new blob (``dcmstream.open``) and the
    catalog row (transfer syntax, blob key, size, DICOM JSON, frame index, pixel
    description) is updated in one transaction, only if the row still points to the old
@@ -51,14 +52,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .archive import Archive, IngestResult, InstanceRecord
+from .archive import Archive, BlobStore, IngestResult, InstanceRecord
 from .archive.ingest import instance_record
 from .compress import OutputOptions, TranscodeOptions, TranscodeResult, UnsupportedTarget, parse_target
 from .compress import transcode as compress_transcode
+from .errors import DcmstreamError
 
-__all__ = ["CompressionPolicy", "CompressionRule", "PolicyWorker", "load_policy"]
+__all__ = ["CompressionPolicy", "CompressionRule", "PolicyError", "PolicyWorker", "load_policy"]
 
 log = logging.getLogger(__name__)
+
+
+class PolicyError(DcmstreamError, ValueError):
+    """A compression policy that cannot be used (bad rule, lossy target, bad file), or a
+    transcode result that cannot replace the archived object."""
 
 _MODALITY_TAG = "00080060"
 
@@ -80,7 +87,7 @@ class CompressionRule:
         if self.transfer_syntaxes is not None:
             object.__setattr__(self, "transfer_syntaxes", frozenset(str(t).strip() for t in self.transfer_syntaxes))
         if int(self.min_bytes) < 0:
-            raise ValueError(f"min_bytes must be >= 0, not {self.min_bytes}")
+            raise PolicyError(f"min_bytes must be >= 0, not {self.min_bytes}")
 
     @property
     def lossy(self) -> bool:
@@ -124,7 +131,7 @@ class CompressionPolicy:
         if not self.allow_lossy:
             lossy = [r.target for r in self.rules if r.lossy]
             if lossy:
-                raise ValueError(f"lossy targets {lossy} are not allowed in a compression policy (allow_lossy=False)")
+                raise PolicyError(f"lossy targets {lossy} are not allowed in a compression policy (allow_lossy=False)")
 
     def match(self, instance: InstanceRecord | Mapping[str, Any]) -> str | None:
         """The target for an :class:`InstanceRecord` (with ``dataset_json`` or a
@@ -140,10 +147,10 @@ class CompressionPolicy:
         rules = []
         for i, item in enumerate(data.get("rules") or []):
             if not isinstance(item, Mapping) or "target" not in item:
-                raise ValueError(f"rule {i + 1}: expected a table with a 'target'")
+                raise PolicyError(f"rule {i + 1}: expected a table with a 'target'")
             unknown = set(item) - {"target", "modalities", "transfer_syntaxes", "min_bytes"}
             if unknown:
-                raise ValueError(f"rule {i + 1}: unknown keys {sorted(unknown)}")
+                raise PolicyError(f"rule {i + 1}: unknown keys {sorted(unknown)}")
 
             def as_set(value: Any) -> frozenset[str] | None:
                 if value is None:
@@ -172,11 +179,11 @@ def load_policy(path: str | os.PathLike[str]) -> CompressionPolicy:
     else:
         data = json.loads(text)
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: a compression policy is an object with 'rules'")
+        raise PolicyError(f"{path}: a compression policy is an object with 'rules'")
     try:
         return CompressionPolicy.from_dict(data)
     except UnsupportedTarget as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise PolicyError(f"{path}: {exc}") from exc
 
 
 #: A staging file is written only when the transcode wrote a result (never a copy of the input).
@@ -203,7 +210,7 @@ class PolicyWorker:
         transcode: Callable[..., TranscodeResult] | None = None,
     ) -> None:
         if policy is None or not policy.rules:
-            raise ValueError("PolicyWorker needs a policy with at least one rule")
+            raise PolicyError("PolicyWorker needs a policy with at least one rule")
         self.archive = archive
         self.policy = policy
         self.block = block
@@ -324,16 +331,19 @@ class PolicyWorker:
             return self._outcome("skipped", sop_uid, "no rule matches")
         if parse_target(target).lossy:
             return self._outcome("skipped", sop_uid, f"lossy target {target} never replaces an archived object")
-        out = archive.staging_path(".dcm")
+        # The record's own tier: read there, and the result is written there (an instance
+        # a lifecycle rule moved to a cold tier is compressed in the cold tier).
+        store = archive.store_of(record)
+        out = store.staging_path(".dcm")  # beside the store's blobs: the put is a rename
         local_copy: Path | None = None
         new_key: str | None = None
         committed = False
         try:
-            source = archive.blobs.local_path(record.blob_key)
+            source = store.local_path(record.blob_key)
             if source is None:
-                local_copy = archive.staging_path(".src")
+                local_copy = store.staging_path(".src")
                 with open(local_copy, "xb") as fh:
-                    fh.writelines(archive.blobs.iter_range(record.blob_key))
+                    fh.writelines(archive.iter_blob(record))
                 source = local_copy
             result = self._transcode(source, out, target, options=_NO_COPY)
             if result.status != "written" or not out.is_file():
@@ -343,11 +353,11 @@ class PolicyWorker:
                 return self._outcome("failed", sop_uid, "transcode result is not a verified lossless one")
             if out.stat().st_size >= record.size:
                 return self._outcome("kept", sop_uid, "result not smaller than the stored blob")
-            # 1. the new blob, under a new key (temp + fsync + rename)
+            # 1. the new blob, under a new key in the record's tier (temp + fsync + rename)
             new_key = archive.replacement_key(record)
-            size = archive.blobs.put_file(new_key, out, move=True)
+            size = store.put_file(new_key, out, move=True, exclusive=True)
             # 2. the frame index from the stored new blob, and the catalog row in one transaction
-            new_record = self._new_record(record, new_key, size)
+            new_record = self._new_record(record, store, new_key, size)
             if not archive.catalog.replace_blob(sop_uid, record.blob_key, new_record):
                 return self._outcome("skipped", sop_uid, "the catalog row changed meanwhile")
             committed = True
@@ -355,7 +365,7 @@ class PolicyWorker:
             self._notify(record)
             # 3. the old blob goes last
             try:
-                archive.blobs.delete(record.blob_key)
+                store.delete(record.blob_key)
             except OSError as exc:
                 log.warning("compression policy: old blob %s not removed: %s", record.blob_key, exc)
             with self._lock:
@@ -367,29 +377,32 @@ class PolicyWorker:
         finally:
             if new_key is not None and not committed:
                 try:
-                    archive.blobs.delete(new_key)
+                    store.delete(new_key)
                 except Exception:  # noqa: BLE001
                     log.warning("compression policy: could not remove unused blob %s", new_key)
             out.unlink(missing_ok=True)
             if local_copy is not None:
                 local_copy.unlink(missing_ok=True)
 
-    def _new_record(self, record: InstanceRecord, new_key: str, size: int) -> InstanceRecord:
+    def _new_record(self, record: InstanceRecord, store: BlobStore, new_key: str, size: int) -> InstanceRecord:
+        """The catalog row of the new blob ``new_key`` in ``store`` (the record's tier, which
+        the row keeps), its frame index built from the stored bytes."""
         from .image.instance import open as open_instance
 
-        inst = open_instance(self.archive.blobs.open(new_key), cache=False, strict=True)
+        inst = open_instance(store.open(new_key), cache=False, strict=True, close_source=True)
         try:
             ds = inst.dataset
             if str(ds.get("SOPInstanceUID", "")) != record.sop_uid:
-                raise ValueError("the transcoded file has another SOP Instance UID")
+                raise PolicyError("the transcoded file has another SOP Instance UID")
             fresh = instance_record(ds, inst, str(inst.transfer_syntax), blob_key=new_key)
         finally:
             inst.close()
         old_frames = record.frame_index and len(record.frame_index["offsets"])
         new_frames = fresh.frame_index and len(fresh.frame_index["offsets"])
         if old_frames != new_frames:
-            raise ValueError(f"frame count changed ({old_frames} -> {new_frames})")
-        return replace(fresh, blob_key=new_key, size=size, columns=record.columns, ingested_at=record.ingested_at)
+            raise PolicyError(f"frame count changed ({old_frames} -> {new_frames})")
+        return replace(fresh, blob_key=new_key, size=size, columns=record.columns, ingested_at=record.ingested_at,
+                       tier=record.tier, last_access=record.last_access)
 
     def _notify(self, record: InstanceRecord) -> None:
         # Caches drop the old bytes; this worker's own listener ignores "replaced".

@@ -130,6 +130,46 @@ class CatalogTests:
         assert filled.version(ST1)[0] == 4 and filled.version(ST1)[1] > last
         assert filled.version("1.9.9") == (0, 0)
 
+    def test_version_changes_on_every_change_of_a_row(self, filled: Catalog) -> None:
+        from dataclasses import replace
+
+        seen = {filled.version(ST1, "1.2.3.1.1")}
+
+        def changed() -> None:
+            now = filled.version(ST1, "1.2.3.1.1")
+            assert now not in seen, now
+            seen.add(now)
+
+        # a blob swap (compression policy): same count, same rows, new transfer syntax
+        full = filled.get("1.2.3.1.1.1", with_dataset=True)
+        swapped = replace(full, blob_key="1.2.3.1/1.2.3.1.1/cA/1.2.3.1.1.1.dcm", transfer_syntax="1.2.840.10008.1.2.4.80")
+        assert filled.replace_blob(full.sop_uid, full.blob_key, swapped)
+        changed()
+        assert not filled.replace_blob(full.sop_uid, full.blob_key, swapped)  # no longer the old key: nothing changes
+        assert filled.version(ST1, "1.2.3.1.1") in seen
+        # a tier move (lifecycle)
+        move_id = filled.begin_move(full.sop_uid, "hot", swapped.blob_key, "cold", "1.2.3.1/1.2.3.1.1/cB/1.2.3.1.1.1.dcm")
+        assert filled.switch_move(move_id, full.sop_uid, swapped.blob_key, "cold", "1.2.3.1/1.2.3.1.1/cB/1.2.3.1.1.1.dcm")
+        changed()
+        # access times are no change
+        filled.touch({"1.2.3.1.1.1": 1e9, "1.2.3.1.1.2": 1e9})
+        assert filled.version(ST1, "1.2.3.1.1") in seen
+        # the newest row removed and another added: same count, yet a new version
+        before_add = filled.version(ST1, "1.2.3.1.1")
+        filled.add(make_record(ST1, "1.2.3.1.1", "1.2.3.1.1.7"))
+        changed()
+        assert filled.remove("1.2.3.1.1.7") is not None
+        assert filled.version(ST1, "1.2.3.1.1") == before_add  # the same rows as then: the same answer
+        filled.add(make_record(ST1, "1.2.3.1.1", "1.2.3.1.1.8"))
+        changed()
+        assert filled.remove("1.2.3.1.1.2") is not None  # an older row: the count says it
+        changed()
+        # the study's version follows its series'
+        before = filled.version(ST1)
+        other = filled.get("1.2.3.1.2.1", with_dataset=True)
+        assert filled.replace_blob(other.sop_uid, other.blob_key, replace(other, blob_key="x/y/cC/z.dcm"))
+        assert filled.version(ST1) != before and filled.version(ST1, "1.2.3.1.1") in seen
+
     def test_remove(self, filled: Catalog) -> None:
         assert filled.remove("1.2.3.2.1.1") is not None
         assert filled.get("1.2.3.2.1.1") is None

@@ -115,3 +115,51 @@ def test_orphan_sweep_spares_young_and_referenced_blobs(tmp_path: Path, testfile
         os.utime(archive.blobs.objects / record.blob_key, (hours_ago, hours_ago))
         assert sweep_orphans(archive) == [orphan]
         assert list(archive.blobs.keys()) == [record.blob_key]
+
+
+def test_orphan_sweep_checks_every_tier_and_spares_journalled_moves(tmp_path: Path, testfile) -> None:
+    from dcmstream.archive.lifecycle import LifecycleRule, recover, run_lifecycle
+
+    hot, cold = FilesystemBlobStore(tmp_path / "hot"), FilesystemBlobStore(tmp_path / "cold")
+    with Archive(tmp_path / "archive", tiers={"hot": hot, "cold": cold}, cache=False) as archive:
+        sops = [archive.ingest_file(testfile(name)).sop_uid for name in ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm")]
+        assert run_lifecycle(archive, [LifecycleRule("hot", "cold", after_days_since_ingest=0)], now=time.time() + 60,
+                             limit=1).moved == 1
+        records = {sop: archive.catalog.get(sop) for sop in sops}
+        moved = next(r for r in records.values() if r.tier == "cold")
+        in_hot = next(r for r in records.values() if r.tier is None)
+        prefix = f"{in_hot.study_uid}/{in_hot.series_uid}"
+        orphans = {
+            ("hot", f"{prefix}/i00000000000000aa/{in_hot.sop_uid}.dcm"),  # an ingest killed before its add
+            ("cold", f"{moved.study_uid}/{moved.series_uid}/c00000000000000bb/{moved.sop_uid}.dcm"),  # a killed swap
+            ("cold", in_hot.blob_key),  # the key of a row that points at the hot tier
+        }
+        for tier, key in orphans:
+            archive.store(tier).put_bytes(key, b"left behind")
+        # a lifecycle move killed while copying: its journal row names its new copy
+        target = f"{prefix}/c00000000000000cc/{in_hot.sop_uid}.dcm"
+        archive.catalog.begin_move(in_hot.sop_uid, "hot", in_hot.blob_key, "cold", target)
+        cold.put_bytes(target, hot.read_range(in_hot.blob_key))
+        # an ingest in flight, of an old file moved into the store: young all the same
+        old_file = tmp_path / "incoming.dcm"
+        old_file.write_bytes(b"in flight")
+        os.utime(old_file, (time.time() - 7200, time.time() - 7200))
+        in_flight = f"{prefix}/i00000000000000dd/{in_hot.sop_uid}.dcm"
+        hot.put_file(in_flight, old_file, move=True, exclusive=True)
+        hours_ago = time.time() - 7200
+        for store in (hot, cold):
+            for key in store.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
+                if key != in_flight:
+                    os.utime(store.objects / key, (hours_ago, hours_ago))
+
+        assert sorted(sweep_orphans(archive)) == sorted(key for _, key in orphans)
+        assert sorted(hot.keys()) == sorted(
+            [r.blob_key for r in records.values() if r.tier is None] + [in_flight])
+        assert sorted(cold.keys()) == sorted([moved.blob_key, target])
+        # the journalled copy is the recovery's to remove, and every instance still reads
+        assert recover(archive) == 1 and not cold.exists(target)
+        assert [m.id for m in archive.catalog.pending_moves()] == []
+        for sop in sops:
+            record = archive.catalog.get(sop)
+            with archive.open_instance(record) as inst:
+                assert str(inst.dataset.SOPInstanceUID) == sop

@@ -157,6 +157,35 @@ def test_multiframe_frames_stay_bit_exact_and_open_readers_keep_working(archive:
     assert worker.process(sop) == "skipped"
 
 
+def test_instances_in_a_cold_tier_are_compressed_in_that_tier(tmp_path, ct_policy) -> None:
+    from dcmstream.archive import FilesystemBlobStore
+    from dcmstream.archive.lifecycle import LifecycleRule, run_lifecycle
+
+    hot, cold = FilesystemBlobStore(tmp_path / "hot"), FilesystemBlobStore(tmp_path / "cold")
+    paths = [write_multiframe(tmp_path / f"mf{i}.dcm", frames=3, syntax="explicit", kind="ct", rows=48, columns=48, seed=i)
+             for i in (5, 6)]
+    with Archive(tmp_path / "archive", tiers={"hot": hot, "cold": cold}, cache=False) as archive:
+        sops = [archive.ingest_file(path).sop_uid for path in paths]
+        moved = run_lifecycle(archive, [LifecycleRule("hot", "cold", after_days_since_ingest=0)], now=2e9, limit=1)
+        assert moved.moved == 1
+        before = {sop: archive.catalog.get(sop) for sop in sops}
+        in_cold = next(sop for sop, r in before.items() if r.tier == "cold")
+        worker = PolicyWorker(archive, ct_policy)
+        assert [worker.process(sop) for sop in sops] == ["compressed", "compressed"]
+        for sop, path in zip(sops, paths, strict=True):
+            record = archive.record(sop)
+            assert record.transfer_syntax == JPEG_LS and record.tier == before[sop].tier  # swapped in its own tier
+            store = archive.store_of(record)
+            assert store is (cold if sop == in_cold else hot)
+            assert list(store.keys()) == [record.blob_key] and record.size == store.size(record.blob_key)
+            assert record.last_access == before[sop].last_access and record.ingested_at == before[sop].ingested_at
+            stored = archive.stored(record)
+            with dcmstream.open(path) as original:
+                for i in range(len(original)):
+                    assert np.array_equal(stored.frame(i), original.frame(i))
+        assert archive.tier_totals()["cold"][0] == 1 and list(hot.tmp.iterdir()) == list(cold.tmp.iterdir()) == []
+
+
 def test_instance_not_matching_is_untouched(archive: Archive, ct_policy, testfile) -> None:
     path = testfile("MR_small.dcm")
     worker = _worker(archive, ct_policy)

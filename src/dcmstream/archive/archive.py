@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..cache import FrameCache, default_cache
 from ..cache.lru import LRU
-from ..errors import DcmstreamError, DicomFormatError, UnsupportedTransferSyntaxError
+from ..errors import DcmstreamError, DicomFormatError, InvalidArgumentError, UnsupportedTransferSyntaxError
 from ..io.source import ByteSource
 from .access import AccessTracker
-from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore
+from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, iter_source
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
 from .ingest import IngestResult, ingest_file, iter_files
 from .stored import StoredInstance
@@ -41,7 +41,7 @@ from .uids import validate_uid
 if TYPE_CHECKING:
     from ..image.instance import Instance
 
-__all__ = ["Archive", "UnknownTierError", "DEFAULT_TIER"]
+__all__ = ["Archive", "UnknownTierError", "MissingBlobError", "InstanceChangedError", "DEFAULT_TIER"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,41 @@ _CATALOG_FILE = "catalog.sqlite"
 DEFAULT_TIER = "hot"
 
 
-class UnknownTierError(DcmstreamError, LookupError):
-    """A catalog row names a storage tier this archive is not configured with."""
+class UnknownTierError(DcmstreamError, KeyError):
+    """A catalog row (or a caller) names a storage tier this archive is not configured
+    with (a KeyError, so also a LookupError)."""
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument: say what is wrong instead.
+        return str(self.args[0]) if self.args else "unknown storage tier"
+
+
+class MissingBlobError(BlobNotFoundError):
+    """An instance the catalog lists whose bytes are gone: no blob under its key in its
+    tier, and the catalog points nowhere else (or lists it no more). 410 on the web."""
+
+    def __init__(self, record: InstanceRecord, tier: str) -> None:
+        super().__init__(record.blob_key)
+        self.sop_uid = record.sop_uid
+        self.tier = tier
+
+    def __str__(self) -> str:
+        return f"instance {self.sop_uid}: its blob {self.key!r} is missing from storage tier {self.tier!r}"
+
+
+class InstanceChangedError(BlobNotFoundError):
+    """The bytes of an instance were replaced (a compression swap, maybe in another
+    process) while a reader bound to their old layout (frame index, transfer syntax)
+    was reading them: read the instance again. 503 on the web."""
+
+    def __init__(self, record: InstanceRecord, current: InstanceRecord) -> None:
+        super().__init__(record.blob_key)
+        self.sop_uid = record.sop_uid
+        self.current = current
+
+    def __str__(self) -> str:
+        return (f"instance {self.sop_uid}: its blob {self.key!r} was replaced by {self.current.blob_key!r} "
+                f"({self.current.transfer_syntax}) while being read; read it again")
 
 
 class ArchiveWorker(Protocol):
@@ -93,7 +126,7 @@ class Archive:
         if tiers:
             first = next(iter(tiers.values()))
             if blobs is not None and blobs is not first:
-                raise ValueError("blobs must be the first tier's store (or left out)")
+                raise InvalidArgumentError("Archive(blobs=, tiers=): blobs must be the first tier's store (or left out)")
             blobs = first
         self.blobs = blobs if blobs is not None else FilesystemBlobStore(self.root, fsync=fsync)
         #: Storage tiers by name, in order; the first (:attr:`hot_tier`) is :attr:`blobs`.
@@ -205,9 +238,11 @@ class Archive:
 
     def iter_blob(self, record: InstanceRecord, start: int = 0, end: int | None = None,
                   chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """The bytes ``[start, end)`` of the record's blob from its tier, in chunks (a read)."""
+        """The bytes ``[start, end)`` of the record's blob, in chunks (a read): from wherever
+        the catalog says they are now (:meth:`open_blob`), opened at the first chunk."""
         self.touch(record)
-        return self.store_of(record).iter_range(record.blob_key, start, end, chunk_size)
+        with self.open_blob(record) as src:
+            yield from iter_source(src, start, end, chunk_size)
 
     @property
     def bytes_read(self) -> int:
@@ -263,9 +298,11 @@ class Archive:
     def record(self, sop_uid: str) -> InstanceRecord | None:
         """The catalog record of an instance (without its DICOM JSON), memoised.
 
-        Records never change once stored (a second copy of a SOP Instance is a
+        Records rarely change once stored (a second copy of a SOP Instance is a
         duplicate and ignored), so serving a frame costs no SQL after the first time;
-        the one exception, the compression policy's blob swap, calls :meth:`forget`.
+        the exceptions, the compression policy's blob swap and a lifecycle move, call
+        :meth:`forget` in their process, and readers in every other process find the
+        new place when the old one is gone (:meth:`open_current`).
         """
         hit = self._records.get(sop_uid)
         if hit is not None:
@@ -299,20 +336,48 @@ class Archive:
         self._records.put(fresh.sop_uid, fresh)
         return fresh
 
-    def open_blob(self, record: InstanceRecord) -> ByteSource:
-        """Random access to an instance's blob; a vanished blob re-reads the record once.
+    def open_current(self, record: InstanceRecord) -> tuple[InstanceRecord, ByteSource]:
+        """Open the instance's blob where the catalog says it is now: (the record describing
+        the opened bytes, the source). The one read path of every blob read.
 
-        When the catalog now points elsewhere with the same bytes (same size and transfer
-        syntax: a move between stores or keys) that blob is opened instead; otherwise the
-        BlobNotFoundError stands, and the next request starts from the new record.
+        ``record`` may be stale (memoised here while another process moved the blob to
+        another tier or swapped it for a compressed one): when nothing is under its key any
+        more, the row is read again (:meth:`reread`) and its blob opened; the returned
+        record then differs from ``record``. Raises :class:`MissingBlobError` when the
+        bytes are gone for good (or the instance is no longer catalogued).
         """
-        try:
-            return self.store_of(record).open(record.blob_key)
-        except BlobNotFoundError:
-            fresh = self.reread(record)
-            if fresh is None or (fresh.size, fresh.transfer_syntax) != (record.size, record.transfer_syntax):
-                raise
-            return self.store_of(fresh).open(fresh.blob_key)
+        current = record
+        for _ in range(3):  # moved again between the re-read and the open: follow it
+            try:
+                return current, self.store_of(current).open(current.blob_key)
+            except BlobNotFoundError:
+                fresh = self.reread(current)
+            if fresh is None:
+                break
+            current = fresh
+        raise MissingBlobError(current, self.tier_of(current))
+
+    def current(self, record: InstanceRecord) -> InstanceRecord:
+        """The record describing the instance's bytes now (``record`` itself unless another
+        process moved or swapped them); :class:`MissingBlobError` when they are gone. Lets a
+        request check its record before it answers (an open and a close, no read)."""
+        fresh, source = self.open_current(record)
+        source.close()
+        return fresh
+
+    def open_blob(self, record: InstanceRecord) -> ByteSource:
+        """Random access to the bytes ``record`` describes, wherever they are now.
+
+        A blob moved elsewhere with the same bytes (same size and transfer syntax: a tier
+        move) is opened there (:meth:`open_current`). Bytes that changed (a compression
+        swap) raise :class:`InstanceChangedError`, since the caller's frame index no
+        longer fits them; bytes that are gone raise :class:`MissingBlobError`.
+        """
+        current, source = self.open_current(record)
+        if current is record or (current.size, current.transfer_syntax) == (record.size, record.transfer_syntax):
+            return source
+        source.close()
+        raise InstanceChangedError(record, current)
 
     def stored(self, record: InstanceRecord) -> StoredInstance | None:
         """Frame access through the stored index (memoised); None if the blob needs a full parse."""
@@ -320,7 +385,7 @@ class Archive:
         if record.frame_index is None or record.pixel is None or record.pixel.get("swap_ow"):
             return None
         hit = self._stored.get(record.sop_uid)
-        if hit is not None:
+        if hit is not None and hit.record.blob_key == record.blob_key:
             return hit
         try:
             stored = StoredInstance(record, self.store_of(record), self.cache, open_source=lambda: self.open_blob(record))
@@ -329,12 +394,18 @@ class Archive:
         self._stored.put(record.sop_uid, stored)
         return stored
 
-    def open_instance(self, record: InstanceRecord) -> Instance:
-        """The full :class:`~dcmstream.Instance` of a stored blob (parses its header)."""
+    def open_instance(self, record: InstanceRecord, source: ByteSource | None = None) -> Instance:
+        """The full :class:`~dcmstream.Instance` of a stored blob (parses its header).
+
+        ``source``: the blob already opened (:meth:`open_current`), which stays the
+        caller's to close; otherwise it is opened (:meth:`open_blob`) and closed with
+        the Instance.
+        """
         from ..image.instance import open as open_instance
 
         self.touch(record)
-        return open_instance(self.open_blob(record), cache=self.cache or False, strict=False)
+        src = source if source is not None else self.open_blob(record)
+        return open_instance(src, cache=self.cache or False, strict=False, close_source=source is None)
 
     def close(self) -> None:
         if self.access is not None:

@@ -13,6 +13,8 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
+from ..errors import InvalidArgumentError
+
 __all__ = [
     "Column",
     "COLUMNS",
@@ -50,7 +52,7 @@ def _dictionary_tag(keyword: str) -> int:
     """The tag of a keyword of the DICOM dictionary (the catalog's columns are all there)."""
     tag = tag_for_keyword(keyword)
     if tag is None:
-        raise KeyError(f"{keyword!r} is not a DICOM dictionary keyword")
+        raise InvalidArgumentError(f"{keyword!r} is not a DICOM dictionary keyword")
     return tag
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "BlobStoreError",
     "InvalidKeyError",
     "validate_key",
+    "iter_source",
     "sweep_staging",
     "staging_lock",
 ]
@@ -232,14 +233,20 @@ class BlobStore(ABC):
     def iter_range(self, key: str, start: int = 0, end: int | None = None, chunk_size: int = _CHUNK) -> Iterator[bytes]:
         """Yield the blob's bytes ``[start, end)`` in chunks of at most ``chunk_size``."""
         with self.open(key) as src:
-            stop = src.size if end is None else min(end, src.size)
-            pos = max(start, 0)
-            while pos < stop:
-                data = src.read_at(pos, min(chunk_size, stop - pos))
-                if not data:
-                    break
-                pos += len(data)
-                yield data
+            yield from iter_source(src, start, end, chunk_size)
+
+
+def iter_source(src: ByteSource, start: int = 0, end: int | None = None, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+    """Yield the bytes ``[start, end)`` of an open source in chunks of at most ``chunk_size``
+    (the source stays open: its opener closes it)."""
+    stop = src.size if end is None else min(end, src.size)
+    pos = max(start, 0)
+    while pos < stop:
+        data = src.read_at(pos, min(chunk_size, stop - pos))
+        if not data:
+            break
+        pos += len(data)
+        yield data
 
 
 def _link_exclusive(tmp: Path, dest: Path, key: str, *, fsync: bool) -> None:
@@ -393,6 +400,9 @@ class FilesystemBlobStore(BlobStore):
             if not moved:
                 shutil.copyfile(src, tmp)
             size = tmp.stat().st_size
+            # The blob's time is when the store wrote it (modified()), not the incoming
+            # file's (a rename or link keeps that): sweeps spare a young blob in flight.
+            os.utime(tmp)
             with staging_lock(tmp):
                 if exclusive:
                     _link_exclusive(tmp, dest, key, fsync=self.fsync)

@@ -56,7 +56,7 @@ from sqlalchemy.sql import FromClause
 from sqlalchemy.types import TypeEngine
 
 from .. import dicomjson
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError, MissingDependencyError
 from .attributes import COLUMNS_BY_KEYWORD, COLUMNS_BY_LEVEL, LEVELS, Column
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "SearchResult",
     "CatalogConflictError",
     "CatalogUnavailableError",
+    "CatalogFeatureError",
     "QueryError",
     "normalize_url",
     "schema_metadata",
@@ -86,6 +87,10 @@ class CatalogConflictError(DcmstreamError, ValueError):
 
 class CatalogUnavailableError(DcmstreamError, RuntimeError):
     """The database kept refusing a write (locked, deadlocked, unreachable) after retries; 503 on the web."""
+
+
+class CatalogFeatureError(DcmstreamError, NotImplementedError):
+    """This catalog backend lacks an optional feature (blob swaps, tiers, the move journal)."""
 
 
 class QueryError(DcmstreamError, ValueError):
@@ -211,7 +216,14 @@ class Catalog(ABC):
 
     @abstractmethod
     def version(self, study_uid: str, series_uid: str | None = None) -> tuple[int, int]:
-        """(instance count, last ingest sequence) of a study or series: changes on every add."""
+        """(instance count, newest row revision) of a study or series: changes on every add,
+        remove, blob swap (:meth:`replace_blob`) and tier move (:meth:`switch_move`), made
+        by any process, so caches keyed by it never serve a stale answer.
+
+        Every writing transaction stamps the row it adds or changes with the next value of a
+        catalog-wide counter, handed out in commit order; a remove lowers the count. A
+        state after removes only is a subset of an earlier one with the same newest row, so
+        equal versions mean equal rows. Access times (:meth:`touch`) are no change."""
 
     @abstractmethod
     def search(self, query: Query) -> SearchResult:
@@ -229,18 +241,18 @@ class Catalog(ABC):
         """Point an instance at a new blob (transfer syntax, size, DICOM JSON, frame index,
         pixel description) in one transaction, only if it still points at ``old_blob_key``;
         returns whether the row was updated. Used by the compression policy."""
-        raise NotImplementedError(f"{type(self).__name__} cannot replace blobs")
+        raise CatalogFeatureError(f"{type(self).__name__} cannot replace blobs")
 
     # -- tiers, access times and the move journal (optional: storage tiers need them) --------
     def touch(self, accesses: Mapping[str, float]) -> int:
         """Set ``last_access = max(last_access, t)`` for each ``sop_uid -> t``, in one
         transaction; returns the number of UPDATE statements it took (rows sharing a
         time share one). Called by :class:`~.access.AccessTracker` in batches."""
-        raise NotImplementedError(f"{type(self).__name__} does not track access")
+        raise CatalogFeatureError(f"{type(self).__name__} does not track access")
 
     def tier_totals(self) -> dict[str | None, tuple[int, int]]:
         """(instances, bytes) per stored tier value (None: the first tier), one GROUP BY."""
-        raise NotImplementedError(f"{type(self).__name__} has no tiers")
+        raise CatalogFeatureError(f"{type(self).__name__} has no tiers")
 
     def tier_candidates(
         self,
@@ -254,30 +266,30 @@ class Catalog(ABC):
         """Records in ``tier`` (None: the first tier) last read (or, never read, stored)
         before ``accessed_before`` and stored before ``ingested_before`` (each condition
         only when given), in SOP Instance UID order after ``after_sop``: one page."""
-        raise NotImplementedError(f"{type(self).__name__} has no tiers")
+        raise CatalogFeatureError(f"{type(self).__name__} has no tiers")
 
     def begin_move(self, sop_uid: str, source_tier: str, source_key: str, target_tier: str, target_key: str) -> int:
         """Journal a tier move (state ``"copying"``) before any byte is copied; its id."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def switch_move(self, move_id: int, sop_uid: str, source_key: str, new_tier: str | None, new_key: str) -> bool:
         """In one transaction: the move ``"copying"`` -> ``"switched"`` and the row's blob key
         and tier to the new copy, only if the move is still ``"copying"`` (no recovery took it
         over) and the row still points at ``source_key`` (compare and swap). False: nothing
         changed."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def abandon_move(self, move_id: int) -> bool:
         """Mark a ``"copying"`` move ``"abandoned"`` (its switch can no longer happen)."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def end_move(self, move_id: int) -> None:
         """Delete a journal row: the move is finished or cleaned up."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def pending_moves(self) -> list[BlobMove]:
         """Every journal row (moves in progress, or left by a killed run), oldest first."""
-        raise NotImplementedError(f"{type(self).__name__} has no move journal")
+        raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
     def close(self) -> None:  # noqa: B027 - optional hook: a catalog without connections has nothing to release
         """Release connections."""
@@ -348,7 +360,18 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         SAColumn("ingested_at", Float, nullable=False),
         SAColumn("tier", _text(64), index=True),
         SAColumn("last_access", Float),
+        # The catalog_revision value of the transaction that last added or changed the row
+        # (0: unchanged since before migration 0004); see Catalog.version.
+        SAColumn("revision", BigInteger, nullable=False, server_default="0"),
         Index("ix_instances_series_number", "series_uid", "instance_number"),
+    )
+    # One row (id 1): the catalog-wide change counter, taken by every transaction that adds
+    # or changes an instance row (SQLCatalog._stamp).
+    Table(
+        "catalog_revision",
+        metadata,
+        SAColumn("id", Integer, primary_key=True, autoincrement=False),
+        SAColumn("value", BigInteger, nullable=False),
     )
     # The journal of tier moves in progress (see archive/lifecycle.py): a row exists from
     # before the first byte is copied until the old copy is deleted, so a run killed at
@@ -450,6 +473,7 @@ class SQLCatalog(Catalog):
         self._schema = MetaData()
         self.studies, self.series, self.instances_table = _make_tables(self._schema)
         self.moves_table = self._schema.tables["blob_moves"]
+        self.revision_table = self._schema.tables["catalog_revision"]
         self._level_tables = {"study": self.studies, "series": self.series, "instance": self.instances_table}
         # SQLite has one writer at a time anyway (and ":memory:" shares one connection):
         # serialize this process's writers here rather than in the busy-wait.
@@ -472,7 +496,7 @@ class SQLCatalog(Catalog):
             return create_engine(url, **kwargs)
         except ModuleNotFoundError as exc:
             if exc.name == "psycopg":
-                raise ImportError("a PostgreSQL catalog needs psycopg 3: pip install 'dcmstream[postgres]'") from exc
+                raise MissingDependencyError("a PostgreSQL catalog needs psycopg 3: pip install 'dcmstream[postgres]'") from exc
             raise
 
     @property
@@ -507,7 +531,7 @@ class SQLCatalog(Catalog):
         moment ago by another process.
         """
         if record.dataset_json is None:
-            raise ValueError("InstanceRecord.dataset_json is required to add an instance")
+            raise InvalidArgumentError(f"add {record.sop_uid}: InstanceRecord.dataset_json is required to add an instance")
         summary = dicomjson.dumps(summarize(record.dataset_json))
         cols = dict(record.columns)
         for _ in range(_WRITE_ATTEMPTS):
@@ -576,7 +600,19 @@ class SQLCatalog(Catalog):
             # Another writer committed this instance while we waited: roll back the study
             # or series rows this transaction may have created for it.
             raise _AlreadyStored
+        self._stamp(conn, record.sop_uid)
         return True
+
+    def _stamp(self, conn: Connection, sop_uid: str) -> None:
+        """Give the instance row this transaction added or changed the next catalog revision
+        (what :meth:`version` reports). The last statements of the transaction: the counter
+        row's lock is held only until the commit, and its holder never waits for another
+        lock (the instance row is already its own), so values are handed out in commit order
+        and no deadlock can involve the counter."""
+        counter, ins = self.revision_table, self.instances_table
+        bump = counter.update().where(counter.c.id == 1).values(value=counter.c.value + 1)
+        value = conn.execute(bump.returning(counter.c.value)).scalar_one()
+        conn.execute(ins.update().where(ins.c.sop_uid == sop_uid).values(revision=value))
 
     def remove(self, sop_uid: str) -> InstanceRecord | None:
         record = self.get(sop_uid)
@@ -610,7 +646,7 @@ class SQLCatalog(Catalog):
 
     def replace_blob(self, sop_uid: str, old_blob_key: str, record: InstanceRecord) -> bool:
         if record.dataset_json is None:
-            raise ValueError("InstanceRecord.dataset_json is required to replace a blob")
+            raise InvalidArgumentError(f"replace_blob {sop_uid}: InstanceRecord.dataset_json is required to replace a blob")
         ins = self.instances_table
         summary = dicomjson.dumps(summarize(record.dataset_json))
 
@@ -629,7 +665,10 @@ class SQLCatalog(Catalog):
                     tier=record.tier,
                 )
             )
-            return res.rowcount == 1
+            if res.rowcount != 1:
+                return False
+            self._stamp(conn, sop_uid)
+            return True
 
         return bool(self._write(f"replace the blob of {sop_uid}", work))
 
@@ -705,6 +744,7 @@ class SQLCatalog(Catalog):
             res = conn.execute(cas.values(blob_key=new_key, tier=new_tier))
             if res.rowcount != 1:
                 raise _Rollback  # the row changed meanwhile: the journal row stays "copying"
+            self._stamp(conn, sop_uid)
             return True
 
         try:
@@ -793,7 +833,7 @@ class SQLCatalog(Catalog):
 
     def version(self, study_uid: str, series_uid: str | None = None) -> tuple[int, int]:
         ins = self.instances_table
-        stmt = select(func.count(ins.c.seq), func.max(ins.c.seq)).where(self._scope(study_uid, series_uid))
+        stmt = select(func.count(ins.c.seq), func.max(ins.c.revision)).where(self._scope(study_uid, series_uid))
         with self.engine.connect() as conn:
             count, last = conn.execute(stmt).one()
         return int(count or 0), int(last or 0)

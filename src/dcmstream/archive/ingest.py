@@ -35,7 +35,7 @@ from ..errors import DcmstreamError, UnsupportedTransferSyntaxError
 from ..io.walk import iter_paths
 from .attributes import column_values
 from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, staging_lock
-from .catalog import CatalogConflictError, InstanceRecord
+from .catalog import CatalogConflictError, CatalogFeatureError, InstanceRecord
 from .stored import pixel_record
 from .uids import InvalidUIDError, validate_uid
 
@@ -276,35 +276,60 @@ def _same_bytes(blobs: BlobStore, a: str, b: str, chunk: int = 1 << 20) -> bool:
 
 
 def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
-    """Delete the blobs no catalog row points at, written more than ``older_than`` seconds
-    ago: what an ingest (or a server) killed between its put and its catalog add left.
-    Returns their keys.
+    """Delete the blobs no catalog row points at, in every tier, written more than
+    ``older_than`` seconds ago: what an ingest (or a server) killed between its put and its
+    catalog add left, or a compression swap killed before its switch. Returns their keys.
 
-    A maintenance step, not run at start: it lists every blob and looks each up in the
-    catalog. The age limit spares the blobs of ingests in flight in other processes,
-    whose rows are about to be added; a store that cannot tell a blob's age keeps it
-    unless ``older_than`` is 0 (nothing else running).
+    A maintenance step, not run at start: it lists every blob of every tier and looks each
+    up in the catalog; a blob stays when its instance's row points at it *in that tier*
+    (the row's ``(tier, blob_key)``). Never deleted either:
+
+    - a blob a journalled lifecycle move names (source or target, whatever its state):
+      the move's recovery (:func:`.lifecycle.recover`) finishes or undoes it;
+    - a young blob: an ingest or a compression in flight in another process has put it
+      and is about to add or switch the row that points at it. A blob's age is when the
+      store wrote it (not the incoming file's time: puts reset it), and a store that
+      cannot tell an age keeps the blob unless ``older_than`` is 0 (nothing else running).
+
+    Each deletion is decided again right before it (row and journal read anew), so a row
+    or a move that appeared during the listing keeps its blob.
     """
-    blobs, catalog = archive.blobs, archive.catalog
     limit = time.time() - older_than
     removed = []
-    for key in list(blobs.keys()):  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
-        record = catalog.get(Path(key).stem)
-        if record is not None and record.blob_key == key:
-            continue
-        if older_than > 0:
-            try:
-                written = blobs.modified(key)
-            except BlobNotFoundError:
+    for tier, store in archive.tiers.items():
+        journalled = _journalled(archive)
+        for key in list(store.keys()):  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
+            if _referenced(archive, tier, key) or (tier, key) in journalled:
                 continue
-            if written is None or written > limit:
+            if older_than > 0:
+                try:
+                    written = store.modified(key)
+                except BlobNotFoundError:
+                    continue
+                if written is None or written > limit:
+                    continue
+            # Decided again right before the delete: a row or a move added meanwhile keeps it.
+            if _referenced(archive, tier, key) or (tier, key) in _journalled(archive):
                 continue
-        # Looked up again right before the delete: a row added meanwhile keeps it.
-        record = catalog.get(Path(key).stem)
-        if record is None or record.blob_key != key:
-            blobs.delete(key)
+            store.delete(key)
             removed.append(key)
+            log.info("swept orphan blob %s from tier %s", key, tier)
     return removed
+
+
+def _referenced(archive: Archive, tier: str, key: str) -> bool:
+    """Whether the catalog row of the instance the key names points at this key in ``tier``."""
+    record = archive.catalog.get(Path(key).stem)
+    return record is not None and record.blob_key == key and archive.tier_of(record) == tier
+
+
+def _journalled(archive: Archive) -> set[tuple[str, str]]:
+    """(tier, key) of both copies of every journalled lifecycle move (none without a journal)."""
+    try:
+        moves = archive.catalog.pending_moves()
+    except CatalogFeatureError:
+        return set()
+    return {pair for mv in moves for pair in ((mv.source_tier, mv.source_key), (mv.target_tier, mv.target_key))}
 
 
 def instance_record(ds: Dataset, inst: Instance | None, transfer_syntax: str, *, blob_key: str) -> InstanceRecord:

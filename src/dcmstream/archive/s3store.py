@@ -44,12 +44,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..cache.lru import LRU
-from ..errors import SourceError
+from ..errors import InvalidArgumentError, SourceError
 from ..io.ranged import READAHEAD, FetchStats, RangedSource
 from ..io.source import ByteSource
 from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, BlobStoreError, InvalidKeyError, sweep_staging, validate_key
 
-__all__ = ["S3BlobStore"]
+__all__ = ["S3BlobStore", "BlobStoreConnectionError"]
 
 _MIB = 1 << 20
 _MIN_PART = 5 * _MIB  # S3: every part but the last is at least 5 MiB
@@ -65,6 +65,11 @@ def _status(exc: Any) -> int:
 
 def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class BlobStoreConnectionError(BlobStoreError, ConnectionError):
+    """The object store did not answer (connection refused or reset, timeout, 5xx, slow
+    down): a transient failure, which ranged reads retry (a ConnectionError)."""
 
 
 class S3BlobStore(BlobStore):
@@ -93,9 +98,9 @@ class S3BlobStore(BlobStore):
         from botocore.config import Config
 
         if multipart_chunksize < _MIN_PART:
-            raise ValueError(f"multipart_chunksize must be at least {_MIN_PART} bytes (an S3 rule)")
+            raise InvalidArgumentError(f"multipart_chunksize must be at least {_MIN_PART} bytes (an S3 rule)")
         if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
+            raise InvalidArgumentError("max_concurrency must be >= 1")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         if self.prefix:
@@ -161,7 +166,7 @@ class S3BlobStore(BlobStore):
         """A store for ``s3://bucket/prefix`` (``options`` as for the constructor)."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
-            raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+            raise InvalidArgumentError(f"not an s3://bucket/prefix URL: {url!r}")
         return cls(parsed.netloc, parsed.path.lstrip("/"), **options)
 
     # -- keys and errors ---------------------------------------------------------------------
@@ -220,7 +225,7 @@ class S3BlobStore(BlobStore):
             except ClientError as exc:
                 status, code = _status(exc), _code(exc)
                 if status >= 500 or code in _TRANSIENT_CODES:
-                    raise ConnectionError(f"{code or status}: {exc}") from exc
+                    raise BlobStoreConnectionError(f"{code or status}: {exc}") from exc
                 if status in (404, 412, 416):
                     forget()  # the next open asks for the current size and ETag
                 if status == 412:
@@ -231,7 +236,7 @@ class S3BlobStore(BlobStore):
                     raise SourceError(f"{name}: bytes {start}-{end - 1} are past the object's end (truncated?)") from exc
                 raise SourceError(f"{name}: GetObject failed ({exc})") from exc
             except BotoCoreError as exc:  # connection refused/reset, timeouts
-                raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+                raise BlobStoreConnectionError(f"{type(exc).__name__}: {exc}") from exc
             body = response["Body"]
             try:
                 content_range = str(response.get("ContentRange", ""))
@@ -241,7 +246,7 @@ class S3BlobStore(BlobStore):
                 data: bytes = body.read(end - start + 1)
                 return data
             except BotoCoreError as exc:  # the connection broke inside the body
-                raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+                raise BlobStoreConnectionError(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 body.close()
 

@@ -17,7 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from ..cache import FrameCache
 from ..codecs import ENCAPSULATED_UNCOMPRESSED
-from ..errors import DicomFormatError
+from ..errors import DicomFormatError, FrameNumberError
 from ..image.frame_reader import FrameReader
 from ..index import FrameIndex, PixelSpec
 from ..io.source import ByteSource
@@ -113,7 +113,7 @@ class StoredInstance:
 
     def check(self, i: int) -> int:
         if not 0 <= i < len(self.index):
-            raise IndexError(f"frame {i + 1} out of range (1..{len(self.index)})")
+            raise FrameNumberError(f"{self.record.sop_uid}: frame {i + 1} out of range (1..{len(self.index)})")
         return i
 
     def encoded_frame(self, i: int, source: ByteSource | None = None) -> bytes:

@@ -52,8 +52,9 @@ class Instance:
     shared; copy one before changing it.
     """
 
-    def __init__(self, source: Source, *, strict: bool = True, cache: CacheArg = None) -> None:
-        self._owns_source = not isinstance(source, ByteSource)
+    def __init__(self, source: Source, *, strict: bool = True, cache: CacheArg = None, close_source: bool = False) -> None:
+        # A ByteSource passed in stays the caller's unless handed over with close_source=True.
+        self._owns_source = close_source or not isinstance(source, ByteSource)
         self.source: ByteSource = as_source(source)
         self.name = self.source.name
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
@@ -419,13 +420,15 @@ class Instance:
         )
 
 
-def open(source: Source, *, strict: bool = True, cache: CacheArg = None) -> Instance:  # noqa: A001 - mirrors builtins.open on purpose
+def open(source: Source, *, strict: bool = True, cache: CacheArg = None, close_source: bool = False) -> Instance:  # noqa: A001 - mirrors builtins.open on purpose
     """Open a DICOM file lazily: read its header and build its frame index.
 
     ``source`` is a path, bytes, a seekable binary file object or a
     :class:`~dcmstream.io.ByteSource`. With ``strict=False`` a file with fewer
     frames than it declares opens with the frames that are present. ``cache``
     is a :class:`~dcmstream.cache.FrameCache`, None for the process-wide default
-    (``dcmstream.cache.default_cache()``) or False for no caching.
+    (``dcmstream.cache.default_cache()``) or False for no caching. A ByteSource
+    passed in is closed by :meth:`Instance.close` only with ``close_source=True``
+    (the archive hands over the blob sources it opens).
     """
-    return Instance(source, strict=strict, cache=cache)
+    return Instance(source, strict=strict, cache=cache, close_source=close_source)

@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..archive import Archive
+from ..archive.archive import InstanceChangedError, MissingBlobError
 from ..archive.blobstore import BlobNotFoundError
 from ..archive.catalog import QueryError
 from ..archive.lifecycle import tier_status
@@ -142,13 +143,18 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 
 async def _missing_blob(request: Request, exc: Exception) -> Response:
-    log.error("blob missing for %s: %s", request.url.path, exc)
-    sop = request.path_params.get("instance")
+    """Bytes not where a request looked. Every read follows a blob another process moved
+    (Archive.open_current), so this is either a swap racing the request (503: retry) or
+    bytes the archive has lost (410, naming the instance)."""
+    sop = getattr(exc, "sop_uid", None) or request.path_params.get("instance")
     if sop:
-        # Another process may have moved it (compression, lifecycle): the next request
-        # reads the record from the catalog again instead of this process's memo.
-        context(request).archive.forget(sop)
-    return error(500, f"the archive lost the bytes of this object ({exc}); re-import it")
+        context(request).archive.forget(sop)  # the next request starts from the catalog's row
+    if isinstance(exc, InstanceChangedError):
+        log.info("%s: %s", request.url.path, exc)
+        return error(503, str(exc), {"Retry-After": "1"})
+    log.error("blob missing for %s: %s", request.url.path, exc)
+    what = str(exc) if isinstance(exc, MissingBlobError) else f"instance {sop or '?'}: {exc}"
+    return error(410, f"{what}; the archive has lost these bytes: re-import the instance")
 
 
 async def _dicom_error(request: Request, exc: Exception) -> Response:

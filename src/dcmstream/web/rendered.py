@@ -106,6 +106,7 @@ def _renderer(ctx: WebContext, record: InstanceRecord) -> Renderer:
 
 def render_frame(ctx: WebContext, record: InstanceRecord, index: int, params: dict[str, Any], media: str) -> bytes | bytearray:
     """Decode frame ``index`` (0-based), window it, fit the viewport, encode."""
+    record = ctx.archive.current(record)  # moved or swapped by another process: follow it
     stored = ctx.archive.stored(record)
     if stored is not None:
         if index >= len(stored):

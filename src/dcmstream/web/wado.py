@@ -4,14 +4,24 @@ Every response streams: whole instances in 1 MiB chunks from the blob (or frame 
 frame when transcoded), frame lists one frame at a time. A frame is read through
 the frame index stored at ingest, so a frame request reads that frame's bytes and
 nothing else; the series metadata is the stored DICOM JSON of each instance,
-joined once and kept in a bounded cache keyed by the series' version.
+joined once and kept in a bounded cache keyed by the series' catalog version (which
+every add, remove, blob swap and tier move changes, in whichever process).
+
+Every blob is read through the archive's one read path (:meth:`Archive.open_current`
+and what builds on it), which follows a blob another process moved (a lifecycle move,
+a compression swap) to where the catalog says it is now, so a record memoised here
+never turns into an error; bytes gone for good answer 410 naming the instance. A request
+finds the bytes before its answer starts, so such errors are HTTP statuses, not a
+broken stream.
 """
 
 from __future__ import annotations
 
 import gzip
 import re
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from starlette.concurrency import iterate_in_threadpool
@@ -20,13 +30,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..archive import InstanceRecord
+from ..archive.archive import InstanceChangedError
 from ..dicomjson import resolve_bulk_uris
+from ..io.source import ByteSource
 from .common import DICOM_JSON, WebContext, base_url, context, find_instance, path_uid, require_json_accept, run
-from .media import EXPLICIT_LE, PixelChoice, negotiate_instance, negotiate_pixels, parse_accept
+from .media import EXPLICIT_LE, InstanceChoice, MediaRange, PixelChoice, negotiate_instance, negotiate_pixels, parse_accept
 from .multipart import MultipartWriter
 from .transcode import CHUNK, explicit_le_stream
 
-__all__ = ["retrieve", "metadata", "frames", "bulkdata", "parse_frame_list", "frame_reader"]
+__all__ = ["retrieve", "metadata", "frames", "bulkdata", "parse_frame_list", "frame_reader", "open_frames"]
 
 _FRAME_LIST = re.compile(r"^[0-9]{1,9}(,[0-9]{1,9})*$")
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -46,26 +58,36 @@ async def _records(request: Request) -> list[InstanceRecord]:
     return records
 
 
+def _instance_choice(ranges: list[MediaRange], record: InstanceRecord) -> InstanceChoice:
+    choice = negotiate_instance(ranges, record.transfer_syntax)
+    if choice is None:
+        raise HTTPException(
+            406,
+            f"cannot send instance {record.sop_uid} (stored as {record.transfer_syntax}) as any of the "
+            f"acceptable media types; try transfer-syntax=* or {EXPLICIT_LE}",
+        )
+    return choice
+
+
 async def retrieve(request: Request) -> Response:
     """Study, series or instance as multipart/related; type="application/dicom"."""
     ctx = context(request)
-    records = await _records(request)
-    ranges = parse_accept(request.headers.get("accept"))
-    plan = []
-    for record in records:
-        choice = negotiate_instance(ranges, record.transfer_syntax)
-        if choice is None:
-            raise HTTPException(
-                406,
-                f"cannot send instance {record.sop_uid} (stored as {record.transfer_syntax}) as any of the "
-                f"acceptable media types; try transfer-syntax=* or {EXPLICIT_LE}",
-            )
-        plan.append((record, choice))
-    writer = MultipartWriter()
     archive = ctx.archive
+    records = await _records(request)
+    if len(records) == 1:
+        # Where its bytes are now, before the answer starts: a moved blob is followed, a
+        # lost one is a 410 (not a stream cut after the headers).
+        records = [await run(archive.current, records[0])]
+    ranges = parse_accept(request.headers.get("accept"))
+    plan = [(record, _instance_choice(ranges, record)) for record in records]
+    writer = MultipartWriter()
 
     async def body() -> AsyncIterator[bytes]:
         for record, choice in plan:
+            if len(plan) > 1:
+                current = await run(archive.current, record)
+                if current is not record:  # moved or swapped by another process meanwhile
+                    record, choice = current, _instance_choice(ranges, current)
             ts = choice.transfer_syntax or record.transfer_syntax
             yield writer.part_header(f"application/dicom; transfer-syntax={ts}")
             if choice.transfer_syntax is None:
@@ -139,18 +161,24 @@ def parse_frame_list(text: str, limit: int) -> list[int]:
 
 
 def frame_reader(
-    ctx: WebContext, record: InstanceRecord, choice: PixelChoice
+    ctx: WebContext, record: InstanceRecord, choice: PixelChoice, source: ByteSource | None = None
 ) -> tuple[Callable[[int], bytes], Callable[[], None], int]:
     """(read(i) for 0-based frame i, close(), number of frames) for a pixel choice.
 
     Uses the stored frame index when possible; otherwise (deflated files, byte-swapped
-    OW) opens the instance with the full parser once for the whole request.
+    OW) opens the instance with the full parser once for the whole request. ``source``:
+    the blob ``record`` describes, already open (:func:`open_frames`); every read uses it
+    and close() closes it. Without one each read opens the blob through the archive.
     """
-    stored = ctx.archive.stored(record)
+    archive = ctx.archive
+    stored = archive.stored(record)
     if stored is not None:
-        read = stored.uncompressed_frame if choice.decode else stored.encoded_frame
-        return read, lambda: None, len(stored)
-    inst = ctx.archive.open_instance(record)
+        read_stored = stored.uncompressed_frame if choice.decode else stored.encoded_frame
+        if source is None:
+            return read_stored, lambda: None, len(stored)
+        opened = source
+        return (lambda i: read_stored(i, opened)), opened.close, len(stored)
+    inst = archive.open_instance(record, source)
 
     def read_full(i: int) -> bytes:
         if not choice.decode:
@@ -160,7 +188,85 @@ def frame_reader(
             return np.packbits(np.asarray(arr, np.uint8).reshape(-1), bitorder="little").tobytes()
         return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
-    return read_full, inst.close, len(inst)
+    def close() -> None:
+        inst.close()
+        if source is not None:
+            source.close()
+
+    return read_full, close, len(inst)
+
+
+@dataclass
+class OpenFrames:
+    """The frames of one instance opened for a request (:func:`open_frames`).
+
+    ``close()`` runs once: called by the request, or when this object is collected
+    without it (a client gone before its streamed answer started never runs the body
+    that would close the blob).
+    """
+
+    record: InstanceRecord
+    choice: PixelChoice
+    read: Callable[[int], bytes]
+    close: Callable[[], object]
+    count: int
+
+    def __post_init__(self) -> None:
+        self.close = weakref.finalize(self, self.close)
+
+
+def open_frames(
+    ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange], numbers: list[int], *, eager: bool = True
+) -> OpenFrames:
+    """Open the instance's blob where it is now (the record may be a memoised one that
+    another process has moved or swapped since), negotiate, and check the frame numbers:
+    404 without pixel data or for a frame past the end, 406, 410 when the bytes are gone.
+    Blocking (runs in the thread pool); the caller closes what it returns.
+
+    ``eager=False`` opens nothing yet: each read goes through the archive (a frame in
+    the cache costs no open; a moved blob is followed, a swapped one raises
+    :class:`InstanceChangedError` carrying the current record).
+    """
+    current, source = ctx.archive.open_current(record) if eager else (record, None)
+    try:
+        if current.pixel is None:
+            raise HTTPException(404, f"instance {current.sop_uid} has no pixel data")
+        choice = negotiate_pixels(ranges, current.transfer_syntax)
+        if choice is None:
+            raise HTTPException(
+                406,
+                f"frames of {current.sop_uid} are stored as {current.transfer_syntax}; acceptable: "
+                f'application/octet-stream (Explicit VR Little Endian) or transfer-syntax=* (as stored)',
+            )
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
+    read, close, count = frame_reader(ctx, current, choice, source)
+    bad = [n for n in numbers if n > count]
+    if bad:
+        close()
+        raise HTTPException(404, f"frame {bad[0]} does not exist: instance {current.sop_uid} has {count} frames")
+    return OpenFrames(current, choice, read, close, count)
+
+
+def _first_frame(ctx: WebContext, record: InstanceRecord, ranges: list[MediaRange], number: int) -> tuple[PixelChoice, bytes]:
+    """Negotiate and read one frame: a single-frame request in one thread hop, with no
+    blob opened when the frame is in the cache. Bytes another process swapped since the
+    record was memoised: once more with the current record."""
+    try:
+        opened = open_frames(ctx, record, ranges, [number], eager=False)
+        try:
+            return opened.choice, opened.read(number - 1)
+        finally:
+            opened.close()
+    except InstanceChangedError as exc:
+        record = exc.current
+    opened = open_frames(ctx, record, ranges, [number])
+    try:
+        return opened.choice, opened.read(number - 1)
+    finally:
+        opened.close()
 
 
 async def frames(request: Request) -> Response:
@@ -171,27 +277,9 @@ async def frames(request: Request) -> Response:
     if record.pixel is None:
         raise HTTPException(404, f"instance {record.sop_uid} has no pixel data")
     ranges = parse_accept(request.headers.get("accept"))
-    choice = negotiate_pixels(ranges, record.transfer_syntax)
-    if choice is None:
-        raise HTTPException(
-            406,
-            f"frames of {record.sop_uid} are stored as {record.transfer_syntax}; acceptable: "
-            f'application/octet-stream (Explicit VR Little Endian) or transfer-syntax=* (as stored)',
-        )
-    if ctx.archive.peek(record.sop_uid)[1] is not None:
-        read, close, count = frame_reader(ctx, record, choice)  # memoised: no I/O
-    else:
-        read, close, count = await run(frame_reader, ctx, record, choice)
-    bad = [n for n in numbers if n > count]
-    if bad:
-        close()
-        raise HTTPException(404, f"frame {bad[0]} does not exist: instance {record.sop_uid} has {count} frames")
     writer = MultipartWriter()
     if len(numbers) == 1:
-        try:
-            data = await run(read, numbers[0] - 1)
-        finally:
-            close()
+        choice, data = await run(_first_frame, ctx, record, ranges, numbers[0])
         if not choice.multipart:
             return Response(data, media_type=choice.part_content_type)
         # One join, not two concatenations: a frame is 0.1-2 MB, copied on the event loop.
@@ -199,15 +287,17 @@ async def frames(request: Request) -> Response:
             b"".join((writer.part_header(choice.part_content_type), data, writer.close())),
             media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax),
         )
+    opened = await run(open_frames, ctx, record, ranges, numbers)
+    choice = opened.choice
 
     async def body() -> AsyncIterator[bytes]:
         try:
             for n in numbers:
-                data = await run(read, n - 1)
+                data = await run(opened.read, n - 1)
                 yield writer.part_header(choice.part_content_type) + data
             yield writer.close()
         finally:
-            close()
+            opened.close()
 
     return StreamingResponse(body(), media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax))
 
@@ -274,6 +364,8 @@ async def bulkdata(request: Request) -> Response:
     tag = int(tag_text, 16)
     ranges = parse_accept(request.headers.get("accept"))
     archive = ctx.archive
+    # Where its bytes are now, before the answer starts (moved: followed; lost: 410).
+    record = await run(archive.current, record)
     pixel = record.pixel
     if pixel is not None and tag == pixel["tag"]:
         choice = negotiate_pixels(ranges, record.transfer_syntax)

@@ -33,9 +33,17 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["BASELINE", "MIGRATIONS_DIR", "alembic_config", "head", "current", "upgrade"]
+from ...errors import DcmstreamError
+
+__all__ = ["CatalogMigrationError", "BASELINE", "MIGRATIONS_DIR", "alembic_config", "head", "current", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
+
+
+class CatalogMigrationError(DcmstreamError, RuntimeError):
+    """The schema history shipped with dcmstream is broken (a packaging bug)."""
+
+
 #: The revision whose tables are those of catalogs made before alembic (stamped, not re-created).
 BASELINE = "0001"
 # pg_advisory_xact_lock key: "dcmscat" as a signed 64-bit number; scoped to one database.
@@ -56,7 +64,7 @@ def head() -> str:
     """The newest revision (the history is linear: one head)."""
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     if len(heads) != 1:  # pragma: no cover - a branched history is a packaging bug
-        raise RuntimeError(f"the catalog migrations have {len(heads)} heads: {heads}")
+        raise CatalogMigrationError(f"the catalog migrations have {len(heads)} heads: {heads}")
     return heads[0]
 
 
