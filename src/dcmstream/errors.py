@@ -11,13 +11,20 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     │                                              no installed codec for the syntax
     ├── DecodeError (also ValueError)              a codec rejected one frame's bytes
     │   └── CharlsError             codecs/charls.py     CharLS returned an error code
+    ├── CharlsMemoryError (also MemoryError) codecs/charls.py CharLS could not allocate a coder
+    ├── OpenJpegVersionError (also OSError) codecs/j2k_levels.py libopenjp2 older than 2.3
     ├── SourceError (also OSError)                 the byte source failed (I/O, closed)
     ├── InvalidArgumentError (also ValueError)     a public API called with a bad argument
+    ├── InvalidArgumentTypeError (also TypeError)  an argument of a type the API cannot use
+    ├── PathNotFoundError (also FileNotFoundError) an input file or folder that does not exist
+    ├── PathExistsError (also FileExistsError)     an output that must be new already exists
     ├── MissingDependencyError (also ImportError)  an optional dependency is not installed
     ├── FrameNumberError (also IndexError)         a frame number outside the instance's frames
     ├── InvalidValueError (also ValueError)   units.py             bad size or window text
     ├── CacheBudgetError (also ValueError)    cache/tier.py        item larger than budget
     ├── PoolFullError (also RuntimeError)     cache/pool.py        decode queue is full
+    ├── CacheClosedError (also RuntimeError)  cache/pool.py        pool or prefetcher used after close
+    ├── FileClosedError (also ValueError)     io/atomic.py         atomic file written after close
     ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key
     │   ├── MissingBlobError                  archive/archive.py   a catalogued instance's bytes are gone (410)
     │   └── InstanceChangedError              archive/archive.py   bytes swapped while read (503: retry)
@@ -39,11 +46,14 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── PolicyError (also ValueError)         policy.py            bad compression policy, or a bad transcode result
     ├── UnsupportedTarget (also ValueError)   compress/encoders.py target cannot hold image
     ├── PixelDataTooLarge (also ValueError)   compress/writer.py   outgrew 32-bit offsets
+    ├── WriterError (also RuntimeError)       compress/writer.py   frames written differ from the count declared
     ├── QaFailure                             compress/results.py  lossy frame missed QA
     ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
-    └── _TooLarge                             web/stow.py          internal: STOW body > limit
+    ├── _TooLarge                             web/stow.py          internal: STOW body > limit
+    ├── IntegerRangeError (also OverflowError) pipeline/dtypes.py  no integer dtype holds a range
+    └── ServeEnvironmentError (also RuntimeError) cli/serve.py     worker factory started outside 'serve'
 
-The classes after FrameNumberError live next to the code that raises them (they are part of
+The classes after PathExistsError live next to the code that raises them (they are part of
 that package's API); this drawing is the one place that lists them all, and
 ``tests/test_errors.py`` fails when a new exception class is missing from it or from the
 tree.
@@ -64,6 +74,9 @@ __all__ = [
     "InvalidArgumentError",
     "MissingDependencyError",
     "FrameNumberError",
+    "InvalidArgumentTypeError",
+    "PathNotFoundError",
+    "PathExistsError",
 ]
 
 
@@ -113,3 +126,16 @@ class MissingDependencyError(DcmstreamError, ImportError):
 
 class FrameNumberError(DcmstreamError, IndexError):
     """A frame number outside the frames of an instance; the message gives the valid range."""
+
+
+class InvalidArgumentTypeError(DcmstreamError, TypeError):
+    """A public function or class was given an argument of a type it cannot use; the
+    message names the argument and the type it got."""
+
+
+class PathNotFoundError(SourceError, FileNotFoundError):
+    """An input file or folder named by the caller does not exist."""
+
+
+class PathExistsError(DcmstreamError, FileExistsError):
+    """An output that must be created fresh already exists."""

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["BufferPool", "BufferPoolStats"]
 
 Key = tuple[tuple[int, ...], str]
@@ -71,7 +73,7 @@ class BufferPool:
 
     def __init__(self, max_bytes: int = 64 << 20, max_per_key: int = 16) -> None:
         if max_bytes < 0 or max_per_key < 0:
-            raise ValueError("max_bytes and max_per_key must be >= 0")
+            raise InvalidArgumentError("max_bytes and max_per_key must be >= 0")
         self.max_bytes = int(max_bytes)
         self.max_per_key = int(max_per_key)
         self._idle: defaultdict[Key, deque[np.ndarray]] = defaultdict(deque)

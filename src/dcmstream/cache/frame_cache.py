@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 import psutil
 
+from ..errors import InvalidArgumentError
 from .buffers import BufferPool
 from .stats import CacheStats, DecodeTimer
 from .tier import ByteBudgetLRU, CacheBudgetError
@@ -43,9 +44,9 @@ def split_budget(max_bytes: int, encoded_share: float) -> tuple[int, int]:
     """(decoded, encoded) tier budgets: the encoded tier ``encoded_share`` of ``max_bytes``,
     the decoded tier the rest, so they add up to ``max_bytes`` exactly."""
     if max_bytes < 0:
-        raise ValueError("max_bytes must be >= 0")
+        raise InvalidArgumentError("max_bytes must be >= 0")
     if not 0.0 <= encoded_share <= 1.0:
-        raise ValueError(f"encoded_share must be within 0..1, got {encoded_share}")
+        raise InvalidArgumentError(f"encoded_share must be within 0..1, got {encoded_share}")
     encoded = int(max_bytes * encoded_share)
     return int(max_bytes) - encoded, encoded
 
@@ -158,7 +159,7 @@ class FrameCache:
             return self.decoded
         if tier == "encoded":
             return self.encoded
-        raise ValueError(f"unknown tier {tier!r}")
+        raise InvalidArgumentError(f"unknown tier {tier!r}")
 
     def get(self, key: Hashable, tier: str = "decoded") -> Any | None:
         """The cached value or None (counts a hit or a miss)."""

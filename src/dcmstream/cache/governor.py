@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, Self
 
+from ..errors import InvalidArgumentError
 from ..libc import libc
 from ..memory import process_rss, system_memory_fraction
 
@@ -149,9 +150,9 @@ class MemoryGovernor:
         if system_threshold > 1.0:
             system_threshold /= 100.0  # accept 80 as well as 0.8
         if not 0.0 < system_threshold <= 1.0:
-            raise ValueError("system_threshold must be a fraction in (0, 1]")
+            raise InvalidArgumentError("system_threshold must be a fraction in (0, 1]")
         if not 0.0 < shrink_fraction < 1.0:
-            raise ValueError("shrink_fraction must be in (0, 1)")
+            raise InvalidArgumentError("shrink_fraction must be in (0, 1)")
         self.system_threshold = float(system_threshold)
         self.process_limit_bytes = process_limit_bytes
         self.interval = float(interval)

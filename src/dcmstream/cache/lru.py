@@ -21,6 +21,8 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["LRU", "OpenLRU", "Closeable"]
 
 K = TypeVar("K", bound=Hashable)
@@ -40,7 +42,7 @@ class LRU(Generic[K, V]):
 
     def __init__(self, max_items: int, *, on_evict: Callable[[K, V], None] | None = None) -> None:
         if max_items < 1:
-            raise ValueError("max_items must be >= 1")
+            raise InvalidArgumentError("max_items must be >= 1")
         self.max_items = int(max_items)
         self.on_evict = on_evict
         self._items: OrderedDict[K, V] = OrderedDict()
@@ -102,7 +104,7 @@ class OpenLRU(Generic[K, C]):
     def __init__(self, max_open: int, *, keep: Callable[[C], bool] | None = None,
                  alive: Callable[[C], bool] | None = None) -> None:
         if max_open < 1:
-            raise ValueError("max_open must be >= 1")
+            raise InvalidArgumentError("max_open must be >= 1")
         self.max_open = int(max_open)
         self._keep = keep
         self._alive = alive

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Self
 
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError
 
 __all__ = ["DecodePool", "PoolFullError", "PoolStats", "Priority"]
 
@@ -44,6 +44,10 @@ class Priority(IntEnum):
 
 class PoolFullError(DcmstreamError, RuntimeError):
     """The queue is full of work at least as important as the task offered."""
+
+
+class CacheClosedError(DcmstreamError, RuntimeError):
+    """A decode pool or a prefetcher was given work after it was shut down or closed."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,9 @@ class DecodePool:
     def __init__(self, workers: int | None = None, *, max_queue: int = 1024, name: str = "dcmstream-decode") -> None:
         workers = (os.cpu_count() or 1) if workers is None else int(workers)
         if workers < 1:
-            raise ValueError("workers must be >= 1")
+            raise InvalidArgumentError("workers must be >= 1")
         if max_queue < 1:
-            raise ValueError("max_queue must be >= 1")
+            raise InvalidArgumentError("max_queue must be >= 1")
         self.workers = workers
         self.max_queue = int(max_queue)
         self._queues: dict[int, deque[_Task]] = {int(p): deque() for p in Priority}
@@ -125,7 +129,7 @@ class DecodePool:
         victim: _Task | None = None
         with self._cond:
             if self._shutdown:
-                raise RuntimeError("cannot submit to a DecodePool after shutdown")
+                raise CacheClosedError("cannot submit to a DecodePool after shutdown")
             if self._queued >= self.max_queue:
                 self._purge_cancelled()
             if self._queued >= self.max_queue:

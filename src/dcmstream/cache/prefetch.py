@@ -35,8 +35,9 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
+from ..errors import FrameNumberError, InvalidArgumentError
 from .frame_cache import nbytes_of
-from .pool import DecodePool, PoolFullError, Priority
+from .pool import CacheClosedError, DecodePool, PoolFullError, Priority
 
 _log = logging.getLogger(__name__)
 
@@ -276,9 +277,9 @@ class StackPrefetcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if before < 0 or after < 0 or max_ahead < 0:
-            raise ValueError("before, after and max_ahead must be >= 0")
+            raise InvalidArgumentError("before, after and max_ahead must be >= 0")
         if not 0.0 <= budget_share <= 1.0:
-            raise ValueError("budget_share must be within [0, 1]")
+            raise InvalidArgumentError("budget_share must be within [0, 1]")
         self.target = target
         self.pool = pool
         self.before = int(before)
@@ -317,12 +318,12 @@ class StackPrefetcher:
     def _normalize(self, i: int) -> int:
         n = len(self.target)
         if n == 0:
-            raise IndexError("the target has no frames")
+            raise FrameNumberError("the target has no frames")
         j = int(i)
         if j < 0:
             j += n
         if not 0 <= j < n:
-            raise IndexError(f"frame {i} out of range (0..{n - 1})")
+            raise FrameNumberError(f"frame {i} out of range (0..{n - 1})")
         return j
 
     def _update_motion(self, t: float, j: int) -> None:
@@ -418,7 +419,7 @@ class StackPrefetcher:
         prefetches queued for its own sake.
         """
         if self._closed:
-            raise RuntimeError("the prefetcher is closed")
+            raise CacheClosedError("the prefetcher is closed")
         j = self._normalize(i)
         t = self.clock()
         future: Future | None = None

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError
 from .stats import TierStats
 
 __all__ = ["ByteBudgetLRU", "CacheBudgetError"]
@@ -27,7 +27,7 @@ class ByteBudgetLRU:
 
     def __init__(self, name: str, max_bytes: int) -> None:
         if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
+            raise InvalidArgumentError("max_bytes must be >= 0")
         self.name = name
         self._max = int(max_bytes)
         self._items: OrderedDict[Hashable, tuple[Any, int, bool]] = OrderedDict()

@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from .. import open as open_instance
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, FrameNumberError
 from ..image.render import window_to_uint8
 from ..units import InvalidValueError, parse_window
 
@@ -36,7 +36,7 @@ def write_frame(path: Path, number: int, out: Path, window: tuple[float, float] 
     with open_instance(path) as inst:
         count = len(inst)
         if not 1 <= number <= count:
-            raise IndexError(f"{path.name} has no frame {number}: its frames are numbered 1 to {count}")
+            raise FrameNumberError(f"{path.name} has no frame {number}: its frames are numbered 1 to {count}")
         arr = inst.frame(number - 1)
         if suffix == ".npy":
             np.save(out, arr)

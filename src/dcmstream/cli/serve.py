@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from ..errors import DcmstreamError
+
 if TYPE_CHECKING:
     from ..archive import Archive
 
@@ -158,13 +160,17 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
     return create_app(archive, config), archive, worker
 
 
+class ServeEnvironmentError(DcmstreamError, RuntimeError):
+    """The multi-worker app factory was started without the options 'dcmstream serve' passes."""
+
+
 def create_app_from_env() -> Any:
     """The app of one uvicorn worker process (``[server] workers`` > 1): each process
     opens its own archive from the options ``dcmstream serve`` put in ``DCMSTREAM_SERVE``;
     they share nothing but the catalog database and the blob stores."""
     text = os.environ.get(SERVE_ENV)
     if not text:
-        raise RuntimeError(f"{SERVE_ENV} is not set: this factory is started by 'dcmstream serve --workers N'")
+        raise ServeEnvironmentError(f"{SERVE_ENV} is not set: this factory is started by 'dcmstream serve --workers N'")
     app, _, _ = build_app(ServeOptions.from_env(text))
     return app
 

@@ -27,13 +27,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import DecodeError
+from ..errors import DcmstreamError, DecodeError
 
 __all__ = ["charls_available", "charls_library", "encode", "CharlsError"]
 
 
 class CharlsError(DecodeError):
     """CharLS refused the image or the parameters (its error message says why)."""
+
+
+class CharlsMemoryError(DcmstreamError, MemoryError):
+    """CharLS could not allocate an encoder."""
 
 
 class _FrameInfo(ctypes.Structure):
@@ -142,7 +146,7 @@ def _configured(lib: ctypes.CDLL, info: _FrameInfo, near: int, samples: int) -> 
     """A new encoder set up for one frame (the caller destroys it)."""
     encoder = lib.charls_jpegls_encoder_create()
     if not encoder:
-        raise MemoryError("CharLS could not create an encoder")
+        raise CharlsMemoryError("CharLS could not create an encoder")
     try:
         _check(lib, lib.charls_jpegls_encoder_set_frame_info(encoder, ctypes.byref(info)), "frame info")
         if near:

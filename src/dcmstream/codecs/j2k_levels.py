@@ -29,7 +29,7 @@ import threading
 
 import numpy as np
 
-from ..errors import DecodeError
+from ..errors import DcmstreamError, DecodeError
 
 __all__ = ["codestream_start", "decomposition_levels", "decode_reduced", "openjpeg_available", "openjpeg_library",
            "sample_dtype"]
@@ -38,6 +38,11 @@ _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
 
 # -- codestream header ---------------------------------------------------------------
+class OpenJpegVersionError(DcmstreamError, OSError):
+    """The libopenjp2 found is older than 2.3 (an OSError, like a library that fails to load,
+    so the caller falls back to the next candidate)."""
+
+
 def codestream_start(data: bytes) -> int:
     """Offset of the J2K codestream: 0 for a raw one, else the start of the JP2 file's
     jp2c box contents (DecodeError if there is none).
@@ -264,7 +269,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     version = (lib.opj_version() or b"0").decode()
     major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if major_minor < (2, 3):  # opj_set_decoded_resolution_factor and this struct layout
-        raise OSError(f"libopenjp2 {version} is older than 2.3")
+        raise OpenJpegVersionError(f"libopenjp2 {version} is older than 2.3")
     return lib
 
 

@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError
 from ..image import open as open_instance
 from ..io.walk import iter_paths
 from .background import BackgroundEstimate, analyse_background
@@ -72,7 +72,7 @@ def plan_work(inputs: Iterable[str | os.PathLike[str]], outdir: str | os.PathLik
     """Resolve inputs to work items. ``count_frames`` reads each header once for the frames
     and raw bytes (a progress bar's totals); without it only the file sizes are taken."""
     if not in_place and outdir is None:
-        raise ValueError("an output folder is required unless in_place")
+        raise InvalidArgumentError("an output folder is required unless in_place")
     items: list[WorkItem] = []
     seen: dict[Path, Path] = {}
     out = None if outdir is None else Path(outdir)
@@ -80,7 +80,7 @@ def plan_work(inputs: Iterable[str | os.PathLike[str]], outdir: str | os.PathLik
         destination = path if in_place else out / rel  # type: ignore[operator]
         key = destination.resolve()
         if key in seen:
-            raise ValueError(f"{path} and {seen[key]} would both be written to {destination}")
+            raise InvalidArgumentError(f"{path} and {seen[key]} would both be written to {destination}")
         seen[key] = path
         frames = raw = size = 0
         try:
@@ -159,9 +159,9 @@ def compress(
     target = parse_target(target) if isinstance(target, str) else target
     in_place = options.output.in_place
     if options.hybrid and target.lossy:
-        raise ValueError("--hybrid keeps a lossless archive copy: choose a lossless --to")
+        raise InvalidArgumentError("--hybrid keeps a lossless archive copy: choose a lossless --to")
     if options.hybrid and in_place:
-        raise ValueError("--hybrid and --in-place together are not supported")
+        raise InvalidArgumentError("--hybrid and --in-place together are not supported")
     if items is None:
         items = plan_work(inputs, outdir, in_place=in_place, with_preview=options.hybrid,
                           count_frames=progress is not None)

@@ -37,7 +37,7 @@ import numpy as np
 from ..codecs import charls
 from ..codecs.imagecodecs_backend import openjph_ready
 from ..codecs.syntaxes import LOSSY_METHODS, uid_of
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError, InvalidArgumentTypeError
 from ..index.pixel_spec import PixelSpec
 from .metrics import psnr as measure_psnr
 
@@ -199,7 +199,7 @@ class NativeEncoder:
     releases_gil: bool = True
 
     def __call__(self, frame: np.ndarray) -> bytes:  # pragma: no cover - not called
-        raise TypeError("native targets write frames, not codestreams")
+        raise InvalidArgumentTypeError("native targets write frames, not codestreams")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,12 +404,12 @@ def parse_target(text: str) -> Target:
         if name == "jpeg-ls-near":
             near = int(arg)
             if not 1 <= near <= 255:
-                raise ValueError
+                raise InvalidArgumentError
             return replace(target, near=near)
         if name == "jpeg":
             quality = int(arg)
             if not 1 <= quality <= 100:
-                raise ValueError
+                raise InvalidArgumentError
             return replace(target, quality=quality)
         if name in ("j2k-lossy", "htj2k-lossy"):
             key, _, value = arg.partition("=")
@@ -418,7 +418,7 @@ def parse_target(text: str) -> Target:
                 return replace(target, ratio=number, psnr=None)
             if key == "psnr" and 10 <= number <= 150:
                 return replace(target, psnr=number, ratio=None)
-            raise ValueError
+            raise InvalidArgumentError
     except ValueError:
         pass
     hints = {"jpeg-ls-near": "jpeg-ls-near:N with N in 1..255",
@@ -573,7 +573,7 @@ def _calibrate_ratio(plan: EncodePlan, frames: Sequence[np.ndarray]) -> tuple[Fr
     regula falsi (Illinois) on it, to within 2 % of the ratio or 8 rounds; sizes only, no
     decoding."""
     if not frames:
-        raise ValueError("calibration needs at least one frame")
+        raise InvalidArgumentError("calibration needs at least one frame")
     goal = plan.target.ratio
     assert goal is not None
     raw = sum(f.nbytes for f in frames)

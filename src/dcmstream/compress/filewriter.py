@@ -71,7 +71,7 @@ def header_bytes(ds: Dataset, enc: writer.Encoding, lossy: bool,
             middle = enc.dataset(piece, charset)
             at = middle.rfind(hdr.ratio_placeholder().encode("ascii"))
             if at < 0:  # pragma: no cover - defensive
-                raise RuntimeError("could not locate the Lossy Image Compression Ratio placeholder")
+                raise writer.WriterError("could not locate the Lossy Image Compression Ratio placeholder")
             ratio_at = len(out) + at
             out.extend(middle)
             piece = Dataset()

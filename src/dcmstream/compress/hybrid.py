@@ -28,6 +28,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from ..errors import InvalidArgumentError
 from ..image import open as open_instance
 from .encoders import Target, parse_target
 from .executor import Pools
@@ -105,10 +106,10 @@ def hybrid(
     archive_target = parse_target(archive_target) if isinstance(archive_target, str) \
         else archive_target
     if archive_target.lossy:
-        raise ValueError("the archive copy of a hybrid must be lossless")
+        raise InvalidArgumentError("the archive copy of a hybrid must be lossless")
     options = replace(options or TranscodeOptions(), rendition=None)
     if options.output.in_place:
-        raise ValueError("--hybrid and --in-place together are not supported")
+        raise InvalidArgumentError("--hybrid and --in-place together are not supported")
     result = transcode(source, archive, archive_target, jobs=jobs, executor=executor,
                        progress=progress, options=options)
     if result.status not in ("written", "kept-input") or not result.frames:

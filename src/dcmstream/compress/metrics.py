@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["FrameMetrics", "Window", "frame_metrics", "max_abs_error", "psnr", "ssim",
            "window_from_dataset", "window_psnr"]
 
@@ -143,7 +145,7 @@ def ssim(reference: np.ndarray, test: np.ndarray, data_range: float,
     fall back to a global (one-window) SSIM otherwise.
     """
     if reference.shape != test.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {test.shape}")
+        raise InvalidArgumentError(f"shapes differ: {reference.shape} vs {test.shape}")
     channels = [(reference, test)] if reference.ndim == 2 else [
         (reference[..., k], test[..., k]) for k in range(reference.shape[-1])]
     values = []

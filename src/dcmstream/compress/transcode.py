@@ -42,7 +42,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError
 from ..image import Instance
 from ..image import open as open_instance
 from ..io.atomic import atomic_copy
@@ -181,14 +181,14 @@ def _destination(src: Path, destination: str | os.PathLike[str] | None, target: 
     """Where the output goes; None when ``result`` already says it cannot be written."""
     if out.in_place:
         if destination is not None and Path(destination).resolve() != src.resolve():
-            raise ValueError("in_place=True writes over the source; pass destination=None")
+            raise InvalidArgumentError("in_place=True writes over the source; pass destination=None")
         if target.lossy:
             result.status = "refused"
             result.message = "in-place replacement with a lossy result is never done"
             return None
         return src
     if destination is None:
-        raise ValueError("destination is required unless in_place=True")
+        raise InvalidArgumentError("destination is required unless in_place=True")
     dest = Path(destination)
     if dest.resolve() == src.resolve():
         result.status = "refused"

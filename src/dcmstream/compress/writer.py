@@ -34,7 +34,7 @@ from pydicom.filewriter import write_data_element, write_dataset, write_file_met
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from ..codecs.syntaxes import syntax
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError
 from ..io.atomic import AtomicFile
 
 __all__ = [
@@ -70,6 +70,11 @@ OFFSET_TABLES = ("bot", "none", "eot")
 
 class PixelDataTooLarge(DcmstreamError, ValueError):
     """Encapsulated Pixel Data outgrew the 32-bit offsets of the Basic Offset Table."""
+
+
+class WriterError(DcmstreamError, RuntimeError):
+    """The frames handed to a writer do not match what its header declared (their count,
+    or a placeholder the header must hold)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,11 +249,11 @@ def write_native(out: BinaryIO | DeflateWriter, enc: Encoding, frames: Iterable[
             data = np.ascontiguousarray(frame, dtype=target)
         view = data.data.cast("B")
         if len(view) != frame_bytes:
-            raise ValueError(f"frame of {len(view)} bytes, expected {frame_bytes}")
+            raise InvalidArgumentError(f"frame of {len(view)} bytes, expected {frame_bytes}")
         out.write(view)
         written += 1
     if written != count:
-        raise RuntimeError(f"expected {count} frames, got {written}")
+        raise WriterError(f"expected {count} frames, got {written}")
     if total % 2:
         out.write(b"\0")
 
@@ -276,9 +281,9 @@ def write_encapsulated(fh: BinaryIO, encoded: Iterator[bytes] | Iterable[bytes],
     "eot"). ``fh`` must be seekable; all encapsulated syntaxes are explicit VR little endian.
     """
     if offset_table not in OFFSET_TABLES:
-        raise ValueError(f"offset_table must be one of {OFFSET_TABLES}, not {offset_table!r}")
+        raise InvalidArgumentError(f"offset_table must be one of {OFFSET_TABLES}, not {offset_table!r}")
     if offset_table == "eot" and fragments_per_frame != 1:
-        raise ValueError("the Extended Offset Table requires one fragment per frame")
+        raise InvalidArgumentError("the Extended Offset Table requires one fragment per frame")
     enc = EXPLICIT_LITTLE
     table_bytes = 8 * count
     eot_at = None
@@ -304,7 +309,7 @@ def write_encapsulated(fh: BinaryIO, encoded: Iterator[bytes] | Iterable[bytes],
             raise PixelDataTooLarge("Pixel Data exceeds 4 GiB, beyond the Basic Offset Table's "
                                     "32-bit offsets: use offset_table='eot'")
         if len(offsets) >= count:
-            raise RuntimeError(f"expected {count} frames, got more")
+            raise WriterError(f"expected {count} frames, got more")
         offsets.append(offset)
         fragments = [memoryview(data).cast("B")] if fragments_per_frame == 1 else \
             split_fragments(data, fragments_per_frame)
@@ -319,7 +324,7 @@ def write_encapsulated(fh: BinaryIO, encoded: Iterator[bytes] | Iterable[bytes],
                 fh.write(b"\0")
         lengths.append(len(fragment) + odd)  # the frame's single fragment when EOT is used
     if len(offsets) != count:
-        raise RuntimeError(f"expected {count} frames, got {len(offsets)}")
+        raise WriterError(f"expected {count} frames, got {len(offsets)}")
     fh.write(enc.delimiter(SEQUENCE_DELIMITER))
 
     end = fh.tell()
@@ -347,7 +352,7 @@ def split_fragments(data: bytes, count: int) -> list[memoryview]:
             cut += 2
         bounds.append(cut)
     if bounds[-1] >= len(view):
-        raise ValueError(f"an encoded frame of {len(view)} bytes cannot be split into "
+        raise InvalidArgumentError(f"an encoded frame of {len(view)} bytes cannot be split into "
                          f"{count} fragments")
     bounds.append(len(view))
     return [view[a:b] for a, b in itertools.pairwise(bounds)]

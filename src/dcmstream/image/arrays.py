@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cache.lru import OpenLRU
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentTypeError, MissingDependencyError
 from .levels import level_shape
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class _InstanceReader:
 
     def __getstate__(self) -> dict[str, Any]:
         if self.path is None:
-            raise TypeError("an Instance not opened from a local path cannot be sent to another process")
+            raise InvalidArgumentTypeError("an Instance not opened from a local path cannot be sent to another process")
         return {"path": self.path, "key": self.key, "level": self.level}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -116,7 +116,7 @@ def _frames_array(reader: Callable[[np.ndarray], np.ndarray], n: int, frame_shap
     try:
         import dask.array as da
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("to_dask() needs dask: pip install 'dcmstream[dask]'") from exc
+        raise MissingDependencyError("to_dask() needs dask: pip install 'dcmstream[dask]'") from exc
     index = da.arange(n, chunks=1, dtype=np.int64)
     chunks = ((1,) * n, *((s,) for s in frame_shape))
     return index.map_blocks(

@@ -24,7 +24,14 @@ import numpy as np
 
 from ..cache import FrameCache
 from ..codecs import ENCAPSULATED_UNCOMPRESSED, NATIVE_SYNTAXES, Decoded, FrameDecoder, decode_native, decoder_for
-from ..errors import DcmstreamError, DecodeError, DicomFormatError, SourceError, UnsupportedTransferSyntaxError
+from ..errors import (
+    DcmstreamError,
+    DecodeError,
+    DicomFormatError,
+    InvalidArgumentError,
+    SourceError,
+    UnsupportedTransferSyntaxError,
+)
 from ..index import FrameIndex, PixelSpec, unwrap_items
 from ..index.encapsulated import ITEM_TAG, item_header
 from ..io.source import ByteSource
@@ -256,7 +263,7 @@ class FrameReader:
         this way (:meth:`frame`); without ``out`` the array is the caller's own memory.
         """
         if level < 0:
-            raise ValueError(f"level must be >= 0, got {level}")
+            raise InvalidArgumentError(f"level must be >= 0, got {level}")
         reduced = bool(level) and self.reduces
         if level and not reduced:
             out = None  # the full frame is decoded, then decimated into a new array

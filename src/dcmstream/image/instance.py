@@ -14,7 +14,7 @@ from pydicom.uid import UID
 
 from ..cache import FrameCache, default_cache
 from ..codecs import NATIVE_SYNTAXES
-from ..errors import DicomFormatError, SourceError
+from ..errors import DicomFormatError, FrameNumberError, InvalidArgumentTypeError, SourceError
 from ..index import (
     FrameIndex,
     PixelElement,
@@ -226,10 +226,10 @@ class Instance:
         if n == 0:
             raise DicomFormatError(f"{self.name}: the dataset has no pixel data")
         if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"frame index must be an integer, not {type(i).__name__}")
+            raise InvalidArgumentTypeError(f"frame index must be an integer, not {type(i).__name__}")
         j = int(i) + n if i < 0 else int(i)
         if not 0 <= j < n:
-            raise IndexError(f"{self.name}: frame {i} out of range (0..{n - 1})")
+            raise FrameNumberError(f"{self.name}: frame {i} out of range (0..{n - 1})")
         return j
 
     def encoded_frame(self, i: int) -> bytes:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+
 __all__ = ["level_shape", "geometric_max_level", "level_for_size", "decimate", "check_level", "representation"]
 
 
@@ -60,9 +62,9 @@ def check_level(level: object, max_level: int) -> int:
     level beyond what the frame offers gives the smallest level available.
     """
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
-        raise TypeError(f"level must be an integer, not {type(level).__name__}")
+        raise InvalidArgumentTypeError(f"level must be an integer, not {type(level).__name__}")
     if level < 0:
-        raise ValueError(f"level must be >= 0, got {level}")
+        raise InvalidArgumentError(f"level must be >= 0, got {level}")
     return min(int(level), max_level)
 
 

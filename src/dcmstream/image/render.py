@@ -44,6 +44,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from ..cache.lru import LRU
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..units import Window, check_window
 
 __all__ = [
@@ -451,9 +452,9 @@ def window_to_uint8(
 def check_size(size: object) -> int:
     """Validate a ``size`` (longest side in pixels): an int from 1 to 65535."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise TypeError(f"size must be an integer, not {type(size).__name__}")
+        raise InvalidArgumentTypeError(f"size must be an integer, not {type(size).__name__}")
     if not 1 <= size <= 0xFFFF:
-        raise ValueError(f"size must be within 1..65535, got {size}")
+        raise InvalidArgumentError(f"size must be within 1..65535, got {size}")
     return int(size)
 
 

@@ -40,7 +40,14 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..cache import FrameCache, default_cache
 from ..cache.lru import OpenLRU
-from ..errors import DcmstreamError, DicomFormatError, SourceError
+from ..errors import (
+    DcmstreamError,
+    DicomFormatError,
+    FrameNumberError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    SourceError,
+)
 from ..index import PixelSpec, pixel_spec_from_dataset
 from ..io.walk import walk_files
 from .instance import CacheArg, Instance, file_cache_key
@@ -271,7 +278,7 @@ class Series:
         if not members:
             raise DicomFormatError("a series needs at least one instance with pixel data")
         if max_open < 1:
-            raise ValueError("max_open must be >= 1")
+            raise InvalidArgumentError("max_open must be >= 1")
         self.members: list[SeriesMember] = list(members)
         self.sort_rule = sort_rule
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
@@ -343,11 +350,11 @@ class Series:
         if self._closed:
             raise SourceError("the series is closed")
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"frame index must be an integer, not {type(i).__name__}")
+            raise InvalidArgumentTypeError(f"frame index must be an integer, not {type(i).__name__}")
         n = self._total
         j = int(i) + n if i < 0 else int(i)
         if not 0 <= j < n:
-            raise IndexError(f"frame {i} out of range (0..{n - 1})")
+            raise FrameNumberError(f"frame {i} out of range (0..{n - 1})")
         m = int(np.searchsorted(self.frame_offsets, j, side="right")) - 1
         return m, j - int(self.frame_offsets[m])
 

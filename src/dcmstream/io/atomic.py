@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import DcmstreamError
 from ..libc import libc
 
 __all__ = ["AtomicFile", "atomic_copy", "atomic_write", "commit_file", "fsync_dir", "fsync_file", "temp_sibling"]
@@ -79,6 +80,11 @@ def commit_file(temporary: str | os.PathLike[str], destination: str | os.PathLik
         fsync_dir(Path(destination).parent)
 
 
+class FileClosedError(DcmstreamError, ValueError):
+    """An :class:`AtomicFile` was used after it was committed or discarded (a ValueError,
+    like writing to a closed file)."""
+
+
 class AtomicFile:
     """A file that appears at ``destination`` whole, or not at all.
 
@@ -99,7 +105,7 @@ class AtomicFile:
     @property
     def fh(self) -> BinaryIO:
         if self._fh is None:
-            raise ValueError(f"{self.path}: already closed")
+            raise FileClosedError(f"{self.path}: already closed")
         return self._fh
 
     def write_behind(self) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import SourceError
+from ..errors import InvalidArgumentError, SourceError
 from .source import ByteSource
 
 __all__ = ["READAHEAD", "FetchStats", "RangedSource"]
@@ -84,7 +84,7 @@ class RangedSource(ByteSource):
     ) -> None:
         super().__init__()
         if size < 0 or readahead < 0 or retries < 0 or backoff < 0:
-            raise ValueError("size, readahead, retries and backoff must be >= 0")
+            raise InvalidArgumentError("size, readahead, retries and backoff must be >= 0")
         self._fetch_range = fetch
         self._size = size
         self.name = name

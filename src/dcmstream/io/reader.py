@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 
+from ..errors import InvalidArgumentError
 from .source import ByteSource
 
 __all__ = ["SourceReader"]
@@ -50,9 +51,9 @@ class SourceReader(io.RawIOBase):
         elif whence == io.SEEK_END:
             pos = self.source.size + offset
         else:
-            raise ValueError(f"invalid whence {whence}")
+            raise InvalidArgumentError(f"invalid whence {whence}")
         if pos < 0:
-            raise ValueError("negative seek position")
+            raise InvalidArgumentError("negative seek position")
         self._pos = pos
         return pos
 

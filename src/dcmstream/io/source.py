@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
-from ..errors import SourceError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, SourceError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,7 +100,7 @@ class ByteSource(ABC):
         view = _byte_view(out)
         try:
             if len(view) < length:
-                raise ValueError(f"read_into: {length} bytes do not fit in a buffer of {len(view)}")
+                raise InvalidArgumentError(f"read_into: {length} bytes do not fit in a buffer of {len(view)}")
             view[:length] = self.read_exact(offset, length, what)
         finally:
             view.release()
@@ -213,9 +213,9 @@ class FileObjectSource(ByteSource):
     def __init__(self, fileobj: BinaryIO, name: str | None = None) -> None:
         super().__init__()
         if not (hasattr(fileobj, "read") and hasattr(fileobj, "seek")):
-            raise TypeError("file object must have read() and seek()")
+            raise InvalidArgumentTypeError("file object must have read() and seek()")
         if isinstance(fileobj, io.TextIOBase):
-            raise TypeError("file object must be opened in binary mode ('rb'), not text mode")
+            raise InvalidArgumentTypeError("file object must be opened in binary mode ('rb'), not text mode")
         self._fp = fileobj
         self._lock = threading.Lock()
         self.name = name or str(getattr(fileobj, "name", "<file object>"))
@@ -250,4 +250,4 @@ def as_source(obj: "str | os.PathLike[str] | BinaryIO | ByteSource | bytes") -> 
         return BytesSource(obj)
     if hasattr(obj, "read") and hasattr(obj, "seek"):
         return FileObjectSource(obj)
-    raise TypeError(f"cannot read DICOM from {type(obj).__name__}")
+    raise InvalidArgumentTypeError(f"cannot read DICOM from {type(obj).__name__}")

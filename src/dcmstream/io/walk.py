@@ -22,6 +22,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..errors import PathNotFoundError
+
 __all__ = ["iter_paths", "skipped_name", "walk_files"]
 
 
@@ -60,4 +62,4 @@ def iter_paths(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = Tru
         elif path.is_file():
             yield path, Path(path.name)
         elif not missing_ok:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise PathNotFoundError(f"{path}: no such file or folder")

@@ -22,9 +22,15 @@ import math
 
 import numpy as np
 
+from ..errors import DcmstreamError
+
 __all__ = ["narrowest_int", "storage_dtype", "modality_dtype", "to_modality", "VALUES"]
 
 VALUES = ("stored", "modality", "uint8")
+
+class IntegerRangeError(DcmstreamError, OverflowError):
+    """No integer dtype holds the range of values asked for."""
+
 
 _INTS = [np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")]
 
@@ -35,7 +41,7 @@ def narrowest_int(lo: int, hi: int) -> np.dtype:
         info = np.iinfo(dt)
         if info.min <= lo and hi <= info.max:
             return dt
-    raise OverflowError(f"no integer type holds {lo}..{hi}")
+    raise IntegerRangeError(f"no integer type holds {lo}..{hi}")
 
 
 def stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import psutil
 
 from ..cache import MemoryGovernor, MemorySample, default_cache
+from ..errors import InvalidArgumentError
 from ..memory import process_rss, system_memory_fraction
 
 __all__ = ["MemoryMonitor", "PauseStats", "process_rss"]
@@ -63,7 +64,7 @@ class MemoryMonitor:
         if threshold > 1.0:
             threshold /= 100.0
         if not 0.0 < threshold <= 1.0:
-            raise ValueError("threshold must be a fraction in (0, 1] (or a percentage)")
+            raise InvalidArgumentError("threshold must be a fraction in (0, 1] (or a percentage)")
         self.budget = int(budget)
         self.threshold = float(threshold)
         self.interval = float(interval)

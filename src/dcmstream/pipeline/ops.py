@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from .dtypes import storage_dtype
 from .items import Frame, InstanceItem, ItemInfo, Tile
 from .sinks import ListSink, Sink, StatsSink, ZarrSink
@@ -54,7 +55,7 @@ def frame_histogram(item: Frame | Tile) -> tuple[int, np.ndarray]:
         hi = int(a.max())
         shifted = a.astype(np.int64) - lo if lo or a.dtype.kind == "i" else a
         return lo, np.bincount(shifted.ravel(), minlength=hi - lo + 1)
-    raise TypeError("the histogram operation counts integer pixel values (use values='stored')")
+    raise InvalidArgumentTypeError("the histogram operation counts integer pixel values (use values='stored')")
 
 
 class HistogramSink(Sink):
@@ -229,7 +230,7 @@ OPS: dict[str, Operation] = {
 def operation(name: str, *, thumbnail_size: int = 256, mip_window: tuple[float, float] | None = None) -> Operation:
     """The operation ``name``; ``thumbnail_size`` and ``mip_window`` (stored values) tune theirs."""
     if name not in OPS:
-        raise ValueError(f"unknown operation {name!r}; choose from {', '.join(OPS)}")
+        raise InvalidArgumentError(f"unknown operation {name!r}; choose from {', '.join(OPS)}")
     op = OPS[name]
     if name == "thumbnails" and thumbnail_size != 256:
         op = Operation(op.name, _thumbnail(thumbnail_size), op.unit, op.make_sink, op.values, op.help)

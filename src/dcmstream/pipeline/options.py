@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cache import MemorySample
+from ..errors import InvalidArgumentError
 from .plan import RoiPredicate
 
 __all__ = ["BudgetOptions", "ExecutionOptions", "ItemOptions", "RunOptions"]
@@ -59,9 +60,9 @@ class ItemOptions:
 
     def __post_init__(self) -> None:
         if self.values not in VALUES:
-            raise ValueError("values must be 'stored', 'modality' or 'uint8'")
+            raise InvalidArgumentError("values must be 'stored', 'modality' or 'uint8'")
         if self.level < 0:
-            raise ValueError("level must be >= 0")
+            raise InvalidArgumentError("level must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class ExecutionOptions:
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
-            raise ValueError("executor must be 'threads' or 'processes'")
+            raise InvalidArgumentError("executor must be 'threads' or 'processes'")
 
 
 @dataclass(frozen=True)

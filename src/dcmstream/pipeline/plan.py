@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, InvalidArgumentError
 from ..image.levels import level_shape
 from .items import Failure, ItemInfo
 from .sources import ImageInfo, InputRef, Opener, image_info, iter_inputs
@@ -197,7 +197,9 @@ class Planner:
             return bool(m)
         m = np.asarray(m, dtype=bool)
         if m.shape != low.shape[:2]:
-            raise ValueError(f"the roi predicate returned a mask of shape {m.shape} for an image of shape {low.shape[:2]}")
+            raise InvalidArgumentError(
+                f"the roi predicate returned a mask of shape {m.shape} for an image of shape {low.shape[:2]}"
+            )
         return m
 
     def _lowres(self, ref: InputRef, info: ImageInfo, frame: int) -> np.ndarray:

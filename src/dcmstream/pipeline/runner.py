@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import FrameCache
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, MissingDependencyError
 from .budget import BatchSizer, format_bytes, parse_size
 from .items import UNITS, Failure, ItemInfo
 from .monitor import MemoryMonitor
@@ -362,7 +363,7 @@ def run(
     options = options or RunOptions()
     items, execution = options.items, options.execution
     if unit not in UNITS:
-        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+        raise InvalidArgumentError(f"unit must be one of {UNITS}, not {unit!r}")
     executor = execution.executor
     budget = parse_size(memory_budget)
     client, own_client = _client(execution.scheduler)
@@ -659,12 +660,12 @@ def _client(scheduler: Any) -> tuple[Any, bool]:
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("scheduler= needs dask.distributed: pip install 'dcmstream[dask]'") from exc
+        raise MissingDependencyError("scheduler= needs dask.distributed: pip install 'dcmstream[dask]'") from exc
     if isinstance(scheduler, Client):
         return scheduler, False
     if isinstance(scheduler, str):
         return Client(scheduler), True
-    raise TypeError("scheduler must be an address or a dask.distributed Client")
+    raise InvalidArgumentTypeError("scheduler must be an address or a dask.distributed Client")
 
 
 def _run_remote(stages: _Stages, refs: Iterator[WorkRef], client: Any) -> None:

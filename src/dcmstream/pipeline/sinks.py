@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, MissingDependencyError
 from .items import ItemInfo
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class StatsSink(Sink):
         if not self.format.startswith("."):
             self.format = "." + self.format
         if self.format not in self.FORMATS:
-            raise ValueError(f"{self.path}: a stats sink writes {', '.join(self.FORMATS)}")
+            raise InvalidArgumentError(f"{self.path}: a stats sink writes {', '.join(self.FORMATS)}")
         self.count = 0
         self._fh: TextIO | None = None  # open from open() (or the first write) to close()
         self._csv: csv.DictWriter[str] | None = None
@@ -267,7 +268,7 @@ class ZarrSink(Sink):
         try:
             import zarr
         except ImportError as exc:  # pragma: no cover - optional dependency
-            raise ImportError("the Zarr sink needs zarr: pip install 'dcmstream[dask]'") from exc
+            raise MissingDependencyError("the Zarr sink needs zarr: pip install 'dcmstream[dask]'") from exc
         self._group = zarr.open_group(str(self.path), mode="w" if self.overwrite else "a")
 
     def _compressor(self, dtype: np.dtype) -> zarr.codecs.BloscCodec:
@@ -370,7 +371,9 @@ def as_sink(sink: Any) -> Sink:
             return ZarrSink(sink)
         if suffix in StatsSink.FORMATS:
             return StatsSink(sink)
-        raise ValueError(f"{sink}: no sink for {suffix or 'paths without a suffix'} (use .zarr, .csv, .json, .jsonl or .npy)")
+        raise InvalidArgumentError(
+            f"{sink}: no sink for {suffix or 'paths without a suffix'} (use .zarr, .csv, .json, .jsonl or .npy)"
+        )
     if callable(sink):
         return CallbackSink(sink)
-    raise TypeError(f"not a sink: {type(sink).__name__}")
+    raise InvalidArgumentTypeError(f"not a sink: {type(sink).__name__}")

@@ -29,7 +29,14 @@ import numpy as np
 from ..cache import FrameCache
 from ..cache.lru import OpenLRU
 from ..codecs.syntaxes import SYNTAXES
-from ..errors import DcmstreamError, DicomFormatError
+from ..errors import (
+    DcmstreamError,
+    DicomFormatError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    MissingDependencyError,
+    PathNotFoundError,
+)
 from ..image import ImageSource
 from ..image.levels import decimate, level_for_size, level_shape
 from ..image.render import check_size, resize_area, target_shape
@@ -159,7 +166,7 @@ def _dicomweb_refs(url: str) -> Iterator[InputRef]:
     try:
         from dicomweb_client.api import DICOMwebClient
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("DICOMweb inputs need dicomweb-client: pip install dicomweb-client") from exc
+        raise MissingDependencyError("DICOMweb inputs need dicomweb-client: pip install dicomweb-client") from exc
     root, study, series = url.rstrip("/"), None, None
     parts = root.split("/studies/", 1)
     if len(parts) == 2:
@@ -198,7 +205,7 @@ def iter_inputs(sources: Any) -> Iterator[InputRef]:
             yield from _dicomweb_refs(src)
             continue
         if not isinstance(src, (str, os.PathLike)):
-            raise TypeError(f"cannot read pipeline inputs from {type(src).__name__}")
+            raise InvalidArgumentTypeError(f"cannot read pipeline inputs from {type(src).__name__}")
         path = Path(src)
         if path.is_dir():
             if Archive.is_archive(path):
@@ -211,7 +218,7 @@ def iter_inputs(sources: Any) -> Iterator[InputRef]:
         elif path.exists():
             yield InputRef(name=str(path), path=str(path))
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise PathNotFoundError(f"{path}: no such file or folder")
 
 
 # -- DICOMweb frames --------------------------------------------------------------------------
@@ -233,7 +240,7 @@ class DicomWebInstance:
         self.ref = ref
         url, study, series, sop = ref.url, ref.study, ref.series, ref.sop
         if url is None or study is None or series is None or sop is None:
-            raise ValueError(f"{ref.name}: a DICOMweb input needs its URL and study, series and instance UIDs")
+            raise InvalidArgumentError(f"{ref.name}: a DICOMweb input needs its URL and study, series and instance UIDs")
         self._uids = (study, series, sop)
         self.client = DICOMwebClient(url=url)
         meta = self.client.retrieve_instance_metadata(*self._uids)
@@ -307,7 +314,7 @@ class Opener:
         from ..image.instance import Instance
 
         if ref.path is None:
-            raise ValueError(f"{ref.name}: a file input without a path")
+            raise InvalidArgumentError(f"{ref.name}: a file input without a path")
         return Instance(ref.path, cache=self.cache)
 
     def put(self, ref: InputRef, inst: PipelineImage) -> None:

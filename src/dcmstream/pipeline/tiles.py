@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["TileSpec", "tile_grid", "SlideGeometry", "slide_geometry", "read_region", "DEFAULT_TILE"]
 
 DEFAULT_TILE = 1024
@@ -42,9 +44,9 @@ def tile_grid(height: int, width: int, tile_size: int | tuple[int, int] = DEFAUL
     """Processing tiles of a ``height x width`` image, row-major (see the module docstring)."""
     th, tw = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
     if th < 1 or tw < 1:
-        raise ValueError("tile_size must be >= 1")
+        raise InvalidArgumentError("tile_size must be >= 1")
     if overlap < 0:
-        raise ValueError("overlap must be >= 0")
+        raise InvalidArgumentError("overlap must be >= 0")
     for r, cy in enumerate(range(0, height, th)):
         ch = min(th, height - cy)
         y0, y1 = max(0, cy - overlap), min(height, cy + ch + overlap)
@@ -128,7 +130,7 @@ def read_region(
     tile (cropped at the matrix edge) without copying.
     """
     if y < 0 or x < 0 or height <= 0 or width <= 0 or y + height > geo.total_rows or x + width > geo.total_columns:
-        raise ValueError(f"region {y},{x} {height}x{width} is outside the {geo.total_rows}x{geo.total_columns} image")
+        raise InvalidArgumentError(f"region {y},{x} {height}x{width} is outside the {geo.total_rows}x{geo.total_columns} image")
     th, tw = geo.tile_rows, geo.tile_columns
     r0, r1 = y // th, (y + height - 1) // th
     c0, c1 = x // tw, (x + width - 1) // tw

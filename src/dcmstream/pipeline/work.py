@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import FrameCache
+from ..errors import InvalidArgumentTypeError
 from ..image import Instance
 from .dtypes import modality_dtype, to_modality
 from .items import Failure, Frame, InstanceItem, ItemInfo, SeriesItem, Tile
@@ -133,7 +134,7 @@ def decoded_of(inst: PipelineImage, ref: WorkRef, data: bytes, opts: ReadOptions
     Only an :class:`~dcmstream.Instance` splits reading from decoding (:func:`encoded_of`
     returns None for every other source), so ``inst`` is one."""
     if not isinstance(inst, Instance):
-        raise TypeError(f"{type(inst).__name__} has no separate decode step")
+        raise InvalidArgumentTypeError(f"{type(inst).__name__} has no separate decode step")
     info = ref.info
     frame = info.frame
     assert frame is not None

@@ -35,6 +35,7 @@ from ..compress import (
     write_native,
     write_sequence,
 )
+from ..errors import InvalidArgumentError
 from .common import IMPLEMENTATION_CLASS_UID, add_equipment, make_uid
 from .enhanced_ct import add_enhanced_ct, ct_frame_groups
 from .mr_us import add_secondary_capture, add_ultrasound
@@ -178,22 +179,22 @@ def write_multiframe(
     appears atomically (written to a temporary name, then renamed).
     """
     if syntax not in SYNTAXES:
-        raise ValueError(f"unknown syntax {syntax!r}; expected one of {list(SYNTAXES)}")
+        raise InvalidArgumentError(f"unknown syntax {syntax!r}; expected one of {list(SYNTAXES)}")
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        raise InvalidArgumentError(f"unknown kind {kind!r}; expected one of {KINDS}")
     if offset_table not in OFFSET_TABLES:
-        raise ValueError(f"offset_table must be one of {OFFSET_TABLES}, not {offset_table!r}")
+        raise InvalidArgumentError(f"offset_table must be one of {OFFSET_TABLES}, not {offset_table!r}")
     if frames < 1 or fragments_per_frame < 1:
-        raise ValueError("frames and fragments_per_frame must be >= 1")
+        raise InvalidArgumentError("frames and fragments_per_frame must be >= 1")
     if signed and kind != "ct":
-        raise ValueError("signed=True is only supported for kind 'ct'")
+        raise InvalidArgumentError("signed=True is only supported for kind 'ct'")
     layout = layout_for(kind, signed)
     codec = codec_for(syntax, layout, photometric)
     if codec.encode is not None:
         if offset_table == "eot" and fragments_per_frame != 1:
-            raise ValueError("the Extended Offset Table requires one fragment per frame")
+            raise InvalidArgumentError("the Extended Offset Table requires one fragment per frame")
         if codec.one_fragment_per_frame and fragments_per_frame != 1:
-            raise ValueError(f"{syntax} requires one fragment per frame (PS3.5 A.4.2)")
+            raise InvalidArgumentError(f"{syntax} requires one fragment per frame (PS3.5 A.4.2)")
 
     instance_key = (seed, kind, syntax, rows, columns, frames, offset_table,
                     fragments_per_frame, signed, codec.photometric)

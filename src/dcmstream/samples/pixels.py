@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["CT_INTERCEPT_UNSIGNED", "KINDS", "FrameSource", "synthetic_frames"]
 
 KINDS = ("ct", "mr", "us")
@@ -54,11 +56,11 @@ def synthetic_frames(
     modify them).
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        raise InvalidArgumentError(f"unknown kind {kind!r}; expected one of {KINDS}")
     if signed and kind != "ct":
-        raise ValueError(f"signed=True is only supported for kind 'ct', not {kind!r}")
+        raise InvalidArgumentError(f"signed=True is only supported for kind 'ct', not {kind!r}")
     if rows < 8 or columns < 8 or seed < 0:
-        raise ValueError(f"need rows, columns >= 8 and seed >= 0, got {rows}x{columns}, {seed}")
+        raise InvalidArgumentError(f"need rows, columns >= 8 and seed >= 0, got {rows}x{columns}, {seed}")
     rng = np.random.default_rng([seed, KINDS.index(kind)])
     if kind == "us":
         return _ultrasound_source(rng, rows, columns)

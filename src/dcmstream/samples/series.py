@@ -9,6 +9,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage
 from pydicom.valuerep import format_number_as_ds
 
+from ..errors import InvalidArgumentError, PathExistsError
 from .common import PATIENT_POSITION, add_equipment, make_uid
 from .enhanced_ct import CT_KVP
 from .pixels import CT_INTERCEPT_UNSIGNED, synthetic_frames
@@ -26,12 +27,12 @@ def write_series(folder: str | Path, *, files: int, syntax: str = "explicit", se
     appears whole (written under a temporary name, then renamed); an existing one is an error.
     """
     if syntax not in SYNTAXES or syntax in ("big-endian", "deflated"):
-        raise ValueError(f"syntax {syntax!r} is not offered for series")
+        raise InvalidArgumentError(f"syntax {syntax!r} is not offered for series")
     if files < 1:
-        raise ValueError("files must be >= 1")
+        raise InvalidArgumentError("files must be >= 1")
     folder = Path(folder)
     if folder.exists():
-        raise FileExistsError(folder)
+        raise PathExistsError(folder)
     layout = layout_for("ct", False)
     codec = codec_for(syntax, layout, None)
     source = synthetic_frames("ct", rows=rows, columns=columns, seed=seed)

@@ -17,6 +17,7 @@ from pydicom.uid import UID
 
 from ..codecs.syntaxes import by_name, uid_of
 from ..compress import jpegls_encode, unsigned_pattern
+from ..errors import InvalidArgumentError
 
 __all__ = ["COLOUR_PHOTOMETRICS", "LOSSY_METHODS", "OFFSET_TABLES", "SYNTAXES", "Codec", "Encoder", "Layout",
            "codec_for", "layout_for"]
@@ -97,12 +98,12 @@ def codec_for(syntax: str, layout: Layout, photometric: str | None) -> Codec:
         syntax, ("RGB",))
     photometric = photometric or choices[0]
     if photometric not in choices:
-        raise ValueError(f"photometric {photometric!r} is not possible with syntax {syntax!r} "
+        raise InvalidArgumentError(f"photometric {photometric!r} is not possible with syntax {syntax!r} "
                          f"for this kind of image; choose one of {choices}")
     if syntax in _NATIVE:
         return Codec(None, photometric)
     if syntax == "jpeg-baseline" and layout.bits_allocated != 8:
-        raise ValueError("jpeg-baseline holds 8-bit samples only: use kind='us' or jpeg-ext12")
+        raise InvalidArgumentError("jpeg-baseline holds 8-bit samples only: use kind='us' or jpeg-ext12")
     return Codec(
         encode=_encoder(syntax, layout, colour_transform=photometric.startswith("YBR"),
                         subsampling="422" if photometric == "YBR_FULL_422" else "444"),
@@ -149,7 +150,7 @@ def _encoder(syntax: str, layout: Layout, *, colour_transform: bool,
         return lambda frame: bytes(imagecodecs.htj2k_encode(
             frame, level=step, reversible=not lossy, rgb=colour_transform,
             tlm=syntax == "htj2k-rpcl"))
-    raise ValueError(f"unknown syntax {syntax!r}; expected one of {list(SYNTAXES)}")
+    raise InvalidArgumentError(f"unknown syntax {syntax!r}; expected one of {list(SYNTAXES)}")
 
 
 def _jpegls_encode(frame: np.ndarray, layout: Layout, near: int) -> bytes:
