@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -237,10 +238,76 @@ def fetched_per_frame(config_path: Path, targets: dict[str, Target], seq: list[i
     return out
 
 
-def _load_row(res: dict[str, Any]) -> dict[str, Any]:
+class CpuMeter:
+    """CPU used while a load runs, in cores (CPU seconds per wall second): the servers'
+    process trees, this process (the client), the S3 server's processes (moto, Swift:
+    children of this process) and the whole machine (every process, the other users of a
+    shared machine included). Shows which side was saturated."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.server_pids = [s.proc.pid for s in servers]
+        me = psutil.Process()
+        self.storage_pids = []
+        for child in me.children(recursive=True):
+            try:
+                cmd = " ".join(child.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if "moto.server" in cmd or "swift-" in cmd:
+                self.storage_pids.append(child.pid)
+        self.result: dict[str, float] = {}
+
+    @staticmethod
+    def _trees(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+        return total
+
+    def _sample(self) -> tuple[float, ...]:
+        own = psutil.Process().cpu_times()
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        return (time.perf_counter(), self._trees(self.server_pids), own.user + own.system, self._trees(self.storage_pids), busy)
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        wall = max(end[0] - self._start[0], 1e-9)
+        names = ("servers", "client", "s3", "machine")
+        self.result = {name: (end[i + 1] - self._start[i + 1]) / wall for i, name in enumerate(names)}
+
+
+def run_load(servers: list[Server], target: Target, mode: str, clients: int, duration: float) -> dict[str, Any]:
+    """:func:`bench_orthanc.measure_load` (random frames, ``clients`` threads split over the
+    servers) with the CPU each side used."""
+    with CpuMeter(servers) as cpu:
+        res = measure_load(servers, target, mode, clients, duration, target.frames)
     lat = res["latency"]
     return {"requests": res["requests"], "rps": res["throughput_rps"], "mb_per_s": res["mb_per_s"],
-            "median": lat.get("median"), "p99": lat.get("p99"), "errors": res["errors"], "error_samples": res["error_samples"]}
+            "median": lat.get("median"), "p99": lat.get("p99"), "errors": res["errors"], "error_samples": res["error_samples"],
+            "cpu_cores": cpu.result}
+
+
+def _cpu_cell(row: dict[str, Any], s3: bool) -> str:
+    c = row.get("cpu_cores")
+    if not c:
+        return ""
+    parts = [f"{c['servers']:.2f}", f"{c['client']:.2f}"] + ([f"{c['s3']:.2f}"] if s3 else ["-"]) + [f"{c['machine']:.2f}"]
+    return " / ".join(parts)
 
 
 def _lat_row(res: dict[str, Any]) -> dict[str, Any]:
@@ -302,9 +369,9 @@ def run_orthanc(tmp: Path, pg: Any, targets: dict[str, Target], seq: list[int], 
                 lat = measure_latency(server, t, mode, seq[: args.orthanc_requests], args.orthanc_cap, min_n=3)
                 out["latency"][f"{key}/{mode}"] = _lat_row(lat)
                 _log(f"  orthanc {key}/{mode}: median {lat.get('median', float('nan')):.1f} ms (n={lat['n']})")
-                load = measure_load(server, t, mode, args.clients, args.duration, t.frames)
-                out["load"][f"{key}/{mode}"] = _load_row(load)
-                _log(f"  orthanc load {key}/{mode}: {load['throughput_rps']:.2f} req/s, {load['errors']} errors")
+                load = run_load([server], t, mode, args.clients, args.duration)
+                out["load"][f"{key}/{mode}"] = load
+                _log(f"  orthanc load {key}/{mode}: {load['rps']:.2f} req/s, {load['errors']} errors")
     except Exception:
         out["log_tail"] = server.log_tail(30)
         raise
@@ -327,6 +394,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of per-tier load")
     p.add_argument("--workers-clients", type=int, default=8, help="client threads of the workers comparison")
     p.add_argument("--workers-duration", type=float, default=12.0, help="seconds per workers setting and Accept")
+    p.add_argument("--warm-up", type=float, default=2.0, help="seconds of unmeasured load after each workers start")
     p.add_argument("--fetch-requests", type=int, default=100, help="frame requests counted for bytes fetched")
     p.add_argument("--whole-gets", type=int, default=5, help="whole-object GETs of the anchor (time-capped)")
     p.add_argument("--orthanc-requests", type=int, default=30, help="one-frame requests to Orthanc (time-capped)")
@@ -339,13 +407,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     args, _unknown = p.parse_known_args(argv)
     if args.quick:
         args.frames = min(args.frames, 50)
-        args.requests = min(args.requests, 20)
-        args.duration = min(args.duration, 1.5)
-        args.workers_duration = min(args.workers_duration, 1.5)
-        args.fetch_requests = min(args.fetch_requests, 15)
+        args.requests = min(args.requests, 12)
+        args.duration = min(args.duration, 1.0)
+        args.workers_duration = min(args.workers_duration, 1.0)
+        args.warm_up = min(args.warm_up, 0.3)
+        args.fetch_requests = min(args.fetch_requests, 8)
         args.whole_gets = min(args.whole_gets, 2)
-        args.orthanc_requests = min(args.orthanc_requests, 4)
-        args.orthanc_cap = min(args.orthanc_cap, 3.0)
+        args.orthanc_requests = min(args.orthanc_requests, 3)
+        args.orthanc_cap = min(args.orthanc_cap, 2.0)
         args.no_swift = True
     return args
 
@@ -443,11 +512,11 @@ def main(argv: list[str] | None = None) -> int:
                 for key, t in targets.items():
                     warm_up([server], t, 0)
                     for mode in _modes(key):
-                        lat = measure_latency(server, t, mode, seq, cap_s=90.0, min_n=10)
-                        load = measure_load(server, t, mode, args.clients, args.duration, n)
-                        tiers[f"{tier}/{key}/{mode}"] = {"latency": _lat_row(lat), "load": _load_row(load)}
+                        lat = measure_latency(server, t, mode, seq, cap_s=90.0, min_n=min(10, len(seq)))
+                        load = run_load([server], t, mode, args.clients, args.duration)
+                        tiers[f"{tier}/{key}/{mode}"] = {"latency": _lat_row(lat), "load": load}
                         _log(f"{tier} {key}/{mode}: median {lat.get('median', float('nan')):.2f} ms, p95 "
-                             f"{lat.get('p95', float('nan')):.2f} ms; {load['throughput_rps']:.1f} req/s "
+                             f"{lat.get('p95', float('nan')):.2f} ms; {load['rps']:.1f} req/s "
                              f"({args.clients} clients), {load['errors']} errors")
                 servers.stop(server)
             results["tiers"] = tiers
@@ -478,11 +547,12 @@ def main(argv: list[str] | None = None) -> int:
                         started_here = [servers.start(configs[tier], 1), servers.start(configs[tier], 1)]
                     else:
                         started_here = [servers.start(configs[tier], int(setting.split("=")[1]))]
-                    warm_up(started_here, t, 0.5 if args.quick else 2.0)
+                    warm_up(started_here, t, args.warm_up)
                     for mode in ("stored", "default"):
-                        load = measure_load(started_here, t, mode, args.workers_clients, args.workers_duration, n)
-                        scaling[f"{tier}/{mode}/{setting}"] = _load_row(load)
-                        _log(f"{tier} {mode} {setting}: {load['throughput_rps']:.1f} req/s, {load['errors']} errors")
+                        load = run_load(started_here, t, mode, args.workers_clients, args.workers_duration)
+                        scaling[f"{tier}/{mode}/{setting}"] = load
+                        _log(f"{tier} {mode} {setting}: {load['rps']:.1f} req/s, {load['errors']} errors, "
+                             f"CPU {_cpu_cell(load, True)}")
                     for server in started_here:
                         servers.stop(server)
             results["workers"] = scaling
@@ -621,21 +691,25 @@ def _markdown(data: dict[str, Any]) -> str:
             tier, key, mode = k.split("/")
             lat, load = r["latency"], r["load"]
             rows.append([key, mode_title[mode], TIER_TITLES[tier], _fmt(lat.get("median")), _fmt(lat.get("p95")), lat.get("n"),
-                         _fmt(load["rps"]), _fmt(load["mb_per_s"]), _fmt(load["p99"]), load["errors"]])
+                         _fmt(load["rps"]), _fmt(load["mb_per_s"]), _fmt(load["p99"]), load["errors"],
+                         _cpu_cell(load, tier != "folder")])
         for k, r in res.get("whole_object_get", {}).items():
             tier, key = k.split("/")
             rows.append([key, "whole object", f"anchor: {TIER_TITLES[tier]} GET of the whole object", _fmt(r["median"]),
-                         _fmt(r["p95"]), r["n"], _fmt(1e3 / r["median"]), _fmt(r["mb_per_s"]), "", ""])
+                         _fmt(r["p95"]), r["n"], _fmt(1e3 / r["median"]) + " (1 client)", _fmt(r["mb_per_s"]), "", "", ""])
         rows.sort(key=lambda row: (row[0], row[1] == "whole object", row[1]))
         lines += [markdown_table(["file", "Accept", "storage", "median ms", "p95 ms", "n", "req/s", "MB/s", "p99 ms under load",
-                                  "errors"], rows, "lllrrrrrrr"), ""]
+                                  "errors", "CPU cores under load: server / client / S3 / machine"], rows, "lllrrrrrrrr"), ""]
 
     if res.get("fetched"):
         lines += ["## 2. Bytes fetched from S3 per frame request", "",
                   (f"{st['fetch_requests']} requests one at a time through the DICOMweb app in this process (the same "
                    "configuration, frame cache off), counted by the S3 store's fetch statistics; extra = fetched bytes "
                    "minus the frame's stored bytes. The instance's first request is shown apart (it also looks the record "
-                   f"up and HEADs the object). Target: extra <= {READAHEAD_LIMIT} B (64 KiB)."), ""]
+                   f"up and HEADs the object). Target: extra <= {READAHEAD_LIMIT} B (64 KiB). Two GETs per request "
+                   "for an encapsulated frame: the frame reader reads the fragment's 8-byte item header first (a small "
+                   "read: one 64 KiB read-ahead block from the header on), then the rest of the frame after that block; "
+                   "the 8 extra bytes are the item header. A native frame is one exact GET."), ""]
         rows = []
         for tier, per in res["fetched"].items():
             for k, r in per.items():
@@ -650,22 +724,27 @@ def _markdown(data: dict[str, Any]) -> str:
 
     if res.get("workers"):
         lines += [f"## 3. Workers: throughput under {st['workers_clients']} concurrent clients (JPEG-LS file)", "",
-                  (f"Random frames, {st['workers_duration']:g} s per setting and Accept, after a 2 s warm-up. "
+                  (f"Random frames, {st['workers_duration']:g} s per setting and Accept, after {st['warm_up']:g} s of "
+                   "unmeasured load (connections to every worker process). "
                    "`workers=N` is one `dcmstream serve --config` with `[server] workers = N` (uvicorn processes on one "
                    "port); **2 servers** are two `serve` processes (1 worker each) on two ports sharing the catalog and "
                    "storage, the clients split evenly. "
                    f"This machine has {m['cpu_count']} CPUs shared by the servers, the {st['workers_clients']} client "
                    "threads (and moto for S3): expect at most "
-                   f"{m['cpu_count']}x, and less, since the client needs CPU too."), ""]
+                   f"{m['cpu_count']}x, and less, since the client needs CPU too. The CPU column (cores used during "
+                   "the run: the serve process trees, this client process, the S3 server's processes, the whole "
+                   "machine including other users) shows which side ran out: a machine total near "
+                   f"{m['cpu_count']} means the CPUs were the limit, not the number of workers. On S3, moto's server "
+                   "is one Python process: it bounds the request rate whatever the number of dcmstream workers."), ""]
         rows = []
         for k, r in res["workers"].items():
             tier, mode, setting = k.split("/")
             base = res["workers"].get(f"{tier}/{mode}/workers=1")
             speed = r["rps"] / base["rps"] if base and base["rps"] else None
             rows.append([f"PostgreSQL + {TIER_TITLES[tier]}", mode_title[mode], setting, r["requests"], _fmt(r["rps"]),
-                         "x" + _fmt(speed), _fmt(r["median"]), _fmt(r["p99"]), r["errors"]])
+                         "x" + _fmt(speed), _fmt(r["median"]), _fmt(r["p99"]), r["errors"], _cpu_cell(r, tier != "folder")])
         lines += [markdown_table(["archive", "Accept", "setting", "requests", "req/s", "speed-up vs 1 worker", "median ms",
-                                  "p99 ms", "errors"], rows, "lllrrrrrr"), ""]
+                                  "p99 ms", "errors", "CPU cores: servers / client / S3 / machine"], rows, "lllrrrrrrr"), ""]
 
     orth = res.get("orthanc")
     if orth is not None or not st.get("no_orthanc"):
