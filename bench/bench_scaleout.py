@@ -736,7 +736,7 @@ def _markdown(data: dict[str, Any]) -> str:
                    "port); **2 servers** are two `serve` processes (1 worker each) on two ports sharing the catalog and "
                    "storage, the clients split evenly. "
                    f"This machine has {m['cpu_count']} CPUs shared by the servers, the {st['workers_clients']} client "
-                   "threads (and moto for S3): expect at most "
+                   "threads and the S3 server: expect at most "
                    f"{m['cpu_count']}x, and less, since the client needs CPU too. The CPU column (cores used during "
                    "the run: the serve process trees, this client process, the S3 server's processes, the whole "
                    "machine including other users) shows which side ran out: a machine total near "
