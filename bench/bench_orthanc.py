@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,9 +272,10 @@ def orthanc_config(tmp: Path, http_port: int, dicom_port: int) -> dict[str, Any]
     }
 
 
-def start_orthanc(tmp: Path) -> Server:
+def start_orthanc(tmp: Path, overrides: dict[str, Any] | None = None) -> Server:
+    """Orthanc with :func:`orthanc_config`, updated with ``overrides`` (top-level keys)."""
     port, dicom_port = free_port(), free_port()
-    config = orthanc_config(tmp, port, dicom_port)
+    config = {**orthanc_config(tmp, port, dicom_port), **(overrides or {})}
     conf_path = tmp / "orthanc.json"
     conf_path.write_text(json.dumps(config, indent=1))
     proc = _spawn([orthanc_binary(), str(conf_path)], tmp / "orthanc.log", tmp)
@@ -522,13 +523,16 @@ def measure_metadata(server: Server, target: Target, repeats: int, cap_s: float)
     return {**first, "repeat": rep}
 
 
-def measure_load(server: Server, target: Target, mode: str, clients: int, duration: float, n_frames: int) -> dict[str, Any]:
+def measure_load(server: Server | Sequence[Server], target: Target, mode: str, clients: int, duration: float,
+                 n_frames: int) -> dict[str, Any]:
     """``clients`` threads, each with its own connection, fetching random frames for ``duration`` s.
 
     Every client has its own seeded generator, so both servers get the same frames.
     Requests in flight at the deadline are allowed to finish (counted, bounded by the
-    request timeout).
+    request timeout). Given several servers (one archive behind several ports), client
+    ``k`` talks to server ``k % len(servers)``: the load is split evenly.
     """
+    servers = [server] if isinstance(server, Server) else list(server)
     lock = threading.Lock()
     times: list[float] = []
     ends: list[float] = []
@@ -542,7 +546,7 @@ def measure_load(server: Server, target: Target, mode: str, clients: int, durati
         with make_client(timeout=180.0) as client:
             while time.perf_counter() < deadline:
                 n = int(rng.integers(1, n_frames + 1))
-                ans = get_frames(client, server, target, [n], mode)
+                ans = get_frames(client, servers[k % len(servers)], target, [n], mode)
                 with lock:
                     if ans.error:
                         errors.append(f"frame {n}: {ans.error}")
