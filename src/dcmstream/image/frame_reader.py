@@ -177,9 +177,10 @@ class FrameReader:
             if self.native:
                 return self._native_bytes(src, i)
             offset, length = index.span(i)
-            if index.wrapped and length > 8:
+            if index.wrapped and length > 8 and not src.remote:
                 # Usually one fragment per frame: read its item header, then exactly its value
-                # (no copy out of a larger read). Anything else is read whole and unwrapped.
+                # (no copy out of a larger read). Anything else - and every frame of a remote
+                # source, where a second read is a second round trip - is read whole and unwrapped.
                 tag, item_length = item_header(src, offset, self.name)
                 if tag == ITEM_TAG and item_length == length - 8:
                     return src.read_exact(offset + 8, item_length, f"frame {i}")

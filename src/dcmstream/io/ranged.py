@@ -68,6 +68,8 @@ class FetchStats:
 class RangedSource(ByteSource):
     """Random access to ``size`` bytes read through ``fetch(start, end)`` (see the module)."""
 
+    remote = True
+
     def __init__(
         self,
         fetch: Fetch,

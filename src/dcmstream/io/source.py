@@ -38,6 +38,9 @@ class ByteSource(ABC):
     """
 
     name: str = "<source>"
+    #: Whether every read is a round trip to another machine (an HTTP or S3 range request):
+    #: readers then prefer one larger read over two small ones.
+    remote: bool = False
 
     def __init__(self) -> None:
         self.bytes_read = 0
