@@ -15,6 +15,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .options import COMPRESS_POLICY_OPTION
+
 
 def import_files(
     paths: list[Path] = typer.Argument(..., help="DICOM files or folders (walked recursively)", exists=True),
@@ -26,13 +28,7 @@ def import_files(
         "new instances go to its first storage", exists=True, dir_okay=False,
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-    compress_policy: Path | None = typer.Option(
-        None,
-        "--compress-policy",
-        help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
-        exists=True,
-        dir_okay=False,
-    ),
+    compress_policy: Path | None = COMPRESS_POLICY_OPTION,
 ) -> None:
     """Copy DICOM files into an archive (idempotent: instances already archived are skipped).
 

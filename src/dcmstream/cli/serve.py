@@ -23,6 +23,8 @@ from ..errors import DcmstreamError
 if TYPE_CHECKING:
     from ..archive import Archive
 
+from .options import COMPRESS_POLICY_OPTION
+
 _DEMO_MARKER = "demo.json"
 #: Small real files shipped with pydicom, added to the demo archive.
 DEMO_TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm", "emri_small_jpeg_2k_lossless.dcm")
@@ -203,13 +205,7 @@ def serve(
         "encoded; default 64)"
     ),
     log_level: str | None = typer.Option(None, help="uvicorn log level (default warning)"),
-    compress_policy: Path | None = typer.Option(
-        None,
-        "--compress-policy",
-        help="JSON/TOML rules (modality / transfer syntax / size -> lossless target) applied after ingest",
-        exists=True,
-        dir_okay=False,
-    ),
+    compress_policy: Path | None = COMPRESS_POLICY_OPTION,
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
     with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics.
