@@ -1,0 +1,78 @@
+"""Adversarial inputs found by the hardening run: each gives a clear 4xx, never a 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from .conftest import Server
+
+BIG = str(1 << 63)
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "name"),
+    [
+        ("/dicomweb/studies", {"offset": "1e30"}, "offset"),
+        ("/dicomweb/studies", {"offset": BIG}, "offset"),
+        ("/dicomweb/studies", {"limit": "1e30"}, "limit"),
+        ("/dicomweb/studies", {"limit": BIG}, "limit"),
+        ("/dicomweb/instances", {"InstanceNumber": "1e30"}, "InstanceNumber"),
+        ("/dicomweb/instances", {"InstanceNumber": BIG}, "InstanceNumber"),
+        ("/dicomweb/instances", {"InstanceNumber": "-" + str((1 << 63) + 1)}, "InstanceNumber"),
+        ("/dicomweb/instances", {"NumberOfFrames": "1e30"}, "NumberOfFrames"),
+        ("/dicomweb/instances", {"NumberOfFrames": "1,1e30"}, "NumberOfFrames"),
+        ("/dicomweb/instances", {"NumberOfFrames": f"1,{BIG}"}, "NumberOfFrames"),
+        ("/dicomweb/series", {"SeriesNumber": "1.5"}, "SeriesNumber"),
+    ],
+)
+def test_out_of_range_numbers_are_400(http, url: str, params: dict[str, str], name: str) -> None:
+    r = http.get(url, params=params)
+    assert r.status_code == 400, (params, r.status_code, r.text)
+    assert name in r.json()["error"]
+
+
+def test_largest_integers_still_match(http) -> None:
+    top = str((1 << 63) - 1)
+    assert http.get("/dicomweb/instances", params={"InstanceNumber": top}).json() == []
+    assert http.get("/dicomweb/studies", params={"offset": top}).json() == []
+
+
+def _palette_variants() -> dict[str, dict[str, object]]:
+    short = bytes(10)
+    return {
+        "short-red-data": {"RedPaletteColorLookupTableData": short},
+        "missing-green-data": {"GreenPaletteColorLookupTableData": None},
+        "descriptor-more-entries": {"RedPaletteColorLookupTableDescriptor": [512, 0, 16]},
+        "descriptor-bad-bits": {"BluePaletteColorLookupTableDescriptor": [256, 0, 3]},
+        "missing-descriptor": {"RedPaletteColorLookupTableDescriptor": None},
+        "data-of-wrong-length": {"BluePaletteColorLookupTableData": bytes(300)},
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(_palette_variants()))
+def test_malformed_palette_is_4xx(server: Server, http, tmp_path: Path, variant: str) -> None:
+    src = get_testdata_file("examples_palette.dcm")
+    assert src is not None
+    ds = pydicom.dcmread(src)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for keyword, val in _palette_variants()[variant].items():
+        if val is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, val)
+    path = tmp_path / "palette.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    result = server.archive.ingest_file(path)
+    assert result.status == "stored", result
+    url = f"{server.root}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_uid}"
+    for suffix in ("/rendered", "/thumbnail", "/frames/1/rendered"):
+        r = http.get(url + suffix, headers={"Accept": "image/png"})
+        assert r.status_code in (400, 422), (variant, suffix, r.status_code, r.text)
+        assert "palette" in r.json()["error"].lower(), r.text
