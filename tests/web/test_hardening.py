@@ -76,3 +76,42 @@ def test_malformed_palette_is_4xx(server: Server, http, tmp_path: Path, variant:
         r = http.get(url + suffix, headers={"Accept": "image/png"})
         assert r.status_code in (400, 422), (variant, suffix, r.status_code, r.text)
         assert "palette" in r.json()["error"].lower(), r.text
+
+
+def _stow(http, *instances: bytes):
+    boundary = "b0undary"
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + d + b"\r\n" for d in instances)
+    body += b"--" + boundary.encode() + b"--\r\n"
+    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return http.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
+
+
+def _instance(server: Server, sop: str, patient_id: str) -> bytes:
+    import io
+
+    ds = pydicom.dcmread(server.files["CT_small.dcm"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+    ds.PatientID = patient_id
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_stow_same_sop_other_bytes_is_reported(server: Server, http) -> None:
+    sop = generate_uid()
+    first = _instance(server, sop, "P-1")
+    assert _stow(http, first).status_code == 200
+    assert _stow(http, first).status_code == 200  # the same bytes again: a plain duplicate
+    changed = _instance(server, sop, "P-2")  # same size, other bytes
+    assert len(changed) == len(first)
+    r = _stow(http, changed)
+    assert r.status_code == 409, r.text
+    item = r.json()["00081198"]["Value"][0]
+    assert item["00081155"]["Value"] == [sop] and item["00081197"]["Value"] == [0x0111]
+    assert sop in r.headers["warning"]
+    r = _stow(http, _instance(server, sop, "P-1234"), _instance(server, generate_uid(), "P-3"))
+    assert r.status_code == 202, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0111]
+    with server.archive.open_blob(server.archive.record(sop)) as src:
+        assert src.read_at(0, src.size) == first  # the archived copy stays
