@@ -10,7 +10,7 @@ import pytest
 
 import dcmstream
 from dcmstream.archive import Archive, CatalogConflictError
-from dcmstream.archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_DATASET_MISMATCH
+from dcmstream.archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_DATASET_MISMATCH, FAILURE_DUPLICATE_SOP
 from dcmstream.samples import write_multiframe
 
 
@@ -33,6 +33,27 @@ def test_ingest_is_idempotent(archive: Archive, testfile) -> None:
     # the stored blob is the file, byte for byte
     with open(path, "rb") as fh:
         assert archive.blobs.read_range(archive.record(first.sop_uid).blob_key) == fh.read()
+
+
+@pytest.mark.parametrize("change", ["same-size", "other-size"])
+def test_same_sop_with_other_bytes_is_a_duplicate_failure(archive: Archive, testfile, tmp_path, change: str) -> None:
+    path = Path(testfile("CT_small.dcm"))
+    assert archive.ingest_file(path).status == "stored"
+    ds = pydicom.dcmread(path)
+    if change == "same-size":
+        ds.PatientID = ds.PatientID[::-1]  # same length: only the byte comparison tells
+    else:
+        ds.PatientID = ds.PatientID + "XY"
+    other = tmp_path / "other.dcm"
+    ds.save_as(other)
+    assert (other.stat().st_size == path.stat().st_size) == (change == "same-size")
+    result = archive.ingest_file(other)
+    assert result.status == "failed" and result.failure_reason == FAILURE_DUPLICATE_SOP
+    assert ds.SOPInstanceUID in result.message and "different content" in result.message
+    # the archived copy stays, untouched
+    with open(path, "rb") as fh:
+        assert archive.blobs.read_range(archive.record(ds.SOPInstanceUID).blob_key) == fh.read()
+    assert archive.ingest_file(path).status == "duplicate"
 
 
 def test_move_consumes_the_staged_file(archive: Archive, testfile, tmp_path) -> None:

@@ -26,6 +26,7 @@ from .catalog import (
     SearchResult,
     SQLCatalog,
     SQLiteCatalog,
+    query_integer,
 )
 from .ingest import IngestResult, iter_files
 from .s3store import S3BlobStore
@@ -50,6 +51,7 @@ __all__ = [
     "InstanceRecord",
     "Query",
     "QueryError",
+    "query_integer",
     "SearchResult",
     "CatalogConflictError",
     "CatalogUnavailableError",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -71,6 +72,7 @@ __all__ = [
     "CatalogUnavailableError",
     "CatalogFeatureError",
     "QueryError",
+    "query_integer",
     "normalize_url",
     "schema_metadata",
     "summarize",
@@ -437,6 +439,26 @@ def _transient(exc: DBAPIError) -> bool:
 def _like_pattern(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
+
+
+#: SQLite INTEGER and PostgreSQL BIGINT: 64-bit signed; larger values make the driver raise.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def query_integer(text: str, name: str, minimum: int = INT64_MIN) -> int:
+    """``text`` as an integer the databases accept, or :class:`QueryError` naming ``name``.
+
+    Integer attributes (IS/US/UL/SL/SS) and ``limit``/``offset`` go through here: ``int()``
+    alone takes "1_0" and non-ASCII digits, and lets 2**63 through to the driver (a 500).
+    """
+    stripped = text.strip()
+    if not _INTEGER.fullmatch(stripped) or len(stripped) > 40:
+        raise QueryError(f"{name}={text[:80]!r}: expected an integer")
+    number = int(stripped)
+    if not minimum <= number <= INT64_MAX:
+        raise QueryError(f"{name}={text[:80]!r}: out of range (expected {minimum} to {INT64_MAX})")
+    return number
 
 
 def _split_list(value: str) -> list[str]:
@@ -850,10 +872,9 @@ class SQLCatalog(Catalog):
         table = self._level_tables[column.level]
         col = table.c[column.name]
         if column.is_integer:
-            try:
-                numbers = [int(v) for v in _split_list(value)]
-            except ValueError:
-                raise QueryError(f"{column.keyword}={value!r}: expected an integer (or a comma separated list)") from None
+            numbers = [query_integer(v, column.keyword) for v in _split_list(value)]
+            if not numbers:
+                raise QueryError(f"{column.keyword}={value[:80]!r}: expected an integer (or a comma separated list)")
             return col.in_(numbers) if len(numbers) > 1 else col == numbers[0]
         if column.vr == "UI":
             uids = _split_list(value)

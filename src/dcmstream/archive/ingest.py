@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..errors import DcmstreamError, UnsupportedTransferSyntaxError
+from ..io.source import ByteSource, FileSource
 from ..io.walk import iter_paths
 from .attributes import column_values
 from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, staging_lock
@@ -180,8 +181,9 @@ def _ingest_opened(
         )
     catalog = archive.catalog
     with archive.instance_lock(sop):
-        if catalog.get(sop) is not None:
-            return replace(seen, status="duplicate", message="already archived")
+        existing = catalog.get(sop)
+        if existing is not None:
+            return _already_archived(archive, existing, path, ts, seen)
         record = instance_record(ds, inst, ts, blob_key=archive.blob_key(study, series, sop))
         record = _put_blob(archive, record, path, move=move)
         try:
@@ -263,15 +265,42 @@ def _lost_race(archive: Archive, record: InstanceRecord, seen: IngestResult) -> 
     )
 
 
-def _same_bytes(blobs: BlobStore, a: str, b: str, chunk: int = 1 << 20) -> bool:
-    """Whether two blobs hold the same bytes (compared chunk by chunk: bounded memory)."""
+def _already_archived(archive: Archive, existing: InstanceRecord, path: Path, ts: str, seen: IngestResult) -> IngestResult:
+    """The result for an instance the catalog already holds: "duplicate" when the archived
+    bytes are the incoming file's, a failure (0x0111, duplicate SOP Instance) naming the
+    instance when they differ, so the client learns its new bytes were not kept (PS3.18).
+
+    Sizes first, then the bytes chunk by chunk (bounded memory). An instance the archive
+    re-encoded since (a compression swap changes its transfer syntax) cannot be compared
+    byte for byte and stays a plain duplicate.
+    """
+    if existing.transfer_syntax == ts:
+        stored, source = archive.open_current(existing)
+        with source, FileSource(path) as incoming:
+            same = stored.transfer_syntax != ts or _same_content(source, incoming)
+        if not same:
+            return replace(
+                seen,
+                failure_reason=FAILURE_DUPLICATE_SOP,
+                message=f"SOP Instance {existing.sop_uid} is already archived with different content; the archived copy was kept",
+            )
+    return replace(seen, status="duplicate", message="already archived")
+
+
+def _same_bytes(blobs: BlobStore, a: str, b: str) -> bool:
+    """Whether two blobs hold the same bytes."""
     with blobs.open(a) as first, blobs.open(b) as second:
-        if first.size != second.size:
+        return _same_content(first, second)
+
+
+def _same_content(first: ByteSource, second: ByteSource, chunk: int = 1 << 20) -> bool:
+    """Whether two sources hold the same bytes (sizes, then chunk by chunk: bounded memory)."""
+    if first.size != second.size:
+        return False
+    for offset in range(0, first.size, chunk):
+        n = min(chunk, first.size - offset)
+        if first.read_at(offset, n) != second.read_at(offset, n):
             return False
-        for offset in range(0, first.size, chunk):
-            n = min(chunk, first.size - offset)
-            if first.read_at(offset, n) != second.read_at(offset, n):
-                return False
     return True
 
 

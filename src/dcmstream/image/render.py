@@ -44,7 +44,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from ..cache.lru import LRU
-from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..errors import DicomFormatError, InvalidArgumentError, InvalidArgumentTypeError
 from ..units import Window, check_window
 
 __all__ = [
@@ -388,13 +388,47 @@ class Renderer:
         if self._palette is None or self._palette.shape[0] != 1 << (8 * dtype.itemsize):
             from pydicom.pixels import apply_color_lut
 
+            _check_palette(self.ds)
             domain = _domain(np.dtype(f"u{dtype.itemsize}"))
-            rgb = apply_color_lut(domain, self.ds)
+            try:
+                rgb = apply_color_lut(domain, self.ds)
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+                raise DicomFormatError(f"PALETTE COLOR: unusable palette: {exc}") from exc
             scale = 255.0 / 65535.0 if rgb.dtype.itemsize > 1 else 1.0
             table = np.rint(rgb.astype(np.float64) * scale).clip(0, 255).astype(np.uint8)
             table.setflags(write=False)
             self._palette = table
         return self._palette
+
+
+def _check_palette(ds: Dataset) -> None:
+    """Refuse a palette whose descriptor and data disagree (PS3.3 C.7.6.3.1.5/6), typed.
+
+    pydicom raises whatever its value processing hits (or quietly truncates), which a
+    server would answer with a 500 or a wrong image.
+    """
+    for colour in ("Red", "Green", "Blue"):
+        descriptor = _get(ds, f"{colour}PaletteColorLookupTableDescriptor")
+        if descriptor is None or isinstance(descriptor, (str, bytes)) or len(descriptor) != 3:
+            raise DicomFormatError(f"PALETTE COLOR: {colour}PaletteColorLookupTableDescriptor missing or not 3 values")
+        try:
+            entries, _first, bits = (int(v) for v in descriptor)
+        except (TypeError, ValueError):
+            raise DicomFormatError(f"PALETTE COLOR: {colour} palette descriptor {descriptor!r} is not 3 integers") from None
+        if bits not in (8, 16):
+            raise DicomFormatError(f"PALETTE COLOR: {colour} palette descriptor gives {bits} bits per entry (8 or 16)")
+        if _get(ds, f"Segmented{colour}PaletteColorLookupTableData") is not None:
+            continue  # segmented: pydicom expands it; its length says nothing about entries
+        data = _get(ds, f"{colour}PaletteColorLookupTableData")
+        if not isinstance(data, bytes) or not data:
+            raise DicomFormatError(f"PALETTE COLOR: {colour}PaletteColorLookupTableData missing")
+        n = entries or 65536  # PS3.3 C.7.6.3.1.5: 0 means 2**16 entries
+        # 8-bit entries come packed (padded to even length) or one per 16-bit word.
+        allowed = {2 * n} if bits == 16 else {n, n + 1, 2 * n}
+        if len(data) not in allowed:
+            raise DicomFormatError(
+                f"PALETTE COLOR: {colour} palette holds {len(data)} bytes, its descriptor says {n} entries of {bits} bits"
+            )
 
 
 def render_array(arr: np.ndarray, p: DisplayParams, window: Window | None = None) -> np.ndarray:

@@ -46,7 +46,7 @@ from ..archive.blobstore import BlobNotFoundError
 from ..archive.catalog import QueryError
 from ..archive.lifecycle import tier_status
 from ..archive.uids import InvalidUIDError
-from ..errors import DcmstreamError
+from ..errors import DcmstreamError, DicomFormatError
 from . import qido, rendered, stow, wado
 from .common import ServerConfig, WebContext, context, error
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -157,6 +157,13 @@ async def _missing_blob(request: Request, exc: Exception) -> Response:
     return error(410, f"{what}; the archive has lost these bytes: re-import the instance")
 
 
+async def _unprocessable(request: Request, exc: Exception) -> Response:
+    """The stored instance itself is malformed (e.g. a palette whose descriptor and data
+    disagree): the server works, this resource cannot be made from these bytes."""
+    log.warning("%s: %s", request.url.path, exc)
+    return error(422, f"{type(exc).__name__}: {exc}")
+
+
 async def _dicom_error(request: Request, exc: Exception) -> Response:
     log.warning("%s: %s", request.url.path, exc)
     return error(500, f"{type(exc).__name__}: {exc}")
@@ -221,6 +228,7 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
         InvalidUIDError: _bad_request,
         QueryError: _bad_request,
         BlobNotFoundError: _missing_blob,
+        DicomFormatError: _unprocessable,
         DcmstreamError: _dicom_error,
     }
     # The browser viewers (/viewer, and /ohif when installed) are same-origin with the API.

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..archive import Query, QueryError
+from ..archive import Query, QueryError, query_integer
 from ..archive.attributes import REQUIRED_INSTANCE, REQUIRED_SERIES, REQUIRED_STUDY, resolve_attribute
 from ..archive.uids import is_valid_uid
 from ..dicomjson import dumps
@@ -61,12 +61,9 @@ _UIDS = {"0020000D", "0020000E", "00080018"}
 
 def _int_param(value: str, name: str, minimum: int = 0) -> int:
     try:
-        number = int(value)
-    except ValueError:
-        raise HTTPException(400, f"{name}={value!r} is not an integer") from None
-    if number < minimum:
-        raise HTTPException(400, f"{name} must be >= {minimum}")
-    return number
+        return query_integer(value, name, minimum)
+    except QueryError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, bool, int | None, int, list[str]]:

@@ -7,7 +7,8 @@ truncated or malformed body stores nothing. The response (DICOM JSON) lists stor
 instances in ReferencedSOPSequence and failures in FailedSOPSequence with a
 FailureReason; the reasons in words are in ``Warning`` headers.
 
-Status: 200 all stored (duplicates count as stored), 202 some failed, 409 none
+Status: 200 all stored (a duplicate of identical bytes counts as stored; the same SOP
+Instance UID with other bytes fails with 0x0111 and keeps the archived copy), 202 some failed, 409 none
 stored, 400 malformed body, 413 too large, 415 not multipart/related
 application/dicom.
 """
