@@ -217,14 +217,14 @@ def _htj2k(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = No
     try:
         with caught_unraisable("imagecodecs._htj2k") as ojph_errors:
             arr = _into(imagecodecs.htj2k_decode, data, _j2k_out(out, precision, signed, rest), skipres=native or None)
-        if ojph_errors:
-            # OpenJPH threw while imagecodecs copied its lines out (a corrupt codestream):
-            # the exception could only be printed and ``arr`` is half filled.
-            raise imagecodecs.Htj2kError(f"OpenJPH error while decoding ({ojph_errors[0]})")
     except imagecodecs.Htj2kError:
         # OpenJPH decodes only HT code-blocks; .203 (HTJ2K) may hold classic
-        # JPEG 2000 blocks too, which OpenJPEG handles (and it reports a corrupt
-        # codestream as an error).
+        # JPEG 2000 blocks too, which OpenJPEG handles.
+        return _jpeg2k(data, spec, level, out)
+    if ojph_errors:
+        # OpenJPH threw while imagecodecs copied its lines out (a corrupt codestream):
+        # the exception could only be printed and ``arr`` is half filled. OpenJPEG
+        # decodes it again, and reports the corruption as an error.
         return _jpeg2k(data, spec, level, out)
     if native or not is_reversible(data):
         arr = _htj2k_clip_range(arr, data, native, spec, precision)
