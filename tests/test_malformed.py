@@ -20,6 +20,8 @@ import os
 import random
 import signal
 import struct
+import sys
+import tempfile
 import time
 import tracemalloc
 import warnings
@@ -39,6 +41,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 import dcmstream
 from dcmstream import BytesSource, DcmstreamError, DecodeError, DicomFormatError, FrameIndexError, SourceError
+from dcmstream.errors import InvalidArgumentError
 from dcmstream.index import header as header_module
 
 MB = 1 << 20
@@ -1157,3 +1160,136 @@ def test_random_image_pixel_attributes_give_only_typed_errors(name: str, changes
     with quiet():
         ds.save_as(buf)
     event(exercise(buf.getvalue(), strict, max_frames=2))
+
+
+# -- 7. every transfer syntax, unraisable reports, the fuzz corpus -------------------------
+
+FUZZ_CORPUS = os.path.join(os.path.dirname(__file__), "data", "fuzz")
+# A longer run: DCMSTREAM_FUZZ_EXAMPLES=100000 pytest tests/test_malformed.py -k print_nothing
+EVERY_SYNTAX_SETTINGS = settings(
+    max_examples=int(os.environ.get("DCMSTREAM_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@functools.cache
+def generated_samples() -> dict[str, bytes]:
+    """Small two-frame files of every syntax dcmstream.samples writes (grey CT, colour US)."""
+    from dcmstream.samples import write_multiframe
+    from dcmstream.samples.syntaxes import SYNTAXES
+
+    out: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="dcmstream-fuzz-") as tmp:
+        for seed, syntax in enumerate(SYNTAXES):
+            for kind in ("ct", "us"):
+                path = os.path.join(tmp, f"{syntax}-{kind}.dcm")
+                try:
+                    write_multiframe(path, frames=2, syntax=syntax, kind=kind, rows=16, columns=24, seed=seed)
+                except InvalidArgumentError:
+                    continue  # e.g. baseline JPEG holds 8-bit samples only
+                with open(path, "rb") as f:
+                    out[f"{syntax}-{kind}"] = f.read()
+    return out
+
+
+@contextlib.contextmanager
+def decoder_reports() -> Iterator[list[str]]:
+    """Collect what escapes as an exception would not: unraisable exceptions and text
+    the decoders print on the process's stderr (file descriptor 2)."""
+    reports: list[str] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda u: reports.append(f"unraisable {u.exc_type.__name__}: {u.exc_value} in {u.object!r}")
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            yield reports
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sys.unraisablehook = previous
+            err.seek(0)
+            printed = err.read().decode(errors="replace").strip()
+            if printed:
+                reports.append(f"stderr: {printed[:500]}")
+
+
+def exercise_all(data: bytes) -> str:
+    """``dcmstream.open(bytes)``, then ``.dataset``, ``.frame(0)`` and ``.render(0)``: only
+    typed errors, nothing unraisable, nothing printed."""
+    outcome = "rejected"
+    with decoder_reports() as reports, deadline(), quiet():
+        try:
+            with dcmstream.open(data, cache=False) as inst:
+                outcome = "opened"
+                assert inst.dataset is not None
+                if inst.has_pixels:
+                    for call in (inst.frame, inst.render):
+                        try:
+                            call(0)
+                        except DcmstreamError:
+                            outcome = "frame rejected"
+        except DcmstreamError:
+            pass
+    assert not reports, reports
+    return outcome
+
+
+CORPUS_FILES = sorted(f for f in os.listdir(FUZZ_CORPUS) if f.endswith(".dcm"))
+
+
+@pytest.mark.parametrize("name", CORPUS_FILES)
+def test_fuzz_corpus_gives_typed_errors(name: str) -> None:
+    # Inputs the fuzzer below once found raising untyped errors (pydicom's
+    # NotImplementedError at open) or printing OpenJPH's unraisable "ojph error".
+    with open(os.path.join(FUZZ_CORPUS, name), "rb") as f:
+        data = f.read()
+    assert len(data) < 64 * 1024
+    exercise_all(data)
+
+
+def test_a_corrupt_htj2k_codestream_is_a_decode_error_not_a_half_decoded_frame() -> None:
+    with open(os.path.join(FUZZ_CORPUS, "htj2k-ojph-error-in-line-copy.dcm"), "rb") as f:
+        data = f.read()
+    with decoder_reports() as reports, quiet(), dcmstream.open(data, cache=False) as inst, pytest.raises(DecodeError):
+        inst.frame(0)
+    assert not reports, reports
+
+
+def test_an_unknown_vr_after_the_frame_groups_is_a_format_error_naming_the_element() -> None:
+    # Was pydicom's NotImplementedError, raised converting every element after the
+    # Per-Frame Functional Groups; now they stay raw and the one read is typed.
+    with open(os.path.join(FUZZ_CORPUS, "unknown-vr-after-frame-groups.dcm"), "rb") as f:
+        data = f.read()
+    with quiet(), pytest.raises(DicomFormatError, match=r"SamplesPerPixel cannot be read .*\(0028,0002\)"):
+        dcmstream.open(data, cache=False)
+
+
+def test_generated_samples_cover_every_syntax() -> None:
+    from dcmstream.samples.syntaxes import SYNTAXES
+
+    assert {name.rsplit("-", 1)[0] for name in generated_samples()} == set(SYNTAXES)
+    for data in generated_samples().values():
+        assert exercise_all(data) == "opened"
+
+
+@EVERY_SYNTAX_SETTINGS
+@given(name=st.sampled_from(sorted(set(FUZZED) | {"liver.dcm", "emri_small.dcm"})), edits=st.lists(mutations, min_size=1, max_size=6))
+def test_mutations_of_pydicom_files_give_typed_errors_and_print_nothing(name: str, edits: list[tuple]) -> None:
+    data, hot = fuzz_input(name)
+    event(exercise_all(mutate(data, hot, edits)))
+
+
+@EVERY_SYNTAX_SETTINGS
+@given(index=st.integers(0, 63), edits=st.lists(mutations, min_size=1, max_size=6))
+def test_mutations_of_every_syntax_give_typed_errors_and_print_nothing(index: int, edits: list[tuple]) -> None:
+    samples = generated_samples()
+    name = sorted(samples)[index % len(samples)]
+    data = samples[name]
+    # Hot spots: the start of the dataset and the last kilobytes (the codestreams).
+    hot = [132, 300, 600, *range(max(0, len(data) - 2048), len(data), 64)]
+    event(name)
+    event(exercise_all(mutate(data, hot, edits)))
+

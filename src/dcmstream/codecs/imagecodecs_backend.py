@@ -42,6 +42,7 @@ from .j2k_levels import (
     openjpeg_available,
     sample_dtype,
 )
+from .unraisable import caught_unraisable
 
 __all__ = ["IMAGECODECS_DECODERS", "openjph_ready"]
 
@@ -214,10 +215,16 @@ def _htj2k(data: bytes, spec: PixelSpec, level: int, out: np.ndarray | None = No
     precision, signed = _j2k_params(data, spec)
     native, rest = _split_level(data, level)
     try:
-        arr = _into(imagecodecs.htj2k_decode, data, _j2k_out(out, precision, signed, rest), skipres=native or None)
+        with caught_unraisable("imagecodecs._htj2k") as ojph_errors:
+            arr = _into(imagecodecs.htj2k_decode, data, _j2k_out(out, precision, signed, rest), skipres=native or None)
     except imagecodecs.Htj2kError:
         # OpenJPH decodes only HT code-blocks; .203 (HTJ2K) may hold classic
         # JPEG 2000 blocks too, which OpenJPEG handles.
+        return _jpeg2k(data, spec, level, out)
+    if ojph_errors:
+        # OpenJPH threw while imagecodecs copied its lines out (a corrupt codestream):
+        # the exception could only be printed and ``arr`` is half filled. OpenJPEG
+        # decodes it again, and reports the corruption as an error.
         return _jpeg2k(data, spec, level, out)
     if native or not is_reversible(data):
         arr = _htj2k_clip_range(arr, data, native, spec, precision)

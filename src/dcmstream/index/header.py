@@ -141,7 +141,10 @@ def _step_over_frame_groups(
     rest = _guard(source.name, read_dataset, reader, implicit, little, stop_when=_at_pixel_data)
     _check_complete(rest, source.name)
     for tag in rest.keys():  # noqa: SIM118 - a Dataset iterates over elements; keys() gives tags without converting values
-        ds[tag] = rest.get_item(tag)
+        # Copied raw, as the elements before the groups are: converting here would raise
+        # pydicom's untyped errors (NotImplementedError for an unknown VR, TypeError, ...)
+        # at open for an element nobody asked for; dataset_value types them on access.
+        ds[tag] = rest.get_item(tag, keep_deferred=True)
     return reader.tell(), stop, end
 
 
