@@ -38,7 +38,7 @@ import os
 import tempfile
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -363,16 +363,7 @@ def load_config(path: str | os.PathLike[str]) -> ArchiveConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    config = parse_config(data, source=str(path), base=path.parent)
-    return ArchiveConfig(
-        path=path,
-        catalog_url=config.catalog_url,
-        storages=config.storages,
-        lifecycle=config.lifecycle,
-        server=config.server,
-        root=config.root,
-        staging_max_age=config.staging_max_age,
-    )
+    return replace(parse_config(data, source=str(path), base=path.parent), path=path)
 
 
 # -- building ---------------------------------------------------------------------------------

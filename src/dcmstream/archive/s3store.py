@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 from ..cache.lru import LRU
 from ..errors import InvalidArgumentError, SourceError
 from ..io.ranged import READAHEAD, FetchStats, RangedSource
-from ..io.source import ByteSource
+from ..io.source import ByteSource, as_source
 from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, BlobStoreError, InvalidKeyError, sweep_staging, validate_key
 
 __all__ = ["S3BlobStore", "BlobStoreConnectionError"]
@@ -370,18 +370,23 @@ class S3BlobStore(BlobStore):
         except (ClientError, BotoCoreError) as exc:
             raise self._failed("CreateMultipartUpload", key, exc) from exc
         upload_id = upload["UploadId"]
-        read_part: _PartReader | None = None
+        # The one byte-source layer reads the parts (pread on a path: workers read in parallel;
+        # a file object under a lock); a source the caller passed in stays open.
+        read_part: ByteSource | None = None
+        owned = not isinstance(source, ByteSource)
 
         def send(number: int) -> dict[str, Any]:
             assert read_part is not None
-            body = read_part(number - 1)  # read by the worker: one chunk per worker in memory
+            start = (number - 1) * chunk
+            # read by the worker: one chunk per worker in memory
+            body = read_part.read_exact(start, min(chunk, size - start), f"part {number} of the upload")
             response = self._client.upload_part(
                 Bucket=self.bucket, Key=object_key, UploadId=upload_id, PartNumber=number, Body=body
             )
             return {"PartNumber": number, "ETag": response["ETag"]}
 
         try:
-            read_part = _PartReader(source, chunk, size)
+            read_part = as_source(source)
             if count == 1:
                 parts = [send(1)]
             else:
@@ -404,7 +409,7 @@ class S3BlobStore(BlobStore):
                 raise self._failed("multipart upload", key, exc) from exc
             raise
         finally:
-            if read_part is not None:
+            if read_part is not None and owned:
                 read_part.close()
 
     # -- staging -----------------------------------------------------------------------------
@@ -436,44 +441,4 @@ class S3BlobStore(BlobStore):
         where = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
         return f"S3BlobStore({self.bucket!r}, {self.prefix!r}{where})"
 
-
-class _PartReader:
-    """Part ``i`` (``chunk`` bytes at ``i * chunk``) of a path, a file object or bytes.
-
-    A path is read with ``os.pread`` on one descriptor, so parts can be read by several
-    workers at once; a file object is read under a lock.
-    """
-
-    def __init__(self, source: Any, chunk: int, size: int) -> None:
-        self.chunk, self.size = chunk, size
-        self._fd: int | None = None
-        self._lock = threading.Lock()
-        self._source = source
-        if isinstance(source, (str, os.PathLike)):
-            self._fd = os.open(source, os.O_RDONLY)
-
-    def __call__(self, index: int) -> bytes:
-        start = index * self.chunk
-        length = max(0, min(self.chunk, self.size - start))
-        if self._fd is not None:
-            data = os.pread(self._fd, length, start)
-            while len(data) < length:
-                more = os.pread(self._fd, length - len(data), start + len(data))
-                if not more:
-                    break
-                data += more
-        elif isinstance(self._source, (bytes, bytearray, memoryview)):
-            data = bytes(self._source[start : start + length])
-        else:
-            with self._lock:
-                self._source.seek(start)
-                data = self._source.read(length)
-        if len(data) != length:
-            raise BlobStoreError(f"the file to upload shrank while it was read ({start + len(data)} < {self.size} bytes)")
-        return data
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..archive import InstanceRecord
+from ..archive.archive import InstanceChangedError
 from ..image.render import Renderer, render_array, resize_area
 from ..units import InvalidValueError, parse_window
 from .common import WebContext, context, find_instance, path_uid, run
@@ -104,22 +105,30 @@ def _renderer(ctx: WebContext, record: InstanceRecord) -> Renderer:
     return renderer
 
 
-def render_frame(ctx: WebContext, record: InstanceRecord, index: int, params: dict[str, Any], media: str) -> bytes | bytearray:
-    """Decode frame ``index`` (0-based), window it, fit the viewport, encode."""
-    record = ctx.archive.current(record)  # moved or swapped by another process: follow it
+def _decoded_frame(ctx: WebContext, record: InstanceRecord, index: int) -> np.ndarray:
+    """Frame ``index`` of ``record``; every blob read follows a move by another process
+    (:meth:`~dcmstream.archive.Archive.open_blob`), a swap raises InstanceChangedError."""
     stored = ctx.archive.stored(record)
     if stored is not None:
         if index >= len(stored):
             raise HTTPException(404, f"frame {index + 1} does not exist: the instance has {len(stored)} frames")
-        arr = stored.frame(index)
-    else:
-        inst = ctx.archive.open_instance(record)
-        try:
-            if index >= len(inst):
-                raise HTTPException(404, f"frame {index + 1} does not exist: the instance has {len(inst)} frames")
-            arr = inst.frame(index)
-        finally:
-            inst.close()
+        return stored.frame(index)
+    inst = ctx.archive.open_instance(record)
+    try:
+        if index >= len(inst):
+            raise HTTPException(404, f"frame {index + 1} does not exist: the instance has {len(inst)} frames")
+        return inst.frame(index)
+    finally:
+        inst.close()
+
+
+def render_frame(ctx: WebContext, record: InstanceRecord, index: int, params: dict[str, Any], media: str) -> bytes | bytearray:
+    """Decode frame ``index`` (0-based), window it, fit the viewport, encode."""
+    try:
+        arr = _decoded_frame(ctx, record, index)
+    except InstanceChangedError as exc:  # swapped by another process: once more, with its record
+        record = exc.current
+        arr = _decoded_frame(ctx, record, index)
     renderer = _renderer(ctx, record)
     if params["function"] is not None and arr.ndim == 2:
         p = dataclasses.replace(renderer.params(index), voi_function=params["function"])
