@@ -73,7 +73,7 @@ def _handler(server: RangeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # quiet
+        def log_message(self, *args: object) -> None:  # quiet (http.server logs every request to stderr)
             pass
 
         def _cors(self) -> None:
