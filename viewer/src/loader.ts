@@ -222,13 +222,14 @@ export class FrameLoader {
   }
 
   /** First-range size for a progressive HTJ2K request of ``inst`` (0: load the full frame).
-   *  Only frames worth it (>= 256 KiB decoded); about 1/32 of the decoded size, 16-128 KiB
-   *  (Cornerstone3D's first range is 128 KB). */
+   *  Only frames worth it (>= 2 MiB decoded, e.g. 1024x1024x16 bit: a 512x512 CT frame
+   *  arrives whole before a worker could decode a first range, bench/results/progressive.md);
+   *  about 1/32 of the decoded size, 16-128 KiB (Cornerstone3D's first range is 128 KB). */
   progressiveBytes(inst: InstanceInfo): number {
     if (this.progressive === 0 || FAMILIES[inst.pixel.transferSyntax] !== "htj2k" || this.modeFor(inst) !== "wasm") return 0;
     if (this.progressive > 0) return this.progressive;
     const decoded = frameBytes(inst.pixel);
-    if (decoded < 256 << 10) return 0;
+    if (decoded < 2 << 20) return 0;
     return Math.max(16 << 10, Math.min(128 << 10, Math.floor(decoded / 32)));
   }
 
