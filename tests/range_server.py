@@ -14,12 +14,14 @@ many plain servers do: 200 and the whole body whatever the Range header says.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 __all__ = ["RangeServer", "Served", "range_server"]
 
@@ -67,6 +69,16 @@ class RangeServer:
     def clear(self) -> None:
         with self.lock:
             self.log.clear()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that abort (a page refusing a whole-file answer) are normal here: no traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 def _handler(server: RangeServer) -> type[BaseHTTPRequestHandler]:
@@ -161,8 +173,7 @@ def _handler(server: RangeServer) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def range_server(files: Mapping[str, Path] | None = None) -> Iterator[RangeServer]:
     """A range-capable HTTP server on a free 127.0.0.1 port for the ``with`` block."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    httpd.daemon_threads = True
+    httpd = _QuietServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     server = RangeServer(httpd, {k: Path(v) for k, v in (files or {}).items()})
     httpd.RequestHandlerClass = _handler(server)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
