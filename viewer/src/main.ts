@@ -280,6 +280,7 @@ async function showFile(file: FileRef): Promise<void> {
     bindToolbar(viewport);
     viewport.onChange = scheduleOverlay;
   }
+  loader.startWorkers(); // their start-up (module, WASM) overlaps the header reads
   let header: FileHeader;
   try {
     header = await readFileHeader(file);
@@ -289,7 +290,6 @@ async function showFile(file: FileRef): Promise<void> {
   }
   mark("file-header");
   fileHeader = header;
-  loader.startWorkers();
   const inst: FileInstance = { ...header, file, size: header.size };
   const set: DisplaySet = {
     id: `file:${file.name}`, label: file.name, detail: `${header.frames} frames · ${header.pixel.columns}x${header.pixel.rows}`,
