@@ -41,6 +41,8 @@ const common = {
 // Pages: one self-contained module each (no chunk waterfall before the first request).
 await build({ ...common, entryPoints: [join(here, "src/main.ts")], outfile: join(out, "viewer.js"), format: "esm" });
 await build({ ...common, entryPoints: [join(here, "src/naive.ts")], outfile: join(out, "naive.js"), format: "esm" });
+// The Part 10 worker (files outside an archive: header and offset table by ranged reads).
+await build({ ...common, entryPoints: [join(here, "src/part10-worker.ts")], outfile: join(out, "part10-worker.js"), format: "esm" });
 // The decode worker is a module worker; each WASM codec's glue is a chunk it imports only
 // when it first meets that transfer syntax (server-decoded frames never load a codec).
 await build({

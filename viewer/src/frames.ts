@@ -7,7 +7,7 @@ import { boundaryOf, parseMultipart } from "./multipart";
 import { frameBytes, type DecodedFrame, type FetchTask, type PixelInfo, type WorkerReply } from "./types";
 
 const OCTET = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
-const AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+export const AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
 
 export function kindOf(info: PixelInfo): DecodedFrame["kind"] {
   if (info.bitsAllocated > 16) return info.pixelRepresentation === 1 ? "s32" : "u32";

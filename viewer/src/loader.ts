@@ -5,10 +5,34 @@
 
 import type { FrameCache } from "./cache";
 import type { DicomWeb, InstanceInfo } from "./dicomweb";
-import { wasmSupports } from "./syntaxes";
+import type { FrameSpans } from "./part10";
+import type { FileRef } from "./ranged";
+import { FAMILIES, wasmSupports } from "./syntaxes";
 import { fetchFrames, fromNative } from "./frames";
 import { mark } from "./timeline";
-import { frameBytes, pixelsOf, type DecodeMode, type FetchTask, type Pixels, type WorkerReply, type WorkerTask } from "./types";
+import { frameBytes, pixelsOf, type DecodeMode, type FetchTask, type Pixels, type WorkerPartial, type WorkerReply, type WorkerTask } from "./types";
+
+/** An instance read from a file outside an archive (``?url=`` or a local file). */
+export interface FileInstance extends InstanceInfo {
+  file: FileRef;
+  spans: FrameSpans;
+  size: number | null;
+}
+
+export function isFileInstance(inst: InstanceInfo): inst is FileInstance {
+  return "file" in inst && "spans" in inst;
+}
+
+/** What the page saw of a progressive frame's reduced-resolution decode (tests, benchmark). */
+export interface PartialNote {
+  key: string;
+  width: number;
+  height: number;
+  level: number;
+  bytes: number;
+  total: number;
+  ms: number; // from navigation start
+}
 
 export interface StackEntry {
   inst: InstanceInfo;
@@ -39,6 +63,7 @@ export interface LoaderStats {
   decodeMs: number;
   mode: DecodeMode;
   workers: number;
+  partials: PartialNote[]; // the first few (progressive HTJ2K)
 }
 
 const MiB = 1 << 20;
@@ -66,6 +91,10 @@ export class FrameLoader {
    *  long cine touches stays near the budget instead of waiting for garbage collection. */
   private spare: ArrayBuffer[] = [];
   onFrame: (index: number, key: string) => void = () => {};
+  /** A reduced-resolution image of ``key`` (progressive HTJ2K) while its full frame loads. */
+  onPartial: (key: string, pixels: Pixels, width: number, height: number) => void = () => {};
+  /** Progressive HTJ2K first range in bytes: 0 off, -1 automatic (see progressiveBytes). */
+  progressive = -1;
   onError: (message: string) => void = () => {};
 
   constructor(
@@ -86,7 +115,7 @@ export class FrameLoader {
     };
     this.stats = {
       requests: 0, framesLoaded: 0, bytes: 0, errors: 0, lastError: "", inflight: 0, queued: 0,
-      fetchMs: 0, decodeMs: 0, mode: "server", workers: this.workerCount,
+      fetchMs: 0, decodeMs: 0, mode: "server", workers: this.workerCount, partials: [],
     };
   }
 
@@ -110,6 +139,7 @@ export class FrameLoader {
 
   /** Server decoding or WASM for this instance (see README: measured, loopback favours server). */
   modeFor(inst: InstanceInfo): DecodeMode {
+    if (isFileInstance(inst)) return "wasm"; // no server: native frames or the WASM codecs
     if (this.preferred === "server") return "server";
     if (this.preferred === "wasm") return wasmSupports(inst.pixel.transferSyntax) ? "wasm" : "server";
     // auto: WASM wherever a codec exists. Measured (bench/results/viewer.md), even over
@@ -191,6 +221,18 @@ export class FrameLoader {
     return best;
   }
 
+  /** First-range size for a progressive HTJ2K request of ``inst`` (0: load the full frame).
+   *  Only frames worth it (>= 2 MiB decoded, e.g. 1024x1024x16 bit: a 512x512 CT frame
+   *  arrives whole before a worker could decode a first range, bench/results/progressive.md);
+   *  about 1/32 of the decoded size, 16-128 KiB (Cornerstone3D's first range is 128 KB). */
+  progressiveBytes(inst: InstanceInfo): number {
+    if (this.progressive === 0 || FAMILIES[inst.pixel.transferSyntax] !== "htj2k" || this.modeFor(inst) !== "wasm") return 0;
+    if (this.progressive > 0) return this.progressive;
+    const decoded = frameBytes(inst.pixel);
+    if (decoded < 2 << 20) return 0;
+    return Math.max(16 << 10, Math.min(128 << 10, Math.floor(decoded / 32)));
+  }
+
   private send(indices: number[], priority: "interaction" | "prefetch"): void {
     const entries = indices.map((i) => this.stack[i]);
     const inst = entries[0].inst;
@@ -207,7 +249,13 @@ export class FrameLoader {
       type: "fetch", id, url: this.web.framesUrl(inst, frames), frames, info: inst.pixel,
       mode: this.modeFor(inst), low: priority === "prefetch",
     };
-    if (priority === "interaction" && !this.ready.some(Boolean)) {
+    if (isFileInstance(inst)) {
+      task.url = inst.file.url ?? inst.file.name;
+      task.source = { file: inst.file, spans: frames.map((f) => [inst.spans.offsets[f - 1], inst.spans.lengths[f - 1]]), items: inst.spans.items, size: inst.size };
+    }
+    const first = priority === "interaction" && frames.length === 1 ? this.progressiveBytes(inst) : 0;
+    if (first > 0) task.progressive = first;
+    if (priority === "interaction" && !this.ready.some(Boolean) && !task.source && !task.progressive) {
       // The workers are still loading (the first frame of a deep link): fetch this frame
       // here, decoded by the server (it needs no codec, whatever the mode), rather than wait
       // for a worker to start and compile its WASM codec.
@@ -263,10 +311,24 @@ export class FrameLoader {
     this.stats.queued = this.interaction.length + this.prefetch.length;
   }
 
+  private partial(reply: WorkerPartial, p: Pending): void {
+    const sop = p.keys[0].slice(0, p.keys[0].lastIndexOf("/"));
+    const key = frameKey(sop, reply.frame);
+    if (this.cache.has(key)) return;
+    if (this.stats.partials.length < 64) {
+      this.stats.partials.push({ key, width: reply.width, height: reply.height, level: reply.level, bytes: reply.bytes, total: reply.total, ms: Math.round(performance.now()) });
+    }
+    this.onPartial(key, pixelsOf({ frame: reply.frame, buffer: reply.buffer, kind: reply.kind }), reply.width, reply.height);
+  }
+
   private done(reply: WorkerReply): void {
     if (reply.type === "ready") return;
     const p = this.pending.get(reply.id);
     if (!p) return;
+    if (reply.type === "partial") {
+      this.partial(reply, p);
+      return;
+    }
     this.pending.delete(reply.id);
     this.active[p.priority]--;
     this.load[p.worker]--;
@@ -305,7 +367,7 @@ export class FrameLoader {
       const worker = this.pickWorker();
       const w = this.workers[worker];
       const listener = (e: MessageEvent<WorkerReply>) => {
-        if (e.data.type === "ready" || e.data.id !== id) return;
+        if (e.data.type === "ready" || e.data.type === "partial" || e.data.id !== id) return;
         w.removeEventListener("message", listener);
         if (e.data.type === "error") reject(new Error(e.data.message));
         else resolve(pixelsOf(e.data.frames[0]));

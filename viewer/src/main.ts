@@ -7,10 +7,16 @@
 //   decode=auto|server|wasm  who decodes compressed frames (auto: see FrameLoader.modeFor)
 //   workers=N                decode workers (default 2-4)
 //   frame=N                  start at this 1-based stack position
+//   url=https://host/f.dcm   open one DICOM file by HTTP Range requests, no archive needed
+//                            (same origin or CORS allowing Range); the "Open file" button
+//                            does the same for a local file
+//   progressive=N            progressive HTJ2K: first range of N bytes (0: off; default auto)
 
 import { FrameCache } from "./cache";
 import { DicomWeb, instanceInfo, str, num, strs, type DicomJson, type InstanceInfo } from "./dicomweb";
-import { FrameLoader, frameKey, type StackEntry } from "./loader";
+import { FrameLoader, frameKey, type FileInstance, type StackEntry } from "./loader";
+import type { FileHeader } from "./part10";
+import type { FileRef } from "./ranged";
 import { mark, timeline } from "./timeline";
 import { StackViewport, type Tool } from "./viewport";
 import type { DecodeMode } from "./types";
@@ -33,6 +39,7 @@ const cache = new FrameCache(cacheMB * MiB);
 // Workers start at once, in parallel with the first QIDO request.
 const loader = new FrameLoader(web, cache, decode, workerCount, new URL("decode-worker.js", document.baseURI).href);
 let viewport: StackViewport | null = null;
+if (params.has("progressive")) loader.progressive = Math.max(0, Number(params.get("progressive")) || 0);
 
 /** One thing to scroll through: a multiframe instance, or a series of single frames. */
 interface DisplaySet {
@@ -44,14 +51,14 @@ interface DisplaySet {
   frames: number;
 }
 
-function showError(message: string): void {
+function showError(message: string, sticky = false): void {
   const el = $("error");
   el.textContent = message;
   el.hidden = !message;
-  if (message) setTimeout(() => { if (el.textContent === message) el.hidden = true; }, 8000);
+  if (message && !sticky) setTimeout(() => { if (el.textContent === message) el.hidden = true; }, 8000);
 }
 
-loader.onError = (m) => showError(`frame request failed: ${m}`);
+loader.onError = (m) => showError(`frame request failed: ${m}`, /ignores HTTP Range/.test(m));
 
 // -- study list ------------------------------------------------------------------------------
 async function showStudies(): Promise<void> {
@@ -239,6 +246,78 @@ function openSet(set: DisplaySet, start: number): void {
   $("fpsval").textContent = String(viewport!.fps);
 }
 
+// -- a file outside an archive (?url= or a local file) ---------------------------------------
+let fileHeader: FileHeader | null = null;
+let part10Id = 0;
+
+/** The header and frame index of ``file``, built in the Part 10 worker by ranged reads. */
+function readFileHeader(file: FileRef): Promise<FileHeader> {
+  const worker = new Worker(new URL("part10-worker.js", document.baseURI).href, { type: "module", name: "part10" });
+  const id = ++part10Id;
+  return new Promise<FileHeader>((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<{ id: number; header?: FileHeader; error?: string }>) => {
+      if (e.data.id !== id) return;
+      worker.terminate();
+      if (e.data.header) resolve(e.data.header);
+      else reject(new Error(e.data.error ?? "unreadable file"));
+    };
+    worker.onerror = (e) => {
+      worker.terminate();
+      reject(new Error(`Part 10 worker failed: ${e.message}`));
+    };
+    worker.postMessage({ id, file });
+  }).finally(() => worker.terminate());
+}
+
+async function showFile(file: FileRef): Promise<void> {
+  $("studies").hidden = true;
+  $("study").hidden = false;
+  $("tools").hidden = false;
+  $("series").innerHTML = "";
+  $("title").textContent = file.name;
+  if (!viewport) {
+    viewport = new StackViewport($("canvas-host"), web, cache, loader);
+    bindToolbar(viewport);
+    viewport.onChange = scheduleOverlay;
+  }
+  loader.startWorkers(); // their start-up (module, WASM) overlaps the header reads
+  let header: FileHeader;
+  try {
+    header = await readFileHeader(file);
+  } catch (err) {
+    showError(String((err as Error).message ?? err), true);
+    return;
+  }
+  mark("file-header");
+  fileHeader = header;
+  const inst: FileInstance = { ...header, file, size: header.size };
+  const set: DisplaySet = {
+    id: `file:${file.name}`, label: file.name, detail: `${header.frames} frames · ${header.pixel.columns}x${header.pixel.rows}`,
+    series: header.series, instances: [inst], frames: header.frames,
+  };
+  $("title").textContent = [header.patientName, header.patientId, header.studyDescription, file.name].filter(Boolean).join(" · ");
+  const startFrame = Math.max(1, Number(new URLSearchParams(location.search).get("frame")) || 1);
+  openSet(set, Math.min(set.frames, startFrame) - 1);
+}
+
+function bindFilePicker(): void {
+  const input = $("file-input") as HTMLInputElement;
+  input.addEventListener("change", () => {
+    const f = input.files?.[0];
+    if (!f) return;
+    history.pushState(null, "", `${location.pathname}?file=${encodeURIComponent(f.name)}`);
+    void showFile({ blob: f, name: f.name });
+    input.value = "";
+  });
+  const form = $("url-form") as HTMLFormElement;
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const u = ($("url-input") as HTMLInputElement).value.trim();
+    if (u) navigate({ url: u });
+  });
+}
+bindFilePicker();
+
 // -- toolbar and overlay ---------------------------------------------------------------------
 function fillPresets(): void {
   const sel = $("preset") as HTMLSelectElement;
@@ -334,6 +413,12 @@ function navigate(query: Record<string, string>): void {
 
 function route(): void {
   const q = new URLSearchParams(location.search);
+  const url = q.get("url");
+  if (url) {
+    const abs = new URL(url, location.href).href;
+    void showFile({ url: abs, name: decodeURIComponent(abs.replace(/[?#].*$/, "").split("/").pop() || abs) });
+    return;
+  }
   const study = q.get("StudyInstanceUIDs")?.split(",")[0];
   if (study) void showStudy(study, q.get("SeriesInstanceUIDs")?.split(",")[0] ?? null);
   else {
@@ -357,6 +442,8 @@ $("home").addEventListener("click", (ev) => {
     shown: viewport?.shownKindNow() ?? "none",
     cacheMB,
     timeline,
+    file: fileHeader && { headerBytes: fileHeader.headerBytes, requests: fileHeader.requests, size: fileHeader.size, frames: fileHeader.frames, transferSyntax: fileHeader.pixel.transferSyntax, items: fileHeader.spans.items },
+    error: $("error").hidden ? "" : $("error").textContent,
   }),
   go: (i: number) => viewport?.go(i),
   setWindow: (c: number, w: number) => viewport?.setWindow(c, w),

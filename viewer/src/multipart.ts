@@ -3,6 +3,7 @@
 export interface Part {
   contentType: string;
   body: Uint8Array; // a view into the response buffer
+  contentRange?: string; // a ranged frame request's part (bytes a-b/total)
 }
 
 const CRLF2 = [13, 10, 13, 10];
@@ -43,7 +44,8 @@ export function parseMultipart(buf: Uint8Array, boundary: string): Part[] {
     const start = headEnd + 4;
     const end = indexOfSeq(buf, next, start);
     if (end < 0) throw new Error("truncated multipart body");
-    parts.push({ contentType: ct ? ct[1].trim() : "application/octet-stream", body: buf.subarray(start, end) });
+    const cr = /content-range:\s*([^\r\n]*)/i.exec(head);
+    parts.push({ contentType: ct ? ct[1].trim() : "application/octet-stream", body: buf.subarray(start, end), contentRange: cr?.[1].trim() });
     pos = end + next.length;
   }
   return parts;

@@ -1,5 +1,7 @@
 // Shared types of the viewer (main thread and decode workers).
 
+import type { FileRef } from "./ranged";
+
 /** What a decoder needs to know about one instance's pixels. */
 export interface PixelInfo {
   rows: number;
@@ -25,15 +27,26 @@ export function frameBytes(p: PixelInfo): number {
   return p.rows * p.columns * p.samplesPerPixel * sample;
 }
 
+/** Frames of a file outside an archive (``?url=`` or a local file): one range each. */
+export interface FileFrameSource {
+  file: FileRef;
+  spans: [number, number][]; // [offset, length] of each requested frame, in order
+  items: boolean; // the spans hold encapsulation items (headers stripped after reading)
+  size: number | null;
+}
+
 export interface FetchTask {
   type: "fetch";
   id: number;
-  url: string; // .../frames/1,2,3
+  url: string; // .../frames/1,2,3 (DICOMweb), or the file's URL / name
   frames: number[]; // 1-based, in the order requested
   info: PixelInfo;
   mode: DecodeMode;
   low: boolean; // lower fetch priority (prefetch)
   spare?: ArrayBuffer[]; // evicted frames' buffers, refilled instead of allocating
+  source?: FileFrameSource; // absent: DICOMweb frames at ``url``
+  /** Progressive HTJ2K: bytes of the first range (decoded at reduced resolution first). */
+  progressive?: number;
 }
 
 export interface DecodeTask {
@@ -72,7 +85,21 @@ export interface WorkerReady {
   id?: undefined;
 }
 
-export type WorkerReply = WorkerResult | WorkerError | WorkerReady;
+/** A reduced-resolution decode of a partial codestream (progressive HTJ2K), before the full frame. */
+export interface WorkerPartial {
+  type: "partial";
+  id: number;
+  frame: number;
+  buffer: ArrayBuffer;
+  kind: DecodedFrame["kind"];
+  width: number;
+  height: number;
+  bytes: number; // bytes of the first range
+  total: number; // the frame's bytes
+  level: number; // resolution reduction (1/2^level)
+}
+
+export type WorkerReply = WorkerResult | WorkerError | WorkerReady | WorkerPartial;
 
 export function pixelsOf(frame: DecodedFrame): Pixels {
   if (frame.kind === "u16") return new Uint16Array(frame.buffer);

@@ -4,7 +4,7 @@
 
 import type { FrameCache } from "./cache";
 import type { DicomWeb, InstanceInfo } from "./dicomweb";
-import { frameKey, type FrameLoader, type StackEntry } from "./loader";
+import { frameKey, isFileInstance, type FrameLoader, type StackEntry } from "./loader";
 import { applyLut, buildLut, range, type Lut } from "./render";
 import type { Pixels } from "./types";
 
@@ -107,6 +107,7 @@ export class StackViewport {
     this.image = document.createElement("canvas");
     this.imageCtx = this.image.getContext("2d", { willReadFrequently: false })!;
     loader.onFrame = (i) => this.frameArrived(i);
+    loader.onPartial = (key, px, w, h) => this.addPartial(key, px, w, h);
     new ResizeObserver(() => this.resize()).observe(host);
     this.bindInput();
     this.resize();
@@ -229,6 +230,8 @@ export class StackViewport {
     const e = this.stack[i];
     if (!e || this.lowres.has(e.key) || this.lowresInflight.has(e.key) || this.lowresInflight.size >= 2) return;
     const inst = e.inst;
+    // No server to render a file's frame; progressive HTJ2K brings its own low resolution.
+    if (isFileInstance(inst) || this.loader.progressiveBytes(inst) > 0) return;
     const size = Math.min(LOWRES_SIZE, Math.max(inst.pixel.columns, inst.pixel.rows) >> 1 || 1);
     let url = this.web.renderedUrl(inst, e.frame, size);
     if (!this.isColour && this.width > 1) url += `&window=${this.center},${this.width}`;
@@ -246,7 +249,7 @@ export class StackViewport {
 
   /** An image to show for ``key`` until its full-quality frame is decoded: a low-resolution
    *  rendition, or the browser's own decode of a stored baseline JPEG ("preview"). */
-  addPlaceholder(key: string, bmp: ImageBitmap, kind: "low-res" | "preview"): void {
+  addPlaceholder(key: string, bmp: ImageBitmap, kind: "low-res" | "preview" | "partial"): void {
     this.lowres.set(key, bmp);
     this.lowresKind.set(key, kind);
     while (this.lowres.size > LOWRES_MAX) {
@@ -256,6 +259,27 @@ export class StackViewport {
       this.lowresKind.delete(k);
     }
     if (this.stack[this.index]?.key === key && this.shownKindNow() !== "full") this.paintCurrent();
+  }
+
+  /** A reduced-resolution decode (progressive HTJ2K) of ``key``: windowed like the full
+   *  frame will be, shown scaled up until the full frame replaces it. */
+  addPartial(key: string, px: Pixels, w: number, h: number): void {
+    const inst = this.stack[0]?.inst;
+    if (!inst || this.cache.has(key) || px.length < w * h * inst.pixel.samplesPerPixel) return;
+    const small = { ...inst.pixel, rows: h, columns: w };
+    if (this.width <= 1 && this.center === 0 && !this.isColour) {
+      const [lo, hi] = range(px);
+      const a = lo * inst.slope + inst.intercept, b = hi * inst.slope + inst.intercept;
+      this.center = (a + b) / 2 + 0.5;
+      this.width = Math.max(1, b - a + 1);
+    }
+    const lut = buildLut(inst.pixel, this.center, this.width, inst.slope, inst.intercept, this.isColour);
+    const data = new ImageData(w, h);
+    applyLut(px, small, lut, new Uint32Array(data.data.buffer));
+    createImageBitmap(data).then((bmp) => {
+      if (!this.cache.has(key)) this.addPlaceholder(key, bmp, "partial");
+      else bmp.close();
+    }).catch(() => {});
   }
 
   // -- drawing -------------------------------------------------------------------------------
@@ -281,7 +305,7 @@ export class StackViewport {
         this.lowresShown++;
         const kind = this.lowresKind.get(e.key) ?? "low-res";
         this.noteShown(kind);
-        this.status = kind === "preview" ? "" : "low resolution";
+        this.status = kind === "preview" ? "" : kind === "partial" ? "reduced resolution" : "low resolution";
       } else {
         this.status = this.shownKind === "none" ? "loading" : "loading frame";
       }

@@ -280,12 +280,18 @@ async def frames(request: Request) -> Response:
     writer = MultipartWriter()
     if len(numbers) == 1:
         choice, data = await run(_first_frame, ctx, record, ranges, numbers[0])
+        if request.headers.get("range"):
+            # Progressive decoding (HTJ2K in RPCL order: the low resolutions come first): a
+            # byte range of the frame's bytes, as Cornerstone3D asks for them.
+            return _ranged(request, len(data), lambda s, e: iter([data[s:e]]), choice.multipart, choice)
+        ranged = {"Accept-Ranges": "bytes"}  # a single frame answers Range requests
         if not choice.multipart:
-            return Response(data, media_type=choice.part_content_type)
+            return Response(data, media_type=choice.part_content_type, headers=ranged)
         # One join, not two concatenations: a frame is 0.1-2 MB, copied on the event loop.
         return Response(
             b"".join((writer.part_header(choice.part_content_type), data, writer.close())),
             media_type=writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax),
+            headers=ranged,
         )
     opened = await run(open_frames, ctx, record, ranges, numbers)
     choice = opened.choice
@@ -328,8 +334,12 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _ranged(request: Request, total: int, open_chunks: Callable[[int, int], Iterator[bytes]], multipart: bool) -> Response:
-    """A (possibly partial) octet-stream body of ``total`` bytes, streamed."""
+def _ranged(
+    request: Request, total: int, open_chunks: Callable[[int, int], Iterator[bytes]], multipart: bool,
+    choice: PixelChoice | None = None,
+) -> Response:
+    """A (possibly partial) body of ``total`` bytes, streamed: octet-stream (bulk data), or
+    one frame as ``choice`` says (media type and transfer syntax of the frame's part)."""
     span = _parse_range(request.headers.get("range"), total)
     start, end = span if span is not None else (0, total)
     status = 206 if span is not None else 200
@@ -339,18 +349,25 @@ def _ranged(request: Request, total: int, open_chunks: Callable[[int, int], Iter
         headers["Content-Length"] = str(end - start)
         if span is not None:
             headers["Content-Range"] = content_range
+    # multipart: the part carries Content-Range (on the response, browsers' HTTP caches
+    # check it against the body's length and fail the request)
         chunks = iterate_in_threadpool(open_chunks(start, end))
-        return StreamingResponse(chunks, status_code=status, media_type="application/octet-stream", headers=headers)
+        media = choice.part_content_type if choice is not None else "application/octet-stream"
+        return StreamingResponse(chunks, status_code=status, media_type=media, headers=headers)
     writer = MultipartWriter()
     part_headers = {"Content-Range": content_range} if span is not None else None
+    part_type = choice.part_content_type if choice is not None else f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
 
     async def body() -> AsyncIterator[bytes]:
-        yield writer.part_header(f"application/octet-stream; transfer-syntax={EXPLICIT_LE}", part_headers)
+        yield writer.part_header(part_type, part_headers)
         async for chunk in iterate_in_threadpool(open_chunks(start, end)):
             yield chunk
         yield writer.close()
 
-    media_type = writer.content_type("application/octet-stream")
+    if choice is not None:
+        media_type = writer.content_type(choice.media_type, transfer_syntax=choice.transfer_syntax)
+    else:
+        media_type = writer.content_type("application/octet-stream")
     return StreamingResponse(body(), status_code=status, media_type=media_type, headers=headers)
 
 
