@@ -22,7 +22,7 @@ from ..archive import Query, QueryError, query_integer
 from ..archive.attributes import REQUIRED_INSTANCE, REQUIRED_SERIES, REQUIRED_STUDY, resolve_attribute
 from ..archive.uids import is_valid_uid
 from ..dicomjson import dumps
-from .common import DICOM_JSON, base_url, context, path_uid, require_json_accept, run
+from .common import DICOM_JSON, base_url, context, path_uid, require_json_accept, run, warning
 
 __all__ = ["search_studies", "search_series", "search_instances", "STUDY_ALL", "SERIES_ALL"]
 
@@ -150,10 +150,10 @@ async def _search(request: Request, level: str, study: str | None = None, series
     if len(hits) > effective:
         hits = hits[:effective]
         if limit is None or limit > cap:
-            warnings.append(f'299 dcmstream "The number of results exceeded the maximum ({cap}); use limit and offset"')
+            warnings.append(warning(f"The number of results exceeded the maximum ({cap}); use limit and offset"))
     ignored = result.unsupported + unknown
     if ignored:
-        warnings.append(f'299 dcmstream "The following attributes were not supported for matching: {", ".join(ignored)[:500]}"')
+        warnings.append(warning(f"The following attributes were not supported for matching: {', '.join(ignored)}", 600))
     base = base_url(request)
     scoped = {name for name, uid in (("study", study), ("series", series)) if uid}
     out = []
