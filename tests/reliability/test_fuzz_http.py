@@ -9,7 +9,7 @@ STOW-RS bodies are built here (valid instances, truncated ones, random bytes, br
 multipart). Both positive and negative (schema-violating) cases are sent.
 
 The run is cut into short hypothesis batches until ``DCMSTREAM_FUZZ_SECONDS`` (default
-40) have passed, so the time box holds whatever the server's speed; failures are
+30) have passed, so the time box holds whatever the server's speed; failures are
 collected (distinct by operation, status and check) and reported together, not shrunk.
 """
 
@@ -44,7 +44,7 @@ from .common import BOUNDARY, DICOM_MULTIPART, Templates, env_seconds, record_fi
 
 pytestmark = pytest.mark.slow
 
-FUZZ_SECONDS = env_seconds("DCMSTREAM_FUZZ_SECONDS", 40.0)
+FUZZ_SECONDS = env_seconds("DCMSTREAM_FUZZ_SECONDS", 30.0)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 _ACCEPTS = [
