@@ -168,10 +168,11 @@ def test_mixed_load_has_no_errors_and_bounded_rss(tmp_path: Path) -> None:
         server.stop()
     total = sum(clients.counts.values())
     peak = max(samples)
+    quarters = [round(max(samples[len(samples) * q // 4 : max(len(samples) * (q + 1) // 4, 1)]) / MiB) for q in range(4)]
     record_figures("load", {
         "clients": CLIENTS, "seconds": round(elapsed, 1), "requests": total, "requests_per_s": round(total / elapsed, 1),
         "errors": len(clients.errors), "by_op": dict(sorted(clients.counts.items())), "stored": len(clients.stored),
-        "cache_mb": CACHE_MB, "idle_rss_mb": round(idle / MiB), "peak_rss_mb": round(peak / MiB),
+        "cache_mb": CACHE_MB, "idle_rss_mb": round(idle / MiB), "peak_rss_mb": round(peak / MiB), "peak_rss_mb_by_quarter": quarters,
         "rss_bound_mb": round(_rss_bound() / MiB),
     })
     assert not clients.errors, f"{len(clients.errors)} errors: {clients.errors[:5]}"

@@ -17,8 +17,9 @@ GET        .../rendered, .../thumbnail (instance, frames; thumbnail also study  
 POST       /studies, /studies/{study}                                              STOW-RS
 =========  =====================================================================  ===========
 
-Plus ``GET /metrics`` (Prometheus), ``GET /healthz``, ``GET /openapi.json`` (this table as OpenAPI), the viewer at ``/viewer`` and OHIF at
-``/ohif`` when installed (see :mod:`dcmstream.web.viewer_routes`).
+Plus ``GET /metrics`` (Prometheus), ``GET /healthz``, ``GET /openapi.json`` (these routes as
+OpenAPI, :mod:`dcmstream.web.openapi`), the viewer at ``/viewer`` and OHIF at ``/ohif`` when
+installed (see :mod:`dcmstream.web.viewer_routes`).
 
 CORS is off by default: the server usually runs on a workstation's loopback next
 to a browser, and ``Access-Control-Allow-Origin: *`` would let any web page the
