@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if load:
         rows.append(["load", f"{load['clients']} clients, {load['seconds']} s, --cache-mb {load['cache_mb']}",
                      f"requests {load['requests']} ({load['requests_per_s']}/s; {load['by_op']}), errors {load['errors']}, "
-                     f"peak RSS {load["peak_rss_mb"]} MB (idle {load["idle_rss_mb"]}, per quarter of the run {load.get("peak_rss_mb_by_quarter")}, bound {load["rss_bound_mb"]})"])
+                     f"peak RSS {load['peak_rss_mb']} MB (idle {load['idle_rss_mb']}, per quarter of the run {load.get('peak_rss_mb_by_quarter')}, bound {load['rss_bound_mb']})"])
     fuzz = figures.get("fuzz")
     if fuzz:
         rows.append(["HTTP fuzz", f"schemathesis from /openapi.json, {fuzz['seconds']} s",
