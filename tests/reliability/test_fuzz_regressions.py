@@ -37,3 +37,22 @@ def test_stow_part_type_outside_latin1_is_named_in_an_ascii_warning(url: str) ->
                    headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
     assert r.status_code == 409, r.text
     assert r.headers["warning"].isascii() and "not application/dicom" in r.headers["warning"]
+
+
+@pytest.mark.parametrize("key", ["SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"])
+@pytest.mark.parametrize("value", ["\n", " ", ",", " , \\"])
+def test_qido_uid_key_without_any_uid_is_400(url: str, key: str, value: str) -> None:
+    """Found: ``SOPInstanceUID=%0A`` (white space or separators only) reached the catalog
+    as an empty UID list: IndexError, 500. Now a 400 naming the key."""
+    r = httpx.get(f"{url}/dicomweb/studies/1.2/series", params={key: value}, headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 400, r.text
+    assert key in r.json()["error"]
+
+
+def test_qido_sop_class_uid_is_validated(url: str) -> None:
+    r = httpx.get(f"{url}/dicomweb/instances", params={"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2,x"},
+                  headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 400 and "SOPClassUID" in r.json()["error"]
+    ok = httpx.get(f"{url}/dicomweb/instances", params={"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
+                   headers={"Accept": "application/dicom+json"})
+    assert ok.status_code == 200
