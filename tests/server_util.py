@@ -7,6 +7,7 @@ Used by the web, viewer and pipeline (DICOMweb input) tests::
         httpx.get(f"{url}/dicomweb/studies")
 
     server = start_config_server(config, log=tmp_path / "a.log", env=s3.env)   # a process
+    server = start_serve((str(folder), "--cache-mb", "32"), log=tmp_path / "b.log")  # any serve arguments
     ...; server.kill()   # SIGKILL, or server.stop()
 """
 
