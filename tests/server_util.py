@@ -7,6 +7,7 @@ Used by the web, viewer and pipeline (DICOMweb input) tests::
         httpx.get(f"{url}/dicomweb/studies")
 
     server = start_config_server(config, log=tmp_path / "a.log", env=s3.env)   # a process
+    server = start_serve((str(folder), "--cache-mb", "32"), log=tmp_path / "b.log")  # any serve arguments
     ...; server.kill()   # SIGKILL, or server.stop()
 """
 
@@ -29,7 +30,7 @@ import uvicorn
 
 from dcmstream.web.app import UVICORN_OPTIONS
 
-__all__ = ["ServerProcess", "free_port", "running_server", "start_config_server", "start_server", "stop_server"]
+__all__ = ["ServerProcess", "free_port", "running_server", "start_config_server", "start_serve", "start_server", "stop_server"]
 
 
 def free_port() -> int:
@@ -97,16 +98,22 @@ def start_config_server(config: Path, *, log: Path, env: Mapping[str, str] | Non
                         args: tuple[str, ...] = (), timeout: float = 60.0) -> ServerProcess:
     """``python -m dcmstream serve --config CONFIG --port PORT`` on a free loopback port,
     with this checkout's sources first on PYTHONPATH; returns once /healthz answers."""
+    return start_serve(("--config", str(config), *args), log=log, env=env, port=port, timeout=timeout)
+
+
+def start_serve(args: tuple[str, ...], *, log: Path, env: Mapping[str, str] | None = None, port: int | None = None,
+                timeout: float = 60.0) -> ServerProcess:
+    """``python -m dcmstream serve ARGS --host 127.0.0.1 --port PORT`` (ARGS: an archive folder
+    or ``--config FILE``, plus options), as :func:`start_config_server`; ``log`` is appended to."""
     import httpx
 
     port = port or free_port()
     src = str(Path(__file__).resolve().parents[1] / "src")
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (src, full_env.get("PYTHONPATH", "")) if p)
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dcmstream", "serve", "--config", str(config), "--host", "127.0.0.1",
-             "--port", str(port), *args],
+            [sys.executable, "-m", "dcmstream", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)

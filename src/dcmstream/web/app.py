@@ -17,8 +17,9 @@ GET        .../rendered, .../thumbnail (instance, frames; thumbnail also study  
 POST       /studies, /studies/{study}                                              STOW-RS
 =========  =====================================================================  ===========
 
-Plus ``GET /metrics`` (Prometheus), ``GET /healthz``, the viewer at ``/viewer`` and OHIF at
-``/ohif`` when installed (see :mod:`dcmstream.web.viewer_routes`).
+Plus ``GET /metrics`` (Prometheus), ``GET /healthz``, ``GET /openapi.json`` (these routes as
+OpenAPI, :mod:`dcmstream.web.openapi`), the viewer at ``/viewer`` and OHIF at ``/ohif`` when
+installed (see :mod:`dcmstream.web.viewer_routes`).
 
 CORS is off by default: the server usually runs on a workstation's loopback next
 to a browser, and ``Access-Control-Allow-Origin: *`` would let any web page the
@@ -47,7 +48,7 @@ from ..archive.catalog import QueryError
 from ..archive.lifecycle import tier_status
 from ..archive.uids import InvalidUIDError
 from ..errors import DcmstreamError, DicomFormatError
-from . import qido, rendered, stow, wado
+from . import openapi, qido, rendered, stow, wado
 from .common import ServerConfig, WebContext, context, error
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import MetricsMiddleware
@@ -95,6 +96,7 @@ def _routes(root: str) -> list[Route]:
         # service
         Route("/metrics", _metrics, methods=get),
         Route("/healthz", _health, methods=get),
+        Route("/openapi.json", openapi.openapi, methods=get),
         Route(r, _root, methods=get),
         Route("/", _root, methods=get),
     ]

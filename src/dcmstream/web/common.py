@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,12 +29,14 @@ __all__ = [
     "base_url",
     "run",
     "error",
+    "warning",
     "require_json_accept",
     "find_instance",
     "DICOM_JSON",
 ]
 
 T = TypeVar("T")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DICOM_JSON = "application/dicom+json"
 MiB = 1 << 20
 
@@ -128,6 +131,17 @@ def error(status: int, reason: str, headers: dict[str, str] | None = None) -> Re
         media_type="application/json",
         headers=headers,
     )
+
+
+def warning(text: str, limit: int = 300) -> str:
+    """One ``Warning: 299`` header value saying ``text``.
+
+    Header values are latin-1 on the wire and the quoted text must not end early, so
+    what a client sent (unknown query keys, names in an ingest's message) is escaped:
+    non-ASCII as ``\\uXXXX``, quotes by ``'``, control characters by spaces.
+    """
+    text = _CONTROL.sub(" ", text.encode("ascii", "backslashreplace").decode("ascii").replace('"', "'"))
+    return f'299 dcmstream "{text[:limit]}"'
 
 
 def require_json_accept(request: Request) -> list[MediaRange]:

@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..archive import Query, QueryError, query_integer
-from ..archive.attributes import REQUIRED_INSTANCE, REQUIRED_SERIES, REQUIRED_STUDY, resolve_attribute
+from ..archive.attributes import COLUMNS, REQUIRED_INSTANCE, REQUIRED_SERIES, REQUIRED_STUDY, resolve_attribute
 from ..archive.uids import is_valid_uid
 from ..dicomjson import dumps
-from .common import DICOM_JSON, base_url, context, path_uid, require_json_accept, run
+from .common import DICOM_JSON, base_url, context, path_uid, require_json_accept, run, warning
 
 __all__ = ["search_studies", "search_series", "search_instances", "STUDY_ALL", "SERIES_ALL"]
 
@@ -56,7 +56,8 @@ def _tags(keywords: tuple[str, ...]) -> set[str]:
 
 _REQUIRED = {"study": _tags(REQUIRED_STUDY), "series": _tags(REQUIRED_SERIES), "instance": _tags(REQUIRED_INSTANCE)}
 _ALL = {"study": _tags(STUDY_ALL), "series": _tags(SERIES_ALL)}
-_UIDS = {"0020000D", "0020000E", "00080018"}
+#: Matching keys whose values are UIDs (or lists of UIDs): checked here, a 400 naming the key.
+_UIDS = {f"{c.tag:08X}" for c in COLUMNS if c.vr == "UI"}
 
 
 def _int_param(value: str, name: str, minimum: int = 0) -> int:
@@ -107,9 +108,12 @@ def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, boo
             if len(value) > 1024:
                 raise HTTPException(400, f"{keyword}: query value longer than 1024 characters")
             if f"{tag:08X}" in _UIDS and value:
-                for uid in value.replace("\\", ",").split(","):
-                    if uid.strip() and not is_valid_uid(uid.strip()):
-                        raise HTTPException(400, f"{keyword}={uid.strip()[:80]!r} is not a valid UID")
+                uids = [uid.strip() for uid in value.replace("\\", ",").split(",") if uid.strip()]
+                if not uids:  # (white space or separators only: no UID to match)
+                    raise HTTPException(400, f"{keyword}={value[:80]!r}: expected a UID or a comma separated list of UIDs")
+                for uid in uids:
+                    if not is_valid_uid(uid):
+                        raise HTTPException(400, f"{keyword}={uid[:80]!r} is not a valid UID")
             matches.append((keyword, value))
             include.add(f"{tag:08X}")
     return matches, include, include_all, fuzzy, limit, offset, unknown
@@ -150,10 +154,10 @@ async def _search(request: Request, level: str, study: str | None = None, series
     if len(hits) > effective:
         hits = hits[:effective]
         if limit is None or limit > cap:
-            warnings.append(f'299 dcmstream "The number of results exceeded the maximum ({cap}); use limit and offset"')
+            warnings.append(warning(f"The number of results exceeded the maximum ({cap}); use limit and offset"))
     ignored = result.unsupported + unknown
     if ignored:
-        warnings.append(f'299 dcmstream "The following attributes were not supported for matching: {", ".join(ignored)[:500]}"')
+        warnings.append(warning(f"The following attributes were not supported for matching: {', '.join(ignored)}", 600))
     base = base_url(request)
     scoped = {name for name, uid in (("study", study), ("series", series)) if uid}
     out = []

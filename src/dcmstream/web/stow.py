@@ -26,7 +26,7 @@ from starlette.responses import Response
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
 from ..dicomjson import dumps
 from ..errors import DcmstreamError
-from .common import DICOM_JSON, base_url, context, error, path_uid, run
+from .common import DICOM_JSON, base_url, context, error, path_uid, run, warning
 from .media import parse_content_type
 from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartHeaders
 
@@ -53,7 +53,7 @@ def _sop_item(result: IngestResult, base: str | None) -> dict[str, Any]:
 
 
 def _warning(text: str) -> str:
-    return '299 dcmstream "' + text.replace('"', "'").replace("\r", " ").replace("\n", " ")[:300] + '"'
+    return warning(text)
 
 
 async def store(request: Request) -> Response:
