@@ -246,6 +246,9 @@ class CatalogTests:
         assert uids(filled.search(Query("instance", matches=[("PatientID", "P2")])).hits, "00080018") == ["1.2.3.2.1.1"]
         with pytest.raises(QueryError):
             filled.search(Query("series", matches=[("SeriesNumber", "seven")]))
+        # A UID key of separators only is no UID at all: a QueryError, not an IndexError.
+        with pytest.raises(QueryError, match="SOPInstanceUID"):
+            filled.search(Query("instance", matches=[("SOPInstanceUID", " , \n")]))
 
     def test_limit_and_offset(self, filled: Catalog) -> None:
         assert uids(filled.search(Query("study", limit=2)).hits, "0020000D") == [ST1, ST2]

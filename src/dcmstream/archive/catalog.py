@@ -878,6 +878,8 @@ class SQLCatalog(Catalog):
             return col.in_(numbers) if len(numbers) > 1 else col == numbers[0]
         if column.vr == "UI":
             uids = _split_list(value)
+            if not uids:
+                raise QueryError(f"{column.keyword}: expected one or more UIDs, got none")
             return col.in_(uids) if len(uids) > 1 else col == uids[0]
         if column.vr in ("DA", "TM", "DT") and "-" in value:
             low, _, high = value.partition("-")
