@@ -167,7 +167,7 @@ class OIDCIssuer:
         self.config = config
         self.refetch_interval = refetch_interval
         self.discovery_max_age = discovery_max_age
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # keys() -> endpoint() -> discovery()
         self._discovery: dict[str, Any] | None = None
         self._discovered_at = 0.0
         self._keys: KeySet | None = None
