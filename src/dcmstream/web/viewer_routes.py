@@ -126,10 +126,9 @@ async def _viewer_page(request: Request) -> Response:
     if auth is not None and auth.enabled:
         # The page is open; the study's data is not: no inlined search. The viewer logs in
         # first (OIDC) and sends its token with every request.
-        settings = await _browser_auth(request)
-        if settings is not None:
-            data = json.dumps(settings).replace("<", "\\u003c")
-            text = text.replace("<!--__BOOTSTRAP__-->", f'<script type="application/json" id="dcm-auth">{data}</script>', 1)
+        settings = {"mode": auth.mode, **(await _browser_auth(request) or {})}
+        data = json.dumps(settings).replace("<", "\\u003c")
+        text = text.replace("<!--__BOOTSTRAP__-->", f'<script type="application/json" id="dcm-auth">{data}</script>', 1)
         return HTMLResponse(text, headers=_NO_CACHE)
     study = request.query_params.get("StudyInstanceUIDs", "").split(",")[0]
     fields = _FIELDS.search(text)
