@@ -122,6 +122,9 @@ class HTTPIssuer(LocalIssuer):
             "authorization_endpoint": f"{self.issuer}/authorize",
             "token_endpoint": f"{self.issuer}/token",
             "jwks_uri": f"{self.issuer}/jwks",
+            "userinfo_endpoint": f"{self.issuer}/userinfo",
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+            "subject_types_supported": ["public"],
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": ["authorization_code"],
@@ -173,6 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/jwks":
             issuer.jwks_fetches += 1
             self._send(200, issuer.public_jwks())
+        elif path == "/userinfo":
+            self._send(200, {"sub": "viewer-user", "name": "Viewer User"})
         elif path == "/authorize":
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             issuer.authorize_requests.append(q)
@@ -210,4 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": "invalid_grant", "error_description": "redirect_uri or client_id differ"})
             return
         token = issuer.token("viewer-user", issuer.roles)
-        self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": asked.get("scope", "")})
+        # An ID token for OIDC clients (OHIF's oidc-client checks it): audience = the client.
+        id_token = issuer.token("viewer-user", issuer.roles, aud=issuer.client_id, nonce=asked.get("nonce"))
+        self._send(200, {"access_token": token, "id_token": id_token, "token_type": "Bearer", "expires_in": 300,
+                         "scope": asked.get("scope", "")})

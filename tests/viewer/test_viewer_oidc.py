@@ -118,11 +118,10 @@ def test_without_a_token_the_api_refuses_and_the_page_holds_no_data(oidc_server:
 
 
 @pytest.fixture
-def ohif_env(monkeypatch) -> Path:
-    folder = ohif_dir() or (Path("/work/main/third_party/ohif") if Path("/work/main/third_party/ohif/index.html").is_file() else None)
+def ohif_env() -> Path:
+    folder = ohif_dir()
     if folder is None:
-        pytest.skip("OHIF is not installed: bash scripts/install-ohif.sh")
-    monkeypatch.setenv("DCMSTREAM_OHIF_DIR", str(folder))
+        pytest.skip("OHIF is not installed: bash scripts/install-ohif.sh (or DCMSTREAM_OHIF_DIR)")
     return folder
 
 
@@ -146,3 +145,32 @@ def test_ohif_config_carries_the_oidc_block(ohif_env: Path, tmp_path: Path) -> N
         issuer.close()
         archive.close()
 
+
+
+@pytest.mark.browser
+def test_ohif_logs_in_and_lists_studies(ohif_env: Path, page, tmp_path: Path) -> None:
+    """A full OHIF login at the local issuer (code + PKCE by OHIF's oidc-client)."""
+    from .conftest import RecordingApp as Recorder
+
+    issuer = HTTPIssuer(tmp_path, roles=["reader"], client_id="ohif-client")
+    archive = Archive(tmp_path / "archive")
+    result = archive.ingest_file(write_multiframe(tmp_path / "ct.dcm", frames=4, syntax="jpeg-ls", kind="ct",
+                                                  rows=64, columns=64, seed=41))
+    auth = AuthConfig(mode="oidc", issuer=issuer.issuer, audience=AUDIENCE, client_id="ohif-client")
+    recorder = Recorder(create_app(archive, auth=auth))
+    url, uv, thread = start_server(recorder)
+    try:
+        page.goto(f"{url}/ohif/")
+        # OHIF goes to the issuer, comes back to /ohif/callback, trades the code (with its
+        # PKCE verifier) for tokens and lists the study with the bearer token.
+        page.wait_for_function("document.body.innerText.includes('DCMSTREAM-41')", timeout=90_000)
+        asked = issuer.authorize_requests[-1]
+        assert asked["code_challenge_method"] == "S256" and asked["redirect_uri"] == f"{url}/ohif/callback"
+        assert issuer.token_requests[-1]["code_verifier"]
+        dicomweb = [(p, s) for i, (_, p, _) in enumerate(recorder.requests) if p.startswith("/dicomweb")
+                    for s in [recorder.statuses.get(i)]]
+        assert dicomweb and all(s == 200 for _, s in dicomweb), dicomweb
+    finally:
+        stop_server(uv, thread)
+        issuer.close()
+        archive.close()
