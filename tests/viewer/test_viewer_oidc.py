@@ -154,8 +154,8 @@ def test_ohif_logs_in_and_lists_studies(ohif_env: Path, page, tmp_path: Path) ->
 
     issuer = HTTPIssuer(tmp_path, roles=["reader"], client_id="ohif-client")
     archive = Archive(tmp_path / "archive")
-    result = archive.ingest_file(write_multiframe(tmp_path / "ct.dcm", frames=4, syntax="jpeg-ls", kind="ct",
-                                                  rows=64, columns=64, seed=41))
+    assert archive.ingest_file(write_multiframe(tmp_path / "ct.dcm", frames=4, syntax="jpeg-ls", kind="ct",
+                                                rows=64, columns=64, seed=41)).ok  # PatientID DCMSTREAM-41
     auth = AuthConfig(mode="oidc", issuer=issuer.issuer, audience=AUDIENCE, client_id="ohif-client")
     recorder = Recorder(create_app(archive, auth=auth))
     url, uv, thread = start_server(recorder)
