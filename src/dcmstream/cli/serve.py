@@ -272,6 +272,10 @@ def serve(
             raise typer.BadParameter("give an archive folder or --config, not both")
         loaded = load_config(config)
         settings, auth_mode = loaded.server, loaded.auth.mode
+        if loaded.audit.path is not None:
+            from ..web.audit import AuditLog
+
+            AuditLog(loaded.audit.path).close()  # unwritable: a ConfigError now, not in each worker later
     policy = compress_policy or settings.compress_policy
     options = ServeOptions(
         config=None if config is None else str(config.resolve()),

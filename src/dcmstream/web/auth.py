@@ -85,7 +85,7 @@ class IssuerError(DcmstreamError, RuntimeError):
     """The issuer's discovery document or JWKS could not be fetched or read."""
 
 
-class _Unauthorized(Exception):
+class _Unauthorized(DcmstreamError):
     """A credential was sent but is not acceptable (the reason is safe to show)."""
 
 
@@ -388,6 +388,8 @@ class AuthMiddleware:
         try:
             header = jws.extract_compact(token.encode("ascii")).headers()
         except (JoseError, ValueError, TypeError, UnicodeError) as exc:
+            if self._keys:  # not a JWT at all: perhaps an API key with two dots in it
+                return self._api_key(token)
             raise _Unauthorized("the token is malformed") from exc
         if header.get("alg") not in self.config.algorithms:
             raise _Unauthorized("the token's signature algorithm is not accepted")
