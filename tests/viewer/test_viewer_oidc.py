@@ -160,10 +160,20 @@ def test_ohif_logs_in_and_lists_studies(ohif_env: Path, page, tmp_path: Path) ->
     recorder = Recorder(create_app(archive, auth=auth))
     url, uv, thread = start_server(recorder)
     try:
-        page.goto(f"{url}/ohif/")
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         # OHIF goes to the issuer, comes back to /ohif/callback, trades the code (with its
-        # PKCE verifier) for tokens and lists the study with the bearer token.
-        page.wait_for_function("document.body.innerText.includes('DCMSTREAM-41')", timeout=90_000)
+        # PKCE verifier) for tokens and lists the study with the bearer token. On a loaded
+        # machine OHIF's callback page was seen (1 run in 8) never sending its token request;
+        # a second navigation (a new login) is allowed once.
+        for attempt in (1, 2):
+            page.goto(f"{url}/ohif/")
+            try:
+                page.wait_for_function("document.body.innerText.includes('DCMSTREAM-41')", timeout=60_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
         asked = issuer.authorize_requests[-1]
         assert asked["code_challenge_method"] == "S256" and asked["redirect_uri"] == f"{url}/ohif/callback"
         assert issuer.token_requests[-1]["code_verifier"]
