@@ -65,7 +65,7 @@ def test_viewer_logs_in_with_pkce_and_shows_a_frame(page, oidc_server: OIDCServe
     server = oidc_server
     study = server.uids["ct"][0]
     page.goto(f"{server.url}/viewer?StudyInstanceUIDs={study}&SeriesInstanceUIDs={server.uids['ct'][1]}")
-    wait_shown(page, 0, timeout=30_000)
+    wait_shown(page, 0, timeout=60_000)
     assert stats(page)["frames"] == 12
     # Back on the deep link, without code and state.
     assert "StudyInstanceUIDs=" in page.url and "code=" not in page.url and "state=" not in page.url
@@ -94,9 +94,9 @@ def test_study_list_and_thumbnails_with_a_token(page, oidc_server: OIDCServer) -
     mark = server.recorder.mark()
     page.goto(f"{server.url}/viewer/")
     rows = page.locator("#study-table tbody tr")
-    expect(rows).to_have_count(1, timeout=30_000)
+    expect(rows).to_have_count(1, timeout=60_000)
     rows.first.click()
-    wait_shown(page, 0, timeout=30_000)
+    wait_shown(page, 0, timeout=60_000)
     expect(page.locator(".series-card")).to_have_count(2, timeout=20_000)
     page.wait_for_function("Array.from(document.querySelectorAll('.series-card img'))"
                            ".every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
