@@ -146,3 +146,86 @@ def test_serve_help_names_config_and_overrides() -> None:
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "--config" in text and "--workers" in text and "overrides the config's [server] value" in text
+
+
+# -- [auth] and [audit] ---------------------------------------------------------------------
+AUTH_EXAMPLE = ISSUE_EXAMPLE + """
+[auth]
+mode = "oidc"
+issuer = "https://idp.example/realms/radiology"
+jwks_url = "https://idp.example/realms/radiology/protocol/openid-connect/certs"
+audience = "dcmstream"
+roles_claim = "realm_access.roles"
+client_id = "dcmstream-viewer"
+[auth.api_keys]
+"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08" = "uploader"
+"60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752" = { role = "admin", name = "ops-script" }
+[audit]
+path = "logs/audit.jsonl"
+"""
+
+
+def test_auth_and_audit_parse(tmp_path: Path) -> None:
+    from dcmstream.config import ApiKey
+
+    config = load_config(_write(tmp_path, AUTH_EXAMPLE))
+    auth = config.auth
+    assert (auth.mode, auth.issuer, auth.audience, auth.roles_claim) == (
+        "oidc", "https://idp.example/realms/radiology", "dcmstream", "realm_access.roles")
+    assert auth.algorithms == ("RS256", "ES256", "PS256") and auth.client_id == "dcmstream-viewer"
+    assert auth.api_keys == (
+        ApiKey("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "uploader", "api-key-9f86d081"),
+        ApiKey("60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752", "admin", "ops-script"),
+    )
+    assert config.audit.path == tmp_path / "logs" / "audit.jsonl"
+
+
+def test_without_auth_and_audit_nothing_changes(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, ISSUE_EXAMPLE))
+    assert config.auth.mode == "none" and not config.auth.enabled and config.audit.path is None
+
+
+_OIDC = '[auth]\nmode = "oidc"\nissuer = "https://idp.example/r"\naudience = "d"\n'
+_KEY = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[auth]\nmode = "ldap"\n', "auth.mode must be one of 'none', 'oidc', 'api-keys', not 'ldap'"),
+        ('[auth]\nmode = "oidc"\naudience = "d"\n', "[auth] mode = \"oidc\" needs 'issuer'"),
+        ('[auth]\nmode = "oidc"\nissuer = "https://i.example"\n', "needs 'audience'"),
+        (_OIDC.replace("https://idp", "http://idp"), "auth.issuer 'http://idp.example/r': expected https://"),
+        (_OIDC + 'jwks_url = "ftp://x/jwks"\n', "auth.jwks_url 'ftp://x/jwks': expected https://"),
+        (_OIDC + 'roles_claim = "realm_access..roles"\n', "auth.roles_claim must be a claim name or a dotted path"),
+        (_OIDC + 'algorithms = ["HS256"]\n', "auth.algorithms must be a non-empty list"),
+        (_OIDC + 'algorithms = ["none"]\n', "asymmetric signatures only"),
+        (_OIDC + 'client_secret = "s3cr3t"\n', "auth.client_secret is a secret and does not belong"),
+        (_OIDC + 'leeway_seconds = 9999\n', "auth.leeway_seconds must be between 0 and 600"),
+        (_OIDC + '[auth.api_keys]\n"my-clear-text-key" = "reader"\n', "must be the SHA-256 (64 hex digits) of the key"),
+        (_OIDC + f'[auth.api_keys]\n"{_KEY}" = "root"\n', f"auth.api_keys.{_KEY} role must be one of reader"),
+        (_OIDC + f'[auth.api_keys]\n"{_KEY}" = {{ role = "reader", secret = "x" }}\n', "credentials do not belong"),
+        ('[auth]\nmode = "api-keys"\n', "needs at least one [auth.api_keys] entry"),
+        (f'[auth]\n[auth.api_keys]\n"{_KEY}" = "reader"\n', "auth.mode is \"none\" but the table configures identities"),
+        ('[auth]\nmode = "oidc"\nissuer = "https://i.example"\naudience = "d"\nsurprise = 1\n', "unknown key 'auth.surprise'"),
+        ('[audit]\npath = ""\n', "audit.path must name a file"),
+        ('[audit]\nfile = "a"\n', "unknown key 'audit.file'"),
+    ],
+    ids=lambda v: v if len(v) < 50 and "\n" not in v else "",
+)
+def test_auth_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, ISSUE_EXAMPLE + text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and str(path) in str(info.value), str(info.value)
+
+
+def test_loopback_issuers_may_use_http(tmp_path: Path) -> None:
+    text = '[auth]\nmode = "oidc"\nissuer = "http://127.0.0.1:8080/r"\naudience = "d"\njwks_url = "file:///etc/jwks.json"\n'
+    config = load_config(_write(tmp_path, ISSUE_EXAMPLE + text))
+    assert config.auth.issuer == "http://127.0.0.1:8080/r" and config.auth.jwks_url == "file:///etc/jwks.json"
+
+
+def test_serve_help_names_insecure_bind() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    assert "--insecure-bind" in result.output

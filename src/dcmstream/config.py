@@ -23,6 +23,17 @@ tier order, lifecycle rules between them, and the server's settings::
     host = "127.0.0.1"
     port = 8042
     workers = 4
+    [auth]                         # who may do what (default mode "none": loopback only)
+    mode = "oidc"                  # or "api-keys" or "none"
+    issuer = "https://idp.example/realms/radiology"
+    jwks_url = "https://idp.example/realms/radiology/protocol/openid-connect/certs"  # or file://
+    audience = "dcmstream"
+    roles_claim = "realm_access.roles"       # dotted path to a list of reader/uploader/admin
+    client_id = "dcmstream-viewer"           # the browser viewers' public client (PKCE)
+    [auth.api_keys]                # machine clients: SHA-256 hex of the key -> role
+    "9f86d081884c7d65...0f00a08" = "uploader"
+    [audit]
+    path = "/var/log/dcmstream/audit.jsonl"  # one JSON object a line, appended
 
 :func:`load_config` reads and checks a file (an unknown key, a wrong type, a URL of an
 unknown scheme or a credential written into the file is a :class:`ConfigError` naming
@@ -57,6 +68,12 @@ __all__ = [
     "StorageConfig",
     "LifecycleRule",
     "ServerSettings",
+    "AuthConfig",
+    "ApiKey",
+    "AuditConfig",
+    "AUTH_MODES",
+    "is_loopback_host",
+    "ROLES",
     "load_config",
     "parse_config",
     "open_archive",
@@ -113,6 +130,64 @@ class ServerSettings:
     log_level: str = "warning"
 
 
+#: ``[auth] mode``: "none" (no identities; the server refuses non-loopback addresses unless
+#: told ``--insecure-bind``), "oidc" (JWT bearer tokens of an OpenID Connect issuer, plus any
+#: ``[auth.api_keys]``), "api-keys" (only the configured keys).
+AUTH_MODES = ("none", "oidc", "api-keys")
+#: The roles, weakest first: each includes the ones before it.
+ROLES = ("reader", "uploader", "admin")
+#: Signature algorithms a token may use: asymmetric only (never "none", never HMAC, whose
+#: "secret" would be the issuer's public key).
+_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+_DEFAULT_ALGORITHMS = ("RS256", "ES256", "PS256")
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One ``[auth.api_keys]`` entry: the SHA-256 (hex) of a machine client's key, never the
+    key itself, its role and the name the audit trail records for it."""
+
+    sha256: str
+    role: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The ``[auth]`` table. The default (mode "none") is today's behaviour: no identities.
+
+    ``jwks_url``, ``authorization_endpoint`` and ``token_endpoint`` left out are discovered
+    from ``{issuer}/.well-known/openid-configuration`` when first needed (by the server,
+    not when the file is read: reading a configuration needs no network).
+    """
+
+    mode: str = "none"
+    issuer: str | None = None
+    jwks_url: str | None = None
+    audience: str | None = None
+    roles_claim: str = "roles"
+    algorithms: tuple[str, ...] = _DEFAULT_ALGORITHMS
+    leeway_seconds: int = 30
+    #: The browser viewers' public OIDC client (authorization code + PKCE, no secret).
+    client_id: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    scope: str = "openid profile"
+    api_keys: tuple[ApiKey, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The ``[audit]`` table: where the audit trail (JSON lines) is appended; None: off."""
+
+    path: Path | None = None
+
+
 @dataclass(frozen=True)
 class ArchiveConfig:
     """A whole configuration file, checked. ``storages`` are in file order: the tiers,
@@ -126,6 +201,8 @@ class ArchiveConfig:
     root: Path | None = None
     #: Staging files older than this (seconds) are swept when the archive opens.
     staging_max_age: float = 3600.0
+    auth: AuthConfig = AuthConfig()
+    audit: AuditConfig = AuditConfig()
 
     @property
     def hot(self) -> StorageConfig:
@@ -317,6 +394,115 @@ def _server(table: _Table, base: Path) -> ServerSettings:
     return settings
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an IP literal, IPv6 in brackets or not) is this machine's
+    loopback: ``localhost``, 127.0.0.0/8, ``::1``. Other names are not resolved here."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_url(table: _Table, key: str, *, file_ok: bool = False) -> str | None:
+    """An https:// URL (http:// only to a loopback host: a test or a local issuer;
+    file:// where ``file_ok``), or None when the key is absent."""
+    url = table.take(key, str)
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme == "https" and parsed.netloc:
+        return url
+    if parsed.scheme == "http" and parsed.hostname and is_loopback_host(parsed.hostname):
+        return url
+    if file_ok and parsed.scheme == "file" and parsed.path.startswith("/") and parsed.netloc in ("", "localhost"):
+        return url
+    also = ", file:///ABSOLUTE/PATH" if file_ok else ""
+    raise table.fail(key, f"{url!r}: expected https://... (http:// only to a loopback address{also})")
+
+
+def _api_keys(table: _Table) -> tuple[ApiKey, ...]:
+    keys = []
+    for digest in list(table.data):
+        value = table.data.pop(digest)
+        where = table.name(digest)
+        text = digest.lower()
+        if len(text) != 64 or not set(text) <= _HEX:
+            raise ConfigError(
+                f"{table.source}: {where}: an [auth.api_keys] name must be the SHA-256 (64 hex digits) of the key, "
+                "never the key itself (printf %s \"$KEY\" | sha256sum)"
+            )
+        if isinstance(value, str):
+            role, name = value, f"api-key-{text[:8]}"
+        elif isinstance(value, Mapping):
+            entry = _Table(value, where, table.source)
+            role = entry.take("role", str, required=True)
+            name = entry.take("name", str, f"api-key-{text[:8]}")
+            entry.done()
+        else:
+            raise ConfigError(f"{table.source}: {where} must be a role ({', '.join(ROLES)}) or a table {{role, name}}")
+        if role not in ROLES:
+            raise ConfigError(f"{table.source}: {where} role must be one of {', '.join(ROLES)}, not {role!r}")
+        keys.append(ApiKey(text, role, name))
+    return tuple(keys)
+
+
+def _auth(table: _Table) -> AuthConfig:
+    """The ``[auth]`` table, checked; secrets (a client secret, a key in clear) are refused."""
+    defaults = AuthConfig()
+    for key in ("client_secret", "api_key", "key", "token"):
+        if key in table.data:
+            raise table.fail(key, "is a secret and does not belong in the configuration file: the viewers are public "
+                                  "clients (PKCE), and [auth.api_keys] holds the SHA-256 of each key")
+    mode = table.take("mode", str, defaults.mode)
+    if mode not in AUTH_MODES:
+        raise table.fail("mode", f"must be one of {', '.join(repr(m) for m in AUTH_MODES)}, not {mode!r}")
+    issuer = _auth_url(table, "issuer")
+    jwks_url = _auth_url(table, "jwks_url", file_ok=True)
+    audience = table.take("audience", str)
+    roles_claim = table.take("roles_claim", str, defaults.roles_claim)
+    if not roles_claim or any(not part for part in roles_claim.split(".")):
+        raise table.fail("roles_claim", f"must be a claim name or a dotted path (realm_access.roles), not {roles_claim!r}")
+    algorithms = table.take("algorithms", list, list(defaults.algorithms))
+    bad = [a for a in algorithms if a not in _TOKEN_ALGORITHMS]
+    if bad or not algorithms:
+        raise table.fail("algorithms", f"must be a non-empty list of {', '.join(_TOKEN_ALGORITHMS)} (asymmetric "
+                                       f"signatures only), not {bad or algorithms!r}")
+    leeway = table.take("leeway_seconds", int, defaults.leeway_seconds)
+    if not 0 <= leeway <= 600:
+        raise table.fail("leeway_seconds", f"must be between 0 and 600, not {leeway}")
+    client_id = table.take("client_id", str)
+    authorization_endpoint = _auth_url(table, "authorization_endpoint")
+    token_endpoint = _auth_url(table, "token_endpoint")
+    scope = table.take("scope", str, defaults.scope)
+    keys = _api_keys(_Table(table.take("api_keys", dict, {}), f"{table.where}.api_keys", table.source))
+    table.done()
+    if mode == "oidc":
+        for key, value in (("issuer", issuer), ("audience", audience)):
+            if not value:
+                raise ConfigError(f"{table.source}: [auth] mode = \"oidc\" needs {key!r}")
+    if mode == "api-keys" and not keys:
+        raise ConfigError(f"{table.source}: [auth] mode = \"api-keys\" needs at least one [auth.api_keys] entry")
+    if mode == "none" and (keys or issuer):
+        raise table.fail("mode", "is \"none\" but the table configures identities: set mode = \"oidc\" or \"api-keys\"")
+    return AuthConfig(
+        mode=mode, issuer=issuer, jwks_url=jwks_url, audience=audience,
+        roles_claim=roles_claim, algorithms=tuple(algorithms), leeway_seconds=leeway, client_id=client_id,
+        authorization_endpoint=authorization_endpoint, token_endpoint=token_endpoint, scope=scope, api_keys=keys,
+    )
+
+
+def _audit(table: _Table, base: Path) -> AuditConfig:
+    path = table.take("path", str)
+    table.done()
+    if path is not None and not path.strip():
+        raise table.fail("path", "must name a file")
+    return AuditConfig(None if path is None else _relative_to(base, path))
+
+
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Path | None = None) -> ArchiveConfig:
     """Check a parsed TOML document; ``base`` is the folder relative paths start from."""
     base = (base or Path.cwd()).resolve()
@@ -340,6 +526,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
         _lifecycle(_Table(rule, f"lifecycle[{i}]", source), names) for i, rule in enumerate(rules_data)
     )
     server = _server(_Table(top.take("server", dict, {}), "server", source), base)
+    auth = _auth(_Table(top.take("auth", dict, {}), "auth", source))
+    audit = _audit(_Table(top.take("audit", dict, {}), "audit", source), base)
     top.done()
     return ArchiveConfig(
         path=None,
@@ -349,6 +537,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
         server=server,
         root=None if root_text is None else _relative_to(base, root_text),
         staging_max_age=staging_max_age,
+        auth=auth,
+        audit=audit,
     )
 
 

@@ -50,7 +50,10 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── QaFailure                             compress/results.py  lossy frame missed QA
     ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
     ├── _TooLarge                             web/stow.py          internal: STOW body > limit
+    ├── IssuerError (also RuntimeError)       web/auth.py          OIDC discovery or JWKS unreadable (503)
+    ├── _Unauthorized                         web/auth.py          internal: a credential refused (401)
     ├── IntegerRangeError (also OverflowError) pipeline/dtypes.py  no integer dtype holds a range
+    ├── ServeSecurityError (also RuntimeError) cli/serve.py        no [auth] on a non-loopback address
     └── ServeEnvironmentError (also RuntimeError) cli/serve.py     worker factory started outside 'serve'
 
 The classes after PathExistsError live next to the code that raises them (they are part of

@@ -1,6 +1,7 @@
 // The few DICOMweb calls the viewer makes (QIDO-RS searches, rendered/thumbnail URLs) and
 // DICOM JSON accessors.
 
+import { authFetch } from "./auth";
 import { mark } from "./timeline";
 import type { PixelInfo } from "./types";
 
@@ -93,7 +94,7 @@ export class DicomWeb {
   constructor(public root: string) {}
 
   private async json(path: string, started?: Promise<Response>): Promise<DicomJson[]> {
-    const r = await (started ?? fetch(this.root + path, { headers: { Accept: "application/dicom+json" } }));
+    const r = await (started ?? authFetch(this.root + path, { headers: { Accept: "application/dicom+json" } }));
     mark("qido-headers");
     if (r.status === 204) return [];
     if (!r.ok) {

@@ -2,6 +2,7 @@
 // Used by the decode workers, and by the page itself for the very first frame while the
 // workers are still starting (server-decoded frames need no codec).
 
+import { authFetch } from "./auth";
 import { mark } from "./timeline";
 import { boundaryOf, parseMultipart } from "./multipart";
 import { frameBytes, type DecodedFrame, type FetchTask, type PixelInfo, type WorkerReply } from "./types";
@@ -79,7 +80,7 @@ export async function fetchFrames(
     headers: { Accept: task.mode === "server" ? OCTET : AS_STORED },
     priority: task.low ? "low" : "high",
   };
-  const response = await (started ?? fetch(task.url, init));
+  const response = await (started ?? authFetch(task.url, init));
   if (!response.ok) {
     let detail = "";
     try {

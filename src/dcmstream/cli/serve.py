@@ -159,7 +159,47 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
     config = ServerConfig(
         cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
     )
-    return create_app(archive, config), archive, worker
+    auth, audit = security_settings(options)
+    return create_app(archive, config, auth=auth, audit=audit), archive, worker
+
+
+def security_settings(options: ServeOptions) -> tuple[Any, Any]:
+    """(``[auth]``, ``[audit]``) of the configuration file; a folder archive has neither
+    (it gets them by being described in a file: ``[catalog] url = "sqlite:///DIR/catalog.sqlite"``
+    and ``[storage.hot] url = "file:///DIR"`` is the folder archive ``DIR``)."""
+    from ..config import AuditConfig, AuthConfig, load_config
+
+    if options.config is None:
+        return AuthConfig(), AuditConfig()
+    loaded = load_config(options.config)
+    return loaded.auth, loaded.audit
+
+
+def check_bind(host: str, auth_mode: str, insecure_bind: bool) -> None:
+    """Without authentication the server answers anyone who reaches it: refuse an address
+    other hosts can reach unless the operator says so (``--insecure-bind``)."""
+    import socket
+
+    from ..config import is_loopback_host
+
+    if auth_mode != "none" or insecure_bind:
+        return
+    loopback = is_loopback_host(host)
+    if not loopback and host and not host.replace(".", "").isdigit() and ":" not in host:
+        try:  # a host name: loopback when every address it has is
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+            loopback = bool(addresses) and all(is_loopback_host(str(a)) for a in addresses)
+        except OSError:
+            loopback = False
+    if not loopback:
+        raise ServeSecurityError(
+            f"refusing to serve patient data on {host} without authentication: configure [auth] in a --config "
+            "file (mode = \"oidc\" or \"api-keys\"), or pass --insecure-bind if this network is trusted"
+        )
+
+
+class ServeSecurityError(DcmstreamError, RuntimeError):
+    """``dcmstream serve`` without authentication on an address other hosts can reach."""
 
 
 class ServeEnvironmentError(DcmstreamError, RuntimeError):
@@ -206,6 +246,10 @@ def serve(
     ),
     log_level: str | None = typer.Option(None, help="uvicorn log level (default warning)"),
     compress_policy: Path | None = COMPRESS_POLICY_OPTION,
+    insecure_bind: bool = typer.Option(
+        False, "--insecure-bind", help="serve without authentication ([auth] mode \"none\") on an address other "
+        "than loopback: anyone who reaches the port reads and writes every study"
+    ),
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
     with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics.
@@ -222,10 +266,16 @@ def serve(
 
     console = Console(stderr=True)
     settings = ServerSettings()
+    auth_mode = "none"
     if config is not None:
         if archive_dir is not None:
             raise typer.BadParameter("give an archive folder or --config, not both")
-        settings = load_config(config).server
+        loaded = load_config(config)
+        settings, auth_mode = loaded.server, loaded.auth.mode
+        if loaded.audit.path is not None:
+            from ..web.audit import AuditLog
+
+            AuditLog(loaded.audit.path).close()  # unwritable: a ConfigError now, not in each worker later
     policy = compress_policy or settings.compress_policy
     options = ServeOptions(
         config=None if config is None else str(config.resolve()),
@@ -242,6 +292,7 @@ def serve(
     log_level = log_level if log_level is not None else settings.log_level
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
+    check_bind(host, auth_mode, insecure_bind)
     where = str(config) if config is not None else None
     if workers == 1:
         app, archive, worker = build_app(options, console)

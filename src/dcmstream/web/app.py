@@ -47,8 +47,11 @@ from ..archive.blobstore import BlobNotFoundError
 from ..archive.catalog import QueryError
 from ..archive.lifecycle import tier_status
 from ..archive.uids import InvalidUIDError
+from ..config import AuditConfig, AuthConfig
 from ..errors import DcmstreamError, DicomFormatError
 from . import openapi, qido, rendered, stow, wado
+from .audit import AuditLog, AuditMiddleware
+from .auth import AuthMiddleware, OIDCIssuer
 from .common import ServerConfig, WebContext, context, error
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import MetricsMiddleware
@@ -205,9 +208,16 @@ class RequestLimitsMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(archive: Archive, config: ServerConfig | None = None, *, root: str = DICOMWEB_ROOT) -> Starlette:
-    """The Starlette app serving ``archive`` over DICOMweb at ``root``."""
+def create_app(archive: Archive, config: ServerConfig | None = None, *, root: str = DICOMWEB_ROOT,
+               auth: AuthConfig | None = None, audit: AuditConfig | None = None) -> Starlette:
+    """The Starlette app serving ``archive`` over DICOMweb at ``root``.
+
+    ``auth`` (the ``[auth]`` table; default: none) puts :class:`~.auth.AuthMiddleware` in
+    front of every handler; ``audit`` (``[audit]``) appends a line per patient-data request
+    (:mod:`.audit`); an audit path that cannot be appended to raises ConfigError here.
+    """
     config = config or ServerConfig()
+    auth = auth or AuthConfig()
     ctx = WebContext(archive, config)
     middleware = []
     if config.cors_origins:
@@ -215,14 +225,23 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(config.cors_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["Accept", "Content-Type", "Range", "Authorization", "Cache-Control"],
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["Accept", "Content-Type", "Range", "Authorization", "Cache-Control", "X-API-Key"],
                 expose_headers=[
-                    "Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Warning", "Accept-Ranges"
+                    "Content-Type", "Content-Length", "Content-Range", "Content-Encoding", "Warning", "Accept-Ranges",
+                    "WWW-Authenticate",
                 ],
                 max_age=600,
             )
         )
+    # Inside CORS (a 401 carries CORS headers; preflights never need credentials), audit
+    # outside auth (refused requests are recorded too).
+    audit_log = AuditLog(audit.path) if audit is not None and audit.path is not None else None
+    if audit_log is not None:
+        middleware.append(Middleware(AuditMiddleware, audit=audit_log, root=root, auth_enabled=auth.enabled))
+    issuer = OIDCIssuer(auth) if auth.mode == "oidc" else None
+    if auth.enabled:
+        middleware.append(Middleware(AuthMiddleware, config=auth, root=root, issuer=issuer))
     middleware.insert(0, Middleware(RequestLimitsMiddleware))
     middleware.insert(0, Middleware(MetricsMiddleware, metrics=ctx.metrics))
     handlers: dict[Any, Any] = {
@@ -238,4 +257,7 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.dicomweb = ctx
     app.state.dicomweb_root = root
+    app.state.auth = auth
+    app.state.oidc_issuer = issuer
+    app.state.audit = audit_log
     return app

@@ -85,8 +85,11 @@ def path_uid(request: Request, name: str, what: str) -> str:
     """A UID path parameter, validated: 400 with the reason otherwise."""
     value = request.path_params.get(name, "")
     if not is_valid_uid(value):
-        shown = value if len(value) <= 80 else value[:80] + "..."
-        raise HTTPException(400, f"{what} {shown!r} is not a valid UID (digits and dots, at most 64 characters)")
+        # Shown only when it is UID-like (a typo); anything else a client put there (a
+        # patient's name or ID, by mistake) is not echoed into error bodies and logs.
+        uid_like = value and len(value) <= 80 and all(c.isdigit() or c == "." for c in value)
+        shown = f"{value!r} " if uid_like else ""
+        raise HTTPException(400, f"{what} {shown}is not a valid UID (digits and dots, at most 64 characters)")
     return value
 
 

@@ -280,6 +280,10 @@ OPERATIONS: dict[tuple[str, str], Callable[[], Operation]] = {
     ("GET", "/viewer/"): lambda: _service("the browser viewer", "text/html", errors=(404,)),
     ("GET", "/viewer/index.html"): lambda: _service("the browser viewer", "text/html", errors=(404,)),
     ("GET", "/ohif"): lambda: _op("OHIF (redirect to /ohif/)", "service", {"307": {"description": "to /ohif/"}}, ()),
+    ("GET", "/ohif/app-config.js"): lambda: _service(
+        "OHIF's configuration: the installed app-config.js, plus its oidc block when [auth] mode is oidc",
+        "text/javascript", errors=(404,),
+    ),
 }
 
 #: The admin operations (issue 14: delete of a study, series or instance), described only

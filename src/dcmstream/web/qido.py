@@ -12,6 +12,7 @@ searches; at study and series level the patient/study/series attributes only).
 from __future__ import annotations
 
 import gzip
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -60,11 +61,27 @@ _ALL = {"study": _tags(STUDY_ALL), "series": _tags(SERIES_ALL)}
 _UIDS = {f"{c.tag:08X}" for c in COLUMNS if c.vr == "UI"}
 
 
+#: ``Keyword='value'`` in a catalog's QueryError message (repr quoting, either quote).
+_QUOTED_VALUE = re.compile(r"""=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}|[0-9A-Fa-f]{8}")
+
+
+def _bad_query(exc: QueryError) -> HTTPException:
+    """400 naming the parameter but not its value: a query value may be a patient's name,
+    ID or birth date (PatientBirthDate=...), and error bodies end up in logs and proxies."""
+    return HTTPException(400, _QUOTED_VALUE.sub("", str(exc)))
+
+
+def _shown_name(key: str) -> str:
+    """A parameter name as it may appear in a Warning: a keyword or a tag, else masked."""
+    return key if _NAME.fullmatch(key) else "(a parameter that is not an attribute keyword or tag)"
+
+
 def _int_param(value: str, name: str, minimum: int = 0) -> int:
     try:
         return query_integer(value, name, minimum)
     except QueryError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise _bad_query(exc) from None
 
 
 def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, bool, int | None, int, list[str]]:
@@ -82,7 +99,7 @@ def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, boo
             offset = _int_param(value, "offset")
         elif key == "fuzzymatching":
             if value.lower() not in ("true", "false"):
-                raise HTTPException(400, f"fuzzymatching={value!r}: expected true or false")
+                raise HTTPException(400, "fuzzymatching: expected true or false")
             fuzzy = value.lower() == "true"
         elif key == "includefield":
             for field in value.split(","):
@@ -94,7 +111,7 @@ def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, boo
                     continue
                 resolved = resolve_attribute(field.split(".")[0])
                 if resolved is None:
-                    unknown.append(field)
+                    unknown.append(_shown_name(field))
                 else:
                     include.add(f"{resolved[0]:08X}")
         elif key in _CONTROL:
@@ -102,7 +119,7 @@ def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, boo
         else:
             resolved = resolve_attribute(key)
             if resolved is None or not resolved[1]:
-                unknown.append(key)
+                unknown.append(_shown_name(key))
                 continue
             tag, keyword = resolved
             if len(value) > 1024:
@@ -110,10 +127,9 @@ def _parse(request: Request) -> tuple[list[tuple[str, str]], set[str], bool, boo
             if f"{tag:08X}" in _UIDS and value:
                 uids = [uid.strip() for uid in value.replace("\\", ",").split(",") if uid.strip()]
                 if not uids:  # (white space or separators only: no UID to match)
-                    raise HTTPException(400, f"{keyword}={value[:80]!r}: expected a UID or a comma separated list of UIDs")
-                for uid in uids:
-                    if not is_valid_uid(uid):
-                        raise HTTPException(400, f"{keyword}={uid[:80]!r} is not a valid UID")
+                    raise HTTPException(400, f"{keyword}: expected a UID or a comma separated list of UIDs")
+                if not all(is_valid_uid(uid) for uid in uids):
+                    raise HTTPException(400, f"{keyword}: a value is not a valid UID (digits and dots)")
             matches.append((keyword, value))
             include.add(f"{tag:08X}")
     return matches, include, include_all, fuzzy, limit, offset, unknown
@@ -148,7 +164,7 @@ async def _search(request: Request, level: str, study: str | None = None, series
     try:
         result = await run(ctx.archive.catalog.search, query)
     except QueryError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise _bad_query(exc) from None
     warnings = []
     hits = result.hits
     if len(hits) > effective:

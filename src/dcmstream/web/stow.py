@@ -26,6 +26,7 @@ from starlette.responses import Response
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
 from ..dicomjson import dumps
 from ..errors import DcmstreamError
+from . import audit
 from .common import DICOM_JSON, base_url, context, error, path_uid, run, warning
 from .media import parse_content_type
 from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartHeaders
@@ -132,7 +133,9 @@ async def store(request: Request) -> Response:
                 result = IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message="empty part")
             else:
                 result = await run(archive.ingest_file, path, move=True, expected_study=study)
-            if not result.ok:
+            if result.ok:  # in the audit trail as soon as stored, whatever happens next
+                audit.note(request, studies=[result.study_uid or ""], instances=[result.sop_uid or ""])
+            else:
                 warnings.append(_warning(f"part {index + 1}: {result.message}"))
             results.append(result)
     finally:

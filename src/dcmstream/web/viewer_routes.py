@@ -12,10 +12,19 @@
   Client-side routes (``/ohif/viewer?StudyInstanceUIDs=...``) get ``index.html``.
 
 Both are same-origin with the DICOMweb root, so neither needs CORS.
+
+With ``[auth] mode = "oidc"`` and a ``client_id``, both log in at the issuer (authorization
+code + PKCE) and send the access token: ``/viewer``'s page carries the issuer's public
+settings (``<script id="dcm-auth">``, read by ``viewer/src/auth.ts``; its redirect URI is
+``{origin}/viewer/``), and ``/ohif/app-config.js`` gets OHIF's ``oidc`` block (redirect
+URI ``{origin}/ohif/callback``). Register both redirect URIs at the issuer. With any auth
+mode the page no longer inlines the study's instance search (the page itself is open; the
+data is not).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -30,6 +39,8 @@ from starlette.types import Scope
 
 from ..archive.uids import is_valid_uid
 from . import qido
+from .auth import IssuerError, OIDCIssuer
+from .common import run
 
 __all__ = ["VIEWER_DIR", "ohif_dir", "viewer_routes"]
 
@@ -111,6 +122,14 @@ async def _viewer_page(request: Request) -> Response:
     text = index.read_text(encoding="utf-8")
     text = text.replace("__VIEWER_BASE__", f"{root}/viewer/")
     text = text.replace("__DICOMWEB_ROOT__", root + getattr(request.app.state, "dicomweb_root", "/dicomweb"))
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None and auth.enabled:
+        # The page is open; the study's data is not: no inlined search. The viewer logs in
+        # first (OIDC) and sends its token with every request.
+        settings = {"mode": auth.mode, **(await _browser_auth(request) or {})}
+        data = json.dumps(settings).replace("<", "\\u003c")
+        text = text.replace("<!--__BOOTSTRAP__-->", f'<script type="application/json" id="dcm-auth">{data}</script>', 1)
+        return HTMLResponse(text, headers=_NO_CACHE)
     study = request.query_params.get("StudyInstanceUIDs", "").split(",")[0]
     fields = _FIELDS.search(text)
     if study and fields and hasattr(request.app.state, "dicomweb"):
@@ -121,6 +140,40 @@ async def _viewer_page(request: Request) -> Response:
             data = body.decode("utf-8").replace("<", "\\u003c")
             text = text.replace("<!--__BOOTSTRAP__-->", f'<script type="application/json" id="dcm-instances">{data}</script>', 1)
     return HTMLResponse(text, headers=_NO_CACHE)
+
+
+async def _browser_auth(request: Request) -> dict[str, object] | None:
+    """The issuer's public login settings for a browser viewer (None: no OIDC login)."""
+    issuer = getattr(request.app.state, "oidc_issuer", None)
+    if not isinstance(issuer, OIDCIssuer):
+        return None
+    try:
+        return await run(issuer.browser_settings)
+    except IssuerError as exc:
+        raise HTTPException(503, f"the identity provider cannot be reached: {exc}") from None
+
+
+async def _ohif_config(request: Request) -> Response:
+    """OHIF's ``app-config.js`` as installed, plus its ``oidc`` block when the server
+    uses OIDC: OHIF then logs in (authorization code + PKCE) and sends the token."""
+    folder = ohif_dir()
+    if folder is None or not (folder / "app-config.js").is_file():
+        raise HTTPException(404, "OHIF is not installed")
+    text = (folder / "app-config.js").read_text(encoding="utf-8")
+    settings = await _browser_auth(request)
+    if settings is not None:
+        oidc = [{
+            "authority": settings["issuer"],
+            "client_id": settings["client_id"],
+            "redirect_uri": "/callback",  # OHIF makes it absolute under routerBasename: /ohif/callback
+            "post_logout_redirect_uri": "/",
+            "response_type": "code",  # authorization code + PKCE (oidc-client), no secret
+            "scope": settings["scope"],
+            "automaticSilentRenew": False,
+            "revokeAccessTokenOnSignout": False,
+        }]
+        text += f"\n/* dcmstream: [auth] mode = \"oidc\" */\nwindow.config.oidc = {json.dumps(oidc, indent=1)};\n"
+    return Response(text, media_type="text/javascript", headers=_NO_CACHE)
 
 
 async def _viewer_index(request: Request) -> Response:
@@ -144,6 +197,7 @@ def viewer_routes() -> list[BaseRoute]:
     if ohif is not None:
         routes += [
             Route("/ohif", _ohif_root, methods=["GET", "HEAD"]),
+            Route("/ohif/app-config.js", _ohif_config, methods=["GET", "HEAD"]),
             Mount("/ohif", app=_SinglePageFiles(directory=ohif, html=True), name="ohif"),
         ]
     return routes
