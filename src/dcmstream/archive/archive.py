@@ -34,6 +34,8 @@ from ..io.source import ByteSource
 from .access import AccessTracker
 from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, iter_source
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
+from .deletion import DeleteHook, DeleteResult, finish_deletions
+from .deletion import delete as delete_scope
 from .ingest import IngestResult, ingest_file, iter_files
 from .stored import StoredInstance
 from .uids import validate_uid
@@ -41,7 +43,7 @@ from .uids import validate_uid
 if TYPE_CHECKING:
     from ..image.instance import Instance
 
-__all__ = ["Archive", "UnknownTierError", "MissingBlobError", "InstanceChangedError", "DEFAULT_TIER"]
+__all__ = ["Archive", "UnknownTierError", "MissingBlobError", "InstanceChangedError", "InstanceDeletedError", "DEFAULT_TIER"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,19 @@ class MissingBlobError(BlobNotFoundError):
 
     def __str__(self) -> str:
         return f"instance {self.sop_uid}: its blob {self.key!r} is missing from storage tier {self.tier!r}"
+
+
+class InstanceDeletedError(BlobNotFoundError):
+    """An instance whose bytes a reader looked for is no longer catalogued: deleted (maybe
+    by another process) since the reader's record was memoised. 404 on the web, as for an
+    instance that never existed."""
+
+    def __init__(self, record: InstanceRecord) -> None:
+        super().__init__(record.blob_key)
+        self.sop_uid = record.sop_uid
+
+    def __str__(self) -> str:
+        return f"instance {self.sop_uid} is not in the archive (deleted)"
 
 
 class InstanceChangedError(BlobNotFoundError):
@@ -150,6 +165,8 @@ class Archive:
         # writer holds locked), since other processes may share the store.
         for store in self.tiers.values():
             store.clean_staging(older_than=staging_max_age)
+        # Blobs of a delete killed after its catalog commit (see .deletion).
+        self._finish_deletions()
 
     @staticmethod
     def is_archive(path: str | os.PathLike[str]) -> bool:
@@ -282,6 +299,23 @@ class Archive:
         for path in iter_files(paths):
             yield path, self.ingest_file(path)
 
+    # -- deleting ----------------------------------------------------------------------------
+    def delete(self, study: str, series: str | None = None, instance: str | None = None, *,
+               hook: DeleteHook | None = None) -> DeleteResult:
+        """Delete a study, a series of it, or one instance: catalog rows and blobs on every
+        tier, crash-safe (journalled; see :mod:`.deletion`). The result lists what went (no
+        records: nothing matched)."""
+        return delete_scope(self, study, series, instance, hook=hook)
+
+    def _finish_deletions(self) -> None:
+        try:
+            done, left = finish_deletions(self)
+        except Exception as exc:  # noqa: BLE001 - an open must not fail for a sweep; the next one retries
+            log.warning("finishing journalled deletions failed (the next open will retry): %s", exc)
+            return
+        if done or left:
+            log.info("finished %d journalled blob deletion(s) of an interrupted delete; %d left", done, left)
+
     # -- reading -----------------------------------------------------------------------------
     def iter_records(self) -> Iterator[InstanceRecord]:
         """Every catalogued instance whose blob is stored, in blob-key order.
@@ -339,21 +373,28 @@ class Archive:
     def open_current(self, record: InstanceRecord) -> tuple[InstanceRecord, ByteSource]:
         """Open the instance's blob where the catalog says it is now: (the record describing
         the opened bytes, the source). The one read path of every blob read.
+        An instance no longer catalogued (deleted meanwhile) raises
+        :class:`InstanceDeletedError`.
 
         ``record`` may be stale (memoised here while another process moved the blob to
         another tier or swapped it for a compressed one): when nothing is under its key any
-        more, the row is read again (:meth:`reread`) and its blob opened; the returned
-        record then differs from ``record``. Raises :class:`MissingBlobError` when the
-        bytes are gone for good (or the instance is no longer catalogued).
+        more, the row is read again and its blob opened; the returned record then differs
+        from ``record``. Raises :class:`MissingBlobError` when the bytes are gone for good
+        while the row still points at them, :class:`InstanceDeletedError` when the row is
+        gone too (a delete).
         """
         current = record
         for _ in range(3):  # moved again between the re-read and the open: follow it
             try:
                 return current, self.store_of(current).open(current.blob_key)
             except BlobNotFoundError:
-                fresh = self.reread(current)
+                self.forget(current.sop_uid)
+                fresh = self.catalog.get(current.sop_uid)
             if fresh is None:
+                raise InstanceDeletedError(current)
+            if fresh.blob_key == current.blob_key:
                 break
+            self._records.put(fresh.sop_uid, fresh)
             current = fresh
         raise MissingBlobError(current, self.tier_of(current))
 

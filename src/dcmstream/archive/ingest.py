@@ -75,7 +75,8 @@ class IngestResult:
     """What happened to one incoming instance.
 
     ``status`` is "stored", "duplicate" (already archived: nothing written) or
-    "failed" (with ``failure_reason``, a PS3.18 FailureReason code, and ``message``).
+    "failed" (with ``failure_reason``, a PS3.18 FailureReason code, and ``message``);
+    listeners also hear "deleted" (a delete removed the series' instances: no SOP).
     """
 
     status: str
@@ -211,12 +212,14 @@ def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: boo
     the same instance, or the blob of an ingest killed before its catalog row - the
     file goes to a fresh key of its own (``study/series/i<token>/sop.dcm``); so it does
     at once on a store that cannot decide exclusive puts atomically (two simultaneous
-    writers could both "win" the usual key there). Either way the catalog row added
+    writers could both "win" the usual key there), and while a delete's journal still
+    lists the usual key (:mod:`.deletion` would delete the new blob under it). Either way the catalog row added
     next describes exactly the bytes under its key, and of several writers the
     catalog's insert decides which row (and so which blob) stays.
     """
     blobs = archive.blobs
-    key = record.blob_key if blobs.atomic_exclusive else archive.attempt_key(record)
+    usual = blobs.atomic_exclusive and not archive.catalog.deletion_pending(record.blob_key)
+    key = record.blob_key if usual else archive.attempt_key(record)
     for attempt in range(3):
         try:
             size = blobs.put_file(key, path, move=move, exclusive=True)
