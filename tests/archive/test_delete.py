@@ -267,3 +267,39 @@ def test_finish_leaves_rows_of_an_unknown_tier(tmp_path, archive: Archive) -> No
     assert finish_deletions(archive) == (0, 1)
     assert [d.tier for d in archive.catalog.pending_deletions()] == ["elsewhere"]
     assert os.path.exists(archive.tiers["hot"].local_path(record.blob_key))
+
+
+def test_cli_delete(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from dcmstream.cli.main import app
+
+    root = tmp_path / "archive"
+    with Archive(root, cache=False) as arc:
+        originals = ingest_all(arc, make_files(tmp_path / "in"))
+        studies = _by_study(arc, originals)
+    study = max(studies, key=lambda s: len(studies[s]))
+    runner = CliRunner()
+    result = runner.invoke(app, ["delete", str(root), "--study", study], input="n\n")  # asked, declined
+    assert result.exit_code == 1 and "delete 3 instance(s)" in result.output, result.output
+    result = runner.invoke(app, ["delete", str(root), "--study", "1.2.x", "--yes"])
+    assert result.exit_code != 0 and "1.2.x" in result.output
+    result = runner.invoke(app, ["delete", str(root), "--study", "1.2.3", "--yes"])
+    assert result.exit_code == 1 and "nothing to delete" in result.output
+    with Archive(root, cache=False) as arc:
+        sop = studies[study][0]
+        series = arc.catalog.get(sop).series_uid
+    result = runner.invoke(app, ["delete", str(root), "--study", study, "--series", series, "--instance", sop, "--yes"])
+    assert result.exit_code == 0 and "deleted 1 instance(s)" in result.output, result.output
+    result = runner.invoke(app, ["delete", str(root), "--study", study], input="y\n")
+    assert result.exit_code == 0 and "deleted 2 instance(s)" in result.output, result.output
+    remaining = {s: d for s, d in originals.items() if s not in studies[study]}
+    with Archive(root, cache=False) as arc:
+        assert_state(arc, remaining)
+    # with --config
+    other = next(s for s in studies if s != study)
+    config = _config(tmp_path, f"sqlite:///{root / 'catalog.sqlite'}", f'[storage.hot]\nurl = "file://{root}"\n')
+    result = runner.invoke(app, ["delete", "--config", str(config), "--study", other, "--yes"])
+    assert result.exit_code == 0 and f"deleted {len(studies[other])} instance(s)" in result.output, result.output
+    with Archive(root, cache=False) as arc:
+        assert_state(arc, {s: d for s, d in remaining.items() if s not in studies[other]})

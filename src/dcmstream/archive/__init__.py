@@ -13,8 +13,8 @@ from .blobstore import (
     BlobStore,
     BlobStoreError,
     FilesystemBlobStore,
-    StorageFullError,
     InvalidKeyError,
+    StorageFullError,
     validate_key,
 )
 from .catalog import (

@@ -192,7 +192,8 @@ class S3BlobStore(BlobStore):
         has no room (507, MinIO's storage-full and quota codes), :class:`BlobStoreConnectionError`
         when it may work again soon (no answer, 5xx, slow down; 503 on the web), else
         :class:`BlobStoreError`."""
-        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError
+        from botocore.exceptions import ClientError, ReadTimeoutError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         name = f"s3://{self.bucket}/{self.prefix}{key}"
         if isinstance(exc, ClientError):
