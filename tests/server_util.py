@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +94,13 @@ class ServerProcess:
 
 
 def start_config_server(config: Path, *, log: Path, env: Mapping[str, str] | None = None, port: int | None = None,
-                        args: tuple[str, ...] = (), timeout: float = 60.0) -> ServerProcess:
+                        args: tuple[str, ...] = (), timeout: float = 60.0, prefix: Sequence[str] = (),
+                        preexec_fn: Callable[[], object] | None = None) -> ServerProcess:
     """``python -m dcmstream serve --config CONFIG --port PORT`` on a free loopback port,
-    with this checkout's sources first on PYTHONPATH; returns once /healthz answers."""
+    with this checkout's sources first on PYTHONPATH; returns once /healthz answers.
+
+    ``prefix``: a command that execs the rest (``unshare ... sh -c '...; exec "$@"'``);
+    ``preexec_fn``: run in the child before the exec (resource limits)."""
     import httpx
 
     port = port or free_port()
@@ -105,9 +109,9 @@ def start_config_server(config: Path, *, log: Path, env: Mapping[str, str] | Non
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (src, full_env.get("PYTHONPATH", "")) if p)
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dcmstream", "serve", "--config", str(config), "--host", "127.0.0.1",
+            [*prefix, sys.executable, "-m", "dcmstream", "serve", "--config", str(config), "--host", "127.0.0.1",
              "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True, preexec_fn=preexec_fn,
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + timeout
