@@ -899,14 +899,24 @@ class SQLCatalog(Catalog):
                 removed += conn.execute(ins.delete().where(ins.c.sop_uid.in_(sops[i : i + _IN_CHUNK]))).rowcount
             if removed != len(sops):  # pragma: no cover - the rows were read in this transaction
                 raise CatalogUnavailableError(f"delete in study {study_uid}: rows changed while being deleted; try again")
-            # Parents left empty go too. An add racing on PostgreSQL (a new instance of the
-            # series) makes its own transaction wait for these row locks, then fail its
-            # foreign key and retry from the start (SQLCatalog.add), re-creating the rows.
-            for series in sorted({r.series_uid for r in records}):
-                if conn.execute(select(ins.c.seq).where(ins.c.series_uid == series).limit(1)).first() is None:
-                    conn.execute(se.delete().where(se.c.series_uid == series))
-            if conn.execute(select(se.c.seq).where(se.c.study_uid == study_uid).limit(1)).first() is None:
-                conn.execute(st.delete().where(st.c.study_uid == study_uid))
+            # Parents left empty go too. On PostgreSQL another process may be adding an
+            # instance to one of them right now: its row then makes this delete fail (foreign
+            # key) and the parent stays (as in remove()); the instances are deleted either way.
+            def drop_empty_parents() -> None:
+                for series in sorted({r.series_uid for r in records}):
+                    if conn.execute(select(ins.c.seq).where(ins.c.series_uid == series).limit(1)).first() is None:
+                        conn.execute(se.delete().where(se.c.series_uid == series))
+                if conn.execute(select(se.c.seq).where(se.c.study_uid == study_uid).limit(1)).first() is None:
+                    conn.execute(st.delete().where(st.c.study_uid == study_uid))
+
+            if self._sqlite:  # one writer at a time: the emptiness checks cannot race
+                drop_empty_parents()
+            else:
+                try:
+                    with conn.begin_nested():
+                        drop_empty_parents()
+                except IntegrityError:
+                    pass
             # The counter moves too (version() already changes: the count drops), so that
             # revisions stay a total order of every change.
             counter = self.revision_table

@@ -337,7 +337,8 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
     ``older_than`` seconds ago: what an ingest (or a server) killed between its put and its
     catalog add left, or a compression swap killed before its switch. Returns their keys.
 
-    A maintenance step, not run at start: it lists every blob of every tier and looks each
+    A maintenance step, not run at start: it first finishes journalled deletions
+    (:func:`.deletion.finish_deletions`), then lists every blob of every tier and looks each
     up in the catalog; a blob stays when its instance's row points at it *in that tier*
     (the row's ``(tier, blob_key)``). Never deleted either:
 
@@ -351,6 +352,9 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
     Each deletion is decided again right before it (row and journal read anew), so a row
     or a move that appeared during the listing keeps its blob.
     """
+    from .deletion import finish_deletions
+
+    finish_deletions(archive)  # blobs a killed delete still owes: by the journal, not by age
     limit = time.time() - older_than
     removed = []
     for tier, store in archive.tiers.items():
