@@ -163,6 +163,27 @@ def test_readers_of_another_process_get_not_found(tmp_path, archive: Archive) ->
         other.close()
 
 
+def test_memoised_records_of_other_processes_are_dropped(archive: Archive) -> None:
+    """An Archive that memoised a record (another process) drops it once the catalog's
+    delete counter moved (looked at within its interval)."""
+    sop = next(iter(archive.originals))  # type: ignore[attr-defined]
+    other = Archive(archive.root, tiers=archive.tiers, cache=False, deletion_check_interval=0)
+    lazy = Archive(archive.root, tiers=archive.tiers, cache=False, deletion_check_interval=3600)
+    try:
+        record = other.record(sop)
+        assert lazy.record(sop) == record and other.deletions_due() and not lazy.deletions_due()
+        epoch = archive.catalog.deletion_epoch()
+        archive.delete(record.study_uid, record.series_uid, sop)
+        assert archive.catalog.deletion_epoch() != epoch
+        assert other.record(sop) is None
+        assert lazy.record(sop) == record  # not looked yet: bounded by its interval
+        lazy.deletion_check_interval = 0
+        assert lazy.record(sop) is None
+    finally:
+        other.close()
+        lazy.close()
+
+
 def test_ingest_after_delete_and_while_journalled(archive: Archive, tmp_path) -> None:
     """The same instance stored again after a delete; and while a crashed delete's journal
     still lists its key, the new blob goes under a fresh key the journal never deletes."""

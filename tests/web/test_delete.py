@@ -106,9 +106,13 @@ def test_dicomweb_client_deletes(archive: Archive) -> None:
 
 
 def test_second_server_with_memoised_records_answers_404(archive: Archive) -> None:
-    """Two servers on one archive (as two processes): the second has memoised the records
-    and its metadata; after the first deletes, the second answers 404, never 410 or 500."""
-    other = Archive(archive.root, cache=False)
+    """Two servers on one archive (as two processes): the second has memoised the records,
+    its metadata and decoded frames; after the first deletes, the second answers 404, never
+    410 or 500, and serves no frame from its cache (it looks at the catalog's delete counter
+    every time here; by default at most once a second)."""
+    from dcmstream.cache import FrameCache
+
+    other = Archive(archive.root, cache=FrameCache(16 << 20), deletion_check_interval=0)
     uids = archive.uids  # type: ignore[attr-defined]
     sop, (study, series) = next((s, k) for s, k in uids.items() if archive.catalog.get(s).number_of_frames == 4)
     try:
@@ -119,7 +123,7 @@ def test_second_server_with_memoised_records_answers_404(archive: Archive) -> No
                 assert http.get(target + tail).status_code == 200, tail
             assert http.get(f"{second}/dicomweb/studies/{study}/series/{series}/metadata").status_code == 200
             assert http.delete(f"{first}/dicomweb/studies/{study}").status_code == 200
-            for tail in ("/metadata", "", "/frames/3", "/bulkdata/7FE00010", "/rendered"):
+            for tail in ("/frames/2", "/metadata", "", "/frames/3", "/bulkdata/7FE00010", "/rendered"):
                 r = http.get(target + tail)
                 assert r.status_code == 404, (tail, r.status_code, r.text)
             assert http.get(f"{second}/dicomweb/studies/{study}/series/{series}/metadata").status_code == 404

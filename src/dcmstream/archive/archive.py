@@ -135,6 +135,7 @@ class Archive:
         track_access: bool = True,
         access_interval: float = 30.0,
         staging_max_age: float = 3600.0,
+        deletion_check_interval: float = 1.0,
     ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -167,6 +168,12 @@ class Archive:
             store.clean_staging(older_than=staging_max_age)
         # Blobs of a delete killed after its catalog commit (see .deletion).
         self._finish_deletions()
+        #: Seconds between looks at the catalog's delete counter (memoised records of
+        #: instances another process deleted are dropped within that time; 0: every time).
+        self.deletion_check_interval = deletion_check_interval
+        self._deletion_epoch = 0
+        self._deletion_epoch = self._read_deletion_epoch()
+        self._deletion_checked = time.monotonic()
 
     @staticmethod
     def is_archive(path: str | os.PathLike[str]) -> bool:
@@ -307,6 +314,30 @@ class Archive:
         records: nothing matched)."""
         return delete_scope(self, study, series, instance, hook=hook)
 
+    def _read_deletion_epoch(self) -> int:
+        try:
+            return self.catalog.deletion_epoch()
+        except Exception as exc:  # noqa: BLE001 - memo checks are an optimisation of reads; they retry
+            log.warning("reading the catalog's delete counter failed: %s", exc)
+            return self._deletion_epoch
+
+    def deletions_due(self) -> bool:
+        """Whether the catalog's delete counter is due for a look (:meth:`check_deletions`)."""
+        return time.monotonic() - self._deletion_checked >= self.deletion_check_interval
+
+    def check_deletions(self) -> None:
+        """Drop every memoised record and frame reader when a delete happened (in any
+        process) since the last look; looks at most every :attr:`deletion_check_interval`
+        seconds (one small query). :meth:`record` calls it."""
+        if not self.deletions_due():
+            return
+        epoch = self._read_deletion_epoch()
+        self._deletion_checked = time.monotonic()
+        if epoch != self._deletion_epoch:
+            self._deletion_epoch = epoch
+            self._records.clear()
+            self._stored.clear()
+
     def _finish_deletions(self) -> None:
         try:
             done, left = finish_deletions(self)
@@ -336,8 +367,10 @@ class Archive:
         duplicate and ignored), so serving a frame costs no SQL after the first time;
         the exceptions, the compression policy's blob swap and a lifecycle move, call
         :meth:`forget` in their process, and readers in every other process find the
-        new place when the old one is gone (:meth:`open_current`).
+        new place when the old one is gone (:meth:`open_current`). A delete in another
+        process is noticed within :attr:`deletion_check_interval` (:meth:`check_deletions`).
         """
+        self.check_deletions()
         hit = self._records.get(sop_uid)
         if hit is not None:
             return hit
@@ -347,7 +380,8 @@ class Archive:
         return record
 
     def peek(self, sop_uid: str) -> tuple[InstanceRecord | None, StoredInstance | None]:
-        """The memoised record and frame reader of an instance, without any I/O."""
+        """The memoised record and frame reader of an instance, without any I/O. A reader
+        trusting them asks :meth:`deletions_due` first (then :meth:`record` looks)."""
         return self._records.peek(sop_uid), self._stored.peek(sop_uid)
 
     def forget(self, sop_uid: str) -> None:

@@ -338,6 +338,11 @@ class Catalog(ABC):
         put a new blob under that key while it is listed (the journal would delete it)."""
         return False
 
+    def deletion_epoch(self) -> int:
+        """A number every delete changes (in any process): readers that memoise records
+        compare it to drop them (see :meth:`Archive.record`). Constant without deletes."""
+        return 0
+
     def end_deletions(self, ids: Sequence[int]) -> None:
         """Delete journal rows: their blobs are gone."""
         raise CatalogFeatureError(f"{type(self).__name__} has no deletion journal")
@@ -416,8 +421,8 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         SAColumn("revision", BigInteger, nullable=False, server_default="0"),
         Index("ix_instances_series_number", "series_uid", "instance_number"),
     )
-    # One row (id 1): the catalog-wide change counter, taken by every transaction that adds
-    # or changes an instance row (SQLCatalog._stamp).
+    # Row 1: the catalog-wide change counter, taken by every transaction that adds or changes
+    # an instance row (SQLCatalog._stamp); row 2: the count of deletes (Catalog.deletion_epoch).
     Table(
         "catalog_revision",
         metadata,
@@ -484,6 +489,10 @@ class _Rollback(DcmstreamError):
     """Internal, never leaves :class:`SQLCatalog`: rolls a compare-and-swap transaction
     back when its second condition fails."""
 
+
+# Rows of the catalog_revision table: the revision stamped on changed instance rows
+# (migration 0004), and the count of deletes (0005).
+_REVISION_ROW, _DELETIONS_ROW = 1, 2
 
 # Values per ``IN (...)`` list: SQLite's old limit of 999 bound parameters, with room.
 _IN_CHUNK = 500
@@ -704,7 +713,7 @@ class SQLCatalog(Catalog):
         lock (the instance row is already its own), so values are handed out in commit order
         and no deadlock can involve the counter."""
         counter, ins = self.revision_table, self.instances_table
-        bump = counter.update().where(counter.c.id == 1).values(value=counter.c.value + 1)
+        bump = counter.update().where(counter.c.id == _REVISION_ROW).values(value=counter.c.value + 1)
         value = conn.execute(bump.returning(counter.c.value)).scalar_one()
         conn.execute(ins.update().where(ins.c.sop_uid == sop_uid).values(revision=value))
 
@@ -917,10 +926,12 @@ class SQLCatalog(Catalog):
                         drop_empty_parents()
                 except IntegrityError:
                     pass
-            # The counter moves too (version() already changes: the count drops), so that
-            # revisions stay a total order of every change.
+            # The revision counter moves too (version() already changes: the count drops), so
+            # that revisions stay a total order of every change; and the deletions counter,
+            # which other processes watch to drop the records they memoised.
             counter = self.revision_table
-            conn.execute(counter.update().where(counter.c.id == 1).values(value=counter.c.value + 1))
+            for row in (_REVISION_ROW, _DELETIONS_ROW):
+                conn.execute(counter.update().where(counter.c.id == row).values(value=counter.c.value + 1))
             if before_commit is not None:
                 before_commit()
             return records
@@ -941,6 +952,12 @@ class SQLCatalog(Catalog):
         dl = self.deletions_table
         with self.engine.connect() as conn:
             return conn.execute(select(dl.c.id).where(dl.c.blob_key == blob_key).limit(1)).first() is not None
+
+    def deletion_epoch(self) -> int:
+        counter = self.revision_table
+        with self.engine.connect() as conn:
+            value = conn.execute(select(counter.c.value).where(counter.c.id == _DELETIONS_ROW)).scalar()
+        return int(value or 0)
 
     def end_deletions(self, ids: Sequence[int]) -> None:
         dl = self.deletions_table

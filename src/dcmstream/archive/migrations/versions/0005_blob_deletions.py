@@ -9,6 +9,9 @@ that share no transaction. ``Archive.delete`` removes the rows and inserts one r
 blob in the same catalog transaction, then deletes the blobs, then these rows; a process
 killed in between leaves rows here that the next archive opening (or a sweep) finishes
 (``archive/deletion.py``). A key listed here is never reused by an ingest while listed.
+
+Row 2 of ``catalog_revision`` counts deletes: other processes read it (at most once a second)
+and drop the records they memoised, so none serves a deleted instance from its memory.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ def upgrade() -> None:
         sa.Column("requested_at", sa.Float, nullable=False),
     )
     op.create_index("ix_blob_deletions_blob_key", "blob_deletions", ["blob_key"])
+    counter = sa.table("catalog_revision", sa.column("id", sa.Integer), sa.column("value", sa.BigInteger))
+    op.bulk_insert(counter, [{"id": 2, "value": 0}])
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM catalog_revision WHERE id = 2")
     op.drop_index("ix_blob_deletions_blob_key", "blob_deletions")
     op.drop_table("blob_deletions")
