@@ -43,7 +43,7 @@ __all__ = ["store"]
 
 log = logging.getLogger(__name__)
 #: Bytes of each part kept while storage is full, to name the instance in the answer.
-_HEAD_BYTES = 64 * 1024
+_HEAD_BYTES = 16 * 1024
 #: Parts named that way at most (the others are refused without UIDs): bounded memory.
 _MAX_HEADS = 256
 #: Seconds a client should wait before retrying when the storage did not answer (503).
@@ -257,11 +257,11 @@ def _identify(head: bytes | bytearray) -> tuple[str | None, str | None]:
     """(SOP Class UID, SOP Instance UID) from the first bytes of a Part 10 file, or Nones."""
     if not head:
         return None, None
-    import pydicom
+    from pydicom.filereader import read_partial
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(bytes(head)), stop_before_pixels=True,
-                             specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        # Up to (0008,0018) only: the rest of a big header may be cut off in ``head``.
+        ds = read_partial(io.BytesIO(bytes(head)), stop_when=lambda tag, vr, length: tag > 0x00080018)
         sop_class, sop = str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
     except Exception:  # noqa: BLE001 - a name for the failure item only; none is fine
         return None, None
