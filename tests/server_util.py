@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,14 +95,20 @@ class ServerProcess:
 
 
 def start_config_server(config: Path, *, log: Path, env: Mapping[str, str] | None = None, port: int | None = None,
-                        args: tuple[str, ...] = (), timeout: float = 60.0) -> ServerProcess:
+                        args: tuple[str, ...] = (), timeout: float = 60.0, prefix: Sequence[str] = (),
+                        preexec_fn: Callable[[], object] | None = None) -> ServerProcess:
     """``python -m dcmstream serve --config CONFIG --port PORT`` on a free loopback port,
-    with this checkout's sources first on PYTHONPATH; returns once /healthz answers."""
-    return start_serve(("--config", str(config), *args), log=log, env=env, port=port, timeout=timeout)
+    with this checkout's sources first on PYTHONPATH; returns once /healthz answers.
+
+    ``prefix``: a command that execs the rest (``unshare ... sh -c '...; exec "$@"'``);
+    ``preexec_fn``: run in the child before the exec (resource limits)."""
+    return start_serve(("--config", str(config), *args), log=log, env=env, port=port, timeout=timeout,
+                       prefix=prefix, preexec_fn=preexec_fn)
 
 
 def start_serve(args: tuple[str, ...], *, log: Path, env: Mapping[str, str] | None = None, port: int | None = None,
-                timeout: float = 60.0) -> ServerProcess:
+                timeout: float = 60.0, prefix: Sequence[str] = (),
+                preexec_fn: Callable[[], object] | None = None) -> ServerProcess:
     """``python -m dcmstream serve ARGS --host 127.0.0.1 --port PORT`` (ARGS: an archive folder
     or ``--config FILE``, plus options), as :func:`start_config_server`; ``log`` is appended to."""
     import httpx
@@ -113,8 +119,8 @@ def start_serve(args: tuple[str, ...], *, log: Path, env: Mapping[str, str] | No
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (src, full_env.get("PYTHONPATH", "")) if p)
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dcmstream", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+            [*prefix, sys.executable, "-m", "dcmstream", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True, preexec_fn=preexec_fn,
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + timeout

@@ -27,10 +27,12 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── FileClosedError (also ValueError)     io/atomic.py         atomic file written after close
     ├── BlobNotFoundError (also KeyError)     archive/blobstore.py no blob under a key
     │   ├── MissingBlobError                  archive/archive.py   a catalogued instance's bytes are gone (410)
-    │   └── InstanceChangedError              archive/archive.py   bytes swapped while read (503: retry)
+    │   ├── InstanceChangedError              archive/archive.py   bytes swapped while read (503: retry)
+    │   └── InstanceDeletedError              archive/archive.py   the instance was deleted meanwhile (404)
     ├── BlobStoreError (also OSError)         archive/blobstore.py the store failed (network)
     │   └── BlobStoreConnectionError (also ConnectionError) archive/s3store.py no answer, 5xx: retried
     ├── BlobExistsError (also FileExistsError) archive/blobstore.py exclusive put: key taken
+    ├── StorageFullError (also OSError)       archive/blobstore.py storage exhausted: disk, quota, object store, catalog (507)
     ├── InvalidKeyError (also ValueError)     archive/blobstore.py a key that could escape
     ├── InvalidUIDError (also ValueError)     archive/uids.py      not a DICOM UID (400)
     ├── CatalogConflictError (also ValueError) archive/catalog.py  contradicts the catalog

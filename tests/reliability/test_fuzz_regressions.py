@@ -21,13 +21,14 @@ def url(tmp_path_factory):
 
 def test_qido_unknown_non_latin1_key_is_named_in_an_ascii_warning(url: str) -> None:
     """Found: an unknown query key outside latin-1 (``includefield=Që\\x06o\\U00086b56``)
-    made the Warning header unencodable: 500. Now 200 with the key escaped."""
+    made the Warning header unencodable: 500. Now 200 with the key masked."""
     r = httpx.get(f"{url}/dicomweb/instances", params=[("includefield", "Që\x06o\U00086b56"), ('Pa"tient\r\nX', "1")],
                   headers={"Accept": "application/dicom+json"})
     assert r.status_code == 200, r.text
     warning = r.headers["warning"]
     assert warning.startswith('299 dcmstream "') and warning.endswith('"') and warning.count('"') == 2
-    assert "\\xeb" in warning and "\\U00086b56" in warning and "Pa'tient  X" in warning
+    # Names that are not attribute keywords or tags are masked (they may be patient data).
+    assert warning.isascii() and "tient" not in warning and "a parameter that is not an attribute keyword" in warning
 
 
 def test_stow_part_type_outside_latin1_is_named_in_an_ascii_warning(url: str) -> None:

@@ -6,7 +6,7 @@ rewrites archived blobs needs :mod:`dcmstream.compress` too, so it lives above b
 packages, in :mod:`dcmstream.policy`.
 """
 
-from .archive import Archive
+from .archive import Archive, InstanceDeletedError
 from .blobstore import (
     BlobExistsError,
     BlobNotFoundError,
@@ -14,6 +14,7 @@ from .blobstore import (
     BlobStoreError,
     FilesystemBlobStore,
     InvalidKeyError,
+    StorageFullError,
     validate_key,
 )
 from .catalog import (
@@ -28,6 +29,7 @@ from .catalog import (
     SQLiteCatalog,
     query_integer,
 )
+from .deletion import DeleteResult
 from .ingest import IngestResult, iter_files
 from .s3store import S3BlobStore
 from .stored import StoredInstance
@@ -35,6 +37,9 @@ from .uids import InvalidUIDError, is_valid_uid, validate_uid
 
 __all__ = [
     "Archive",
+    "InstanceDeletedError",
+    "DeleteResult",
+    "StorageFullError",
     "IngestResult",
     "iter_files",
     "BlobStore",

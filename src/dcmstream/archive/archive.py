@@ -34,6 +34,8 @@ from ..io.source import ByteSource
 from .access import AccessTracker
 from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, iter_source
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
+from .deletion import DeleteHook, DeleteResult, finish_deletions
+from .deletion import delete as delete_scope
 from .ingest import IngestResult, ingest_file, iter_files
 from .stored import StoredInstance
 from .uids import validate_uid
@@ -41,7 +43,7 @@ from .uids import validate_uid
 if TYPE_CHECKING:
     from ..image.instance import Instance
 
-__all__ = ["Archive", "UnknownTierError", "MissingBlobError", "InstanceChangedError", "DEFAULT_TIER"]
+__all__ = ["Archive", "UnknownTierError", "MissingBlobError", "InstanceChangedError", "InstanceDeletedError", "DEFAULT_TIER"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,19 @@ class MissingBlobError(BlobNotFoundError):
 
     def __str__(self) -> str:
         return f"instance {self.sop_uid}: its blob {self.key!r} is missing from storage tier {self.tier!r}"
+
+
+class InstanceDeletedError(BlobNotFoundError):
+    """An instance whose bytes a reader looked for is no longer catalogued: deleted (maybe
+    by another process) since the reader's record was memoised. 404 on the web, as for an
+    instance that never existed."""
+
+    def __init__(self, record: InstanceRecord) -> None:
+        super().__init__(record.blob_key)
+        self.sop_uid = record.sop_uid
+
+    def __str__(self) -> str:
+        return f"instance {self.sop_uid} is not in the archive (deleted)"
 
 
 class InstanceChangedError(BlobNotFoundError):
@@ -120,6 +135,7 @@ class Archive:
         track_access: bool = True,
         access_interval: float = 30.0,
         staging_max_age: float = 3600.0,
+        deletion_check_interval: float = 1.0,
     ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -150,6 +166,14 @@ class Archive:
         # writer holds locked), since other processes may share the store.
         for store in self.tiers.values():
             store.clean_staging(older_than=staging_max_age)
+        # Blobs of a delete killed after its catalog commit (see .deletion).
+        self._finish_deletions()
+        #: Seconds between looks at the catalog's delete counter (memoised records of
+        #: instances another process deleted are dropped within that time; 0: every time).
+        self.deletion_check_interval = deletion_check_interval
+        self._deletion_epoch = 0
+        self._deletion_epoch = self._read_deletion_epoch()
+        self._deletion_checked = time.monotonic()
 
     @staticmethod
     def is_archive(path: str | os.PathLike[str]) -> bool:
@@ -282,6 +306,47 @@ class Archive:
         for path in iter_files(paths):
             yield path, self.ingest_file(path)
 
+    # -- deleting ----------------------------------------------------------------------------
+    def delete(self, study: str, series: str | None = None, instance: str | None = None, *,
+               hook: DeleteHook | None = None) -> DeleteResult:
+        """Delete a study, a series of it, or one instance: catalog rows and blobs on every
+        tier, crash-safe (journalled; see :mod:`.deletion`). The result lists what went (no
+        records: nothing matched)."""
+        return delete_scope(self, study, series, instance, hook=hook)
+
+    def _read_deletion_epoch(self) -> int:
+        try:
+            return self.catalog.deletion_epoch()
+        except Exception as exc:  # noqa: BLE001 - memo checks are an optimisation of reads; they retry
+            log.warning("reading the catalog's delete counter failed: %s", exc)
+            return self._deletion_epoch
+
+    def deletions_due(self) -> bool:
+        """Whether the catalog's delete counter is due for a look (:meth:`check_deletions`)."""
+        return time.monotonic() - self._deletion_checked >= self.deletion_check_interval
+
+    def check_deletions(self) -> None:
+        """Drop every memoised record and frame reader when a delete happened (in any
+        process) since the last look; looks at most every :attr:`deletion_check_interval`
+        seconds (one small query). :meth:`record` calls it."""
+        if not self.deletions_due():
+            return
+        epoch = self._read_deletion_epoch()
+        self._deletion_checked = time.monotonic()
+        if epoch != self._deletion_epoch:
+            self._deletion_epoch = epoch
+            self._records.clear()
+            self._stored.clear()
+
+    def _finish_deletions(self) -> None:
+        try:
+            done, left = finish_deletions(self)
+        except Exception as exc:  # noqa: BLE001 - an open must not fail for a sweep; the next one retries
+            log.warning("finishing journalled deletions failed (the next open will retry): %s", exc)
+            return
+        if done or left:
+            log.info("finished %d journalled blob deletion(s) of an interrupted delete; %d left", done, left)
+
     # -- reading -----------------------------------------------------------------------------
     def iter_records(self) -> Iterator[InstanceRecord]:
         """Every catalogued instance whose blob is stored, in blob-key order.
@@ -302,8 +367,10 @@ class Archive:
         duplicate and ignored), so serving a frame costs no SQL after the first time;
         the exceptions, the compression policy's blob swap and a lifecycle move, call
         :meth:`forget` in their process, and readers in every other process find the
-        new place when the old one is gone (:meth:`open_current`).
+        new place when the old one is gone (:meth:`open_current`). A delete in another
+        process is noticed within :attr:`deletion_check_interval` (:meth:`check_deletions`).
         """
+        self.check_deletions()
         hit = self._records.get(sop_uid)
         if hit is not None:
             return hit
@@ -313,7 +380,8 @@ class Archive:
         return record
 
     def peek(self, sop_uid: str) -> tuple[InstanceRecord | None, StoredInstance | None]:
-        """The memoised record and frame reader of an instance, without any I/O."""
+        """The memoised record and frame reader of an instance, without any I/O. A reader
+        trusting them asks :meth:`deletions_due` first (then :meth:`record` looks)."""
         return self._records.peek(sop_uid), self._stored.peek(sop_uid)
 
     def forget(self, sop_uid: str) -> None:
@@ -339,21 +407,28 @@ class Archive:
     def open_current(self, record: InstanceRecord) -> tuple[InstanceRecord, ByteSource]:
         """Open the instance's blob where the catalog says it is now: (the record describing
         the opened bytes, the source). The one read path of every blob read.
+        An instance no longer catalogued (deleted meanwhile) raises
+        :class:`InstanceDeletedError`.
 
         ``record`` may be stale (memoised here while another process moved the blob to
         another tier or swapped it for a compressed one): when nothing is under its key any
-        more, the row is read again (:meth:`reread`) and its blob opened; the returned
-        record then differs from ``record``. Raises :class:`MissingBlobError` when the
-        bytes are gone for good (or the instance is no longer catalogued).
+        more, the row is read again and its blob opened; the returned record then differs
+        from ``record``. Raises :class:`MissingBlobError` when the bytes are gone for good
+        while the row still points at them, :class:`InstanceDeletedError` when the row is
+        gone too (a delete).
         """
         current = record
         for _ in range(3):  # moved again between the re-read and the open: follow it
             try:
                 return current, self.store_of(current).open(current.blob_key)
             except BlobNotFoundError:
-                fresh = self.reread(current)
+                self.forget(current.sop_uid)
+                fresh = self.catalog.get(current.sop_uid)
             if fresh is None:
+                raise InstanceDeletedError(current)
+            if fresh.blob_key == current.blob_key:
                 break
+            self._records.put(fresh.sop_uid, fresh)
             current = fresh
         raise MissingBlobError(current, self.tier_of(current))
 

@@ -42,6 +42,9 @@ __all__ = [
     "BlobNotFoundError",
     "BlobExistsError",
     "BlobStoreError",
+    "StorageFullError",
+    "storage_full",
+    "FULL_ERRNOS",
     "InvalidKeyError",
     "validate_key",
     "iter_source",
@@ -83,6 +86,33 @@ class BlobExistsError(DcmstreamError, FileExistsError):
 
 class BlobStoreError(DcmstreamError, OSError):
     """The blob store itself failed (network, permissions, a refused request)."""
+
+
+class StorageFullError(DcmstreamError, OSError):
+    """Storage is exhausted: no space left on the device, a disk quota or file size limit
+    reached (ENOSPC, EDQUOT, EFBIG), an object store refusing for want of space, or the
+    catalog database full. Nothing was stored; the same write succeeds once space is
+    freed, without a restart. 507 (Insufficient Storage) on the web, FailureReason 0xA700."""
+
+
+#: errno values that mean "out of space" rather than "broken": no space on the device, a
+#: disk quota, a file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored).
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def storage_full(exc: BaseException, what: str) -> StorageFullError | None:
+    """``exc`` (or an OSError it was raised from) as a :class:`StorageFullError` saying
+    ``what`` was being written, or None when it is not storage exhaustion."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # walk the __cause__/__context__ chain a little way
+        if seen is None:
+            return None
+        if isinstance(seen, StorageFullError):
+            return seen
+        if isinstance(seen, OSError) and seen.errno in FULL_ERRNOS:
+            return StorageFullError(seen.errno, f"{what}: storage full ({os.strerror(seen.errno)})")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class InvalidKeyError(DcmstreamError, ValueError):
@@ -221,6 +251,11 @@ class BlobStore(ABC):
                         fh.write(chunk)
                 fh.flush()
                 return self.put_file(key, tmp, move=True, exclusive=exclusive)
+        except OSError as exc:
+            full = storage_full(exc, f"blob {key!r}")
+            if full is not None and full is not exc:
+                raise full from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -408,13 +443,16 @@ class FilesystemBlobStore(BlobStore):
                     _link_exclusive(tmp, dest, key, fsync=self.fsync)
                 else:
                     commit_file(tmp, dest, fsync=self.fsync)
-        except BaseException:
+        except BaseException as exc:
             if moved:
                 try:
                     os.replace(tmp, src)  # a failed put leaves the caller's file in place
                 except OSError:
                     pass
             tmp.unlink(missing_ok=True)
+            full = storage_full(exc, f"blob {key!r} in {self.root}")
+            if full is not None and full is not exc:
+                raise full from exc
             raise
         if move and not moved:
             src.unlink(missing_ok=True)

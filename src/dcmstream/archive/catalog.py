@@ -18,6 +18,7 @@ pixel element description, so serving a frame needs no header parse.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import re
 import threading
@@ -59,6 +60,7 @@ from sqlalchemy.types import TypeEngine
 from .. import dicomjson
 from ..errors import DcmstreamError, InvalidArgumentError, MissingDependencyError
 from .attributes import COLUMNS_BY_KEYWORD, COLUMNS_BY_LEVEL, LEVELS, Column
+from .blobstore import StorageFullError
 
 __all__ = [
     "Catalog",
@@ -66,6 +68,7 @@ __all__ = [
     "SQLiteCatalog",
     "InstanceRecord",
     "BlobMove",
+    "BlobDeletion",
     "Query",
     "SearchResult",
     "CatalogConflictError",
@@ -151,6 +154,19 @@ class BlobMove:
     target_key: str
     state: str
     started_at: float
+
+
+@dataclass(frozen=True)
+class BlobDeletion:
+    """A journal row of a delete in progress (:mod:`.deletion`): the blob ``blob_key`` in
+    tier ``tier`` (a name) belonged to an instance whose catalog row is gone, and is
+    still to be deleted. Inserted in the transaction that removes the row."""
+
+    id: int
+    sop_uid: str
+    tier: str
+    blob_key: str
+    requested_at: float
 
 
 @dataclass(frozen=True)
@@ -293,6 +309,44 @@ class Catalog(ABC):
         """Every journal row (moves in progress, or left by a killed run), oldest first."""
         raise CatalogFeatureError(f"{type(self).__name__} has no move journal")
 
+    # -- deletes and their journal (optional: Archive.delete needs them) ------------------------
+    def delete_instances(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        first_tier: str,
+        before_commit: Callable[[], None] | None = None,
+    ) -> list[InstanceRecord]:
+        """In one transaction: remove the rows of every instance in scope (a study, a series
+        of it, or one instance of that series), their series and study rows when they become
+        empty, and journal each removed instance's blob (:class:`BlobDeletion`, tier by name:
+        ``first_tier`` for a NULL tier). Returns the removed records (empty: nothing matched).
+
+        ``before_commit`` runs inside the transaction after every statement (a test hook:
+        a process killed there leaves the catalog as it was)."""
+        raise CatalogFeatureError(f"{type(self).__name__} cannot delete with a journal")
+
+    def pending_deletions(self, after_id: int = 0, limit: int | None = None) -> list[BlobDeletion]:
+        """Journalled blob deletions not finished yet with ids above ``after_id``, oldest
+        first (at most ``limit``: one page)."""
+        raise CatalogFeatureError(f"{type(self).__name__} has no deletion journal")
+
+    def deletion_pending(self, blob_key: str) -> bool:
+        """Whether a journalled deletion names ``blob_key`` (in any tier): an ingest must not
+        put a new blob under that key while it is listed (the journal would delete it)."""
+        return False
+
+    def deletion_epoch(self) -> int:
+        """A number every delete changes (in any process): readers that memoise records
+        compare it to drop them (see :meth:`Archive.record`). Constant without deletes."""
+        return 0
+
+    def end_deletions(self, ids: Sequence[int]) -> None:
+        """Delete journal rows: their blobs are gone."""
+        raise CatalogFeatureError(f"{type(self).__name__} has no deletion journal")
+
     def close(self) -> None:  # noqa: B027 - optional hook: a catalog without connections has nothing to release
         """Release connections."""
 
@@ -367,8 +421,8 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         SAColumn("revision", BigInteger, nullable=False, server_default="0"),
         Index("ix_instances_series_number", "series_uid", "instance_number"),
     )
-    # One row (id 1): the catalog-wide change counter, taken by every transaction that adds
-    # or changes an instance row (SQLCatalog._stamp).
+    # Row 1: the catalog-wide change counter, taken by every transaction that adds or changes
+    # an instance row (SQLCatalog._stamp); row 2: the count of deletes (Catalog.deletion_epoch).
     Table(
         "catalog_revision",
         metadata,
@@ -389,6 +443,17 @@ def _make_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         SAColumn("target_key", _text(1024), nullable=False),
         SAColumn("state", _text(16), nullable=False),
         SAColumn("started_at", Float, nullable=False),
+    )
+    # The journal of blob deletions (archive/deletion.py): rows inserted in the transaction
+    # that removes instance rows, deleted once their blobs are gone (migration 0005).
+    Table(
+        "blob_deletions",
+        metadata,
+        SAColumn("id", Integer, primary_key=True, autoincrement=True),
+        SAColumn("sop_uid", _text(64), nullable=False),
+        SAColumn("tier", _text(64), nullable=False),
+        SAColumn("blob_key", _text(1024), nullable=False, index=True),
+        SAColumn("requested_at", Float, nullable=False),
     )
     return studies, series, instances
 
@@ -425,6 +490,10 @@ class _Rollback(DcmstreamError):
     back when its second condition fails."""
 
 
+# Rows of the catalog_revision table: the revision stamped on changed instance rows
+# (migration 0004), and the count of deletes (0005).
+_REVISION_ROW, _DELETIONS_ROW = 1, 2
+
 # Values per ``IN (...)`` list: SQLite's old limit of 999 bound parameters, with room.
 _IN_CHUNK = 500
 
@@ -434,6 +503,15 @@ def _transient(exc: DBAPIError) -> bool:
     if code in _RETRY_SQLSTATES:
         return True
     return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def _full(exc: DBAPIError) -> bool:
+    """Whether the database refused a write for want of space: PostgreSQL's disk_full
+    (53100), SQLite's SQLITE_FULL ("database or disk is full")."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code == "53100":
+        return True
+    return isinstance(exc, OperationalError) and "database or disk is full" in str(exc.orig)
 
 
 def _like_pattern(value: str) -> str:
@@ -496,6 +574,7 @@ class SQLCatalog(Catalog):
         self.studies, self.series, self.instances_table = _make_tables(self._schema)
         self.moves_table = self._schema.tables["blob_moves"]
         self.revision_table = self._schema.tables["catalog_revision"]
+        self.deletions_table = self._schema.tables["blob_deletions"]
         self._level_tables = {"study": self.studies, "series": self.series, "instance": self.instances_table}
         # SQLite has one writer at a time anyway (and ":memory:" shares one connection):
         # serialize this process's writers here rather than in the busy-wait.
@@ -534,6 +613,8 @@ class SQLCatalog(Catalog):
                 with self._write_lock, self.engine.begin() as conn:
                     return work(conn)
             except DBAPIError as exc:
+                if _full(exc):
+                    raise StorageFullError(errno.ENOSPC, f"{what}: the catalog database is full: {exc.orig}") from exc
                 if isinstance(exc, IntegrityError) or not _transient(exc):
                     raise
                 if attempt == _WRITE_ATTEMPTS - 1:
@@ -632,7 +713,7 @@ class SQLCatalog(Catalog):
         lock (the instance row is already its own), so values are handed out in commit order
         and no deadlock can involve the counter."""
         counter, ins = self.revision_table, self.instances_table
-        bump = counter.update().where(counter.c.id == 1).values(value=counter.c.value + 1)
+        bump = counter.update().where(counter.c.id == _REVISION_ROW).values(value=counter.c.value + 1)
         value = conn.execute(bump.returning(counter.c.value)).scalar_one()
         conn.execute(ins.update().where(ins.c.sop_uid == sop_uid).values(revision=value))
 
@@ -796,6 +877,98 @@ class SQLCatalog(Catalog):
                      row.started_at)
             for row in rows
         ]
+
+    # -- deletes and their journal ----------------------------------------------------------
+    def delete_instances(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        first_tier: str,
+        before_commit: Callable[[], None] | None = None,
+    ) -> list[InstanceRecord]:
+        st, se, ins, dl = self.studies, self.series, self.instances_table, self.deletions_table
+        scope = self._scope(study_uid, series_uid, sop_uid)
+
+        def work(conn: Connection) -> list[InstanceRecord]:
+            rows = conn.execute(select(*self._record_columns(False)).where(scope).order_by(ins.c.seq)).all()
+            records = [self._record(row, False) for row in rows]
+            if not records:
+                return []
+            now = time.time()
+            journal = [
+                dict(sop_uid=r.sop_uid, tier=r.tier or first_tier, blob_key=r.blob_key, requested_at=now) for r in records
+            ]
+            for i in range(0, len(journal), _IN_CHUNK):
+                conn.execute(dl.insert(), journal[i : i + _IN_CHUNK])
+            sops = [r.sop_uid for r in records]
+            removed = 0
+            for i in range(0, len(sops), _IN_CHUNK):
+                removed += conn.execute(ins.delete().where(ins.c.sop_uid.in_(sops[i : i + _IN_CHUNK]))).rowcount
+            if removed != len(sops):  # pragma: no cover - the rows were read in this transaction
+                raise CatalogUnavailableError(f"delete in study {study_uid}: rows changed while being deleted; try again")
+            # Parents left empty go too. On PostgreSQL another process may be adding an
+            # instance to one of them right now: its row then makes this delete fail (foreign
+            # key) and the parent stays (as in remove()); the instances are deleted either way.
+            def drop_empty_parents() -> None:
+                for series in sorted({r.series_uid for r in records}):
+                    if conn.execute(select(ins.c.seq).where(ins.c.series_uid == series).limit(1)).first() is None:
+                        conn.execute(se.delete().where(se.c.series_uid == series))
+                if conn.execute(select(se.c.seq).where(se.c.study_uid == study_uid).limit(1)).first() is None:
+                    conn.execute(st.delete().where(st.c.study_uid == study_uid))
+
+            if self._sqlite:  # one writer at a time: the emptiness checks cannot race
+                drop_empty_parents()
+            else:
+                try:
+                    with conn.begin_nested():
+                        drop_empty_parents()
+                except IntegrityError:
+                    pass
+            # The revision counter moves too (version() already changes: the count drops), so
+            # that revisions stay a total order of every change; and the deletions counter,
+            # which other processes watch to drop the records they memoised.
+            counter = self.revision_table
+            for row in (_REVISION_ROW, _DELETIONS_ROW):
+                conn.execute(counter.update().where(counter.c.id == row).values(value=counter.c.value + 1))
+            if before_commit is not None:
+                before_commit()
+            return records
+
+        what = f"delete {sop_uid or series_uid or study_uid}"
+        return list(self._write(what, work))
+
+    def pending_deletions(self, after_id: int = 0, limit: int | None = None) -> list[BlobDeletion]:
+        dl = self.deletions_table
+        stmt = select(dl).where(dl.c.id > after_id).order_by(dl.c.id)
+        if limit is not None:
+            stmt = stmt.limit(max(int(limit), 1))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [BlobDeletion(row.id, row.sop_uid, row.tier, row.blob_key, row.requested_at) for row in rows]
+
+    def deletion_pending(self, blob_key: str) -> bool:
+        dl = self.deletions_table
+        with self.engine.connect() as conn:
+            return conn.execute(select(dl.c.id).where(dl.c.blob_key == blob_key).limit(1)).first() is not None
+
+    def deletion_epoch(self) -> int:
+        counter = self.revision_table
+        with self.engine.connect() as conn:
+            value = conn.execute(select(counter.c.value).where(counter.c.id == _DELETIONS_ROW)).scalar()
+        return int(value or 0)
+
+    def end_deletions(self, ids: Sequence[int]) -> None:
+        dl = self.deletions_table
+        ids = list(ids)
+
+        def work(conn: Connection) -> None:
+            for i in range(0, len(ids), _IN_CHUNK):
+                conn.execute(dl.delete().where(dl.c.id.in_(ids[i : i + _IN_CHUNK])))
+
+        if ids:
+            self._write("end journalled deletions", work)
 
     # -- reading ---------------------------------------------------------------------------
     def _record(self, row: Any, with_dataset: bool) -> InstanceRecord:

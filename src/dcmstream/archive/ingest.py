@@ -35,8 +35,8 @@ from ..errors import DcmstreamError, UnsupportedTransferSyntaxError
 from ..io.source import ByteSource, FileSource
 from ..io.walk import iter_paths
 from .attributes import column_values
-from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, staging_lock
-from .catalog import CatalogConflictError, CatalogFeatureError, InstanceRecord
+from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, staging_lock, storage_full
+from .catalog import CatalogConflictError, CatalogFeatureError, CatalogUnavailableError, InstanceRecord
 from .stored import pixel_record
 from .uids import InvalidUIDError, validate_uid
 
@@ -52,6 +52,7 @@ __all__ = [
     "instance_record",
     "iter_files",
     "sweep_orphans",
+    "resource_failure",
     "FAILURE_PROCESSING",
     "FAILURE_DUPLICATE_SOP",
     "FAILURE_OUT_OF_RESOURCES",
@@ -75,7 +76,8 @@ class IngestResult:
     """What happened to one incoming instance.
 
     ``status`` is "stored", "duplicate" (already archived: nothing written) or
-    "failed" (with ``failure_reason``, a PS3.18 FailureReason code, and ``message``).
+    "failed" (with ``failure_reason``, a PS3.18 FailureReason code, and ``message``);
+    listeners also hear "deleted" (a delete removed the series' instances: no SOP).
     """
 
     status: str
@@ -85,6 +87,10 @@ class IngestResult:
     series_uid: str | None = None
     failure_reason: int | None = None
     message: str = ""
+    #: Why a 0xA700 (out of resources) failure happened: ``"full"`` (storage exhausted:
+    #: disk, quota, object store or catalog database; 507 on the web) or ``"unavailable"``
+    #: (the object store or catalog did not answer; 503, retry later). "" otherwise.
+    cause: str = ""
 
     @property
     def ok(self) -> bool:
@@ -132,12 +138,26 @@ def ingest_file(
     except DcmstreamError as exc:
         reason = f"not a readable DICOM file: {_short(exc)}"
         return IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message=reason)
-    except OSError as exc:
-        return IngestResult("failed", failure_reason=FAILURE_OUT_OF_RESOURCES, message=f"storage error: {exc}")
+    except (OSError, CatalogUnavailableError) as exc:
+        return resource_failure(exc, f"ingest of {path.name}")
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop an import
         log.exception("ingest of %s failed", path)
         reason = f"{type(exc).__name__}: {_short(exc)}"
         return IngestResult("failed", failure_reason=FAILURE_PROCESSING, message=reason)
+
+
+def resource_failure(exc: BaseException, what: str, seen: IngestResult | None = None) -> IngestResult:
+    """The result of an ingest that storage refused: FailureReason 0xA700 with its
+    :attr:`IngestResult.cause` (``"full"``: :class:`StorageFullError`, from ENOSPC, EDQUOT,
+    EFBIG or a full catalog; ``"unavailable"``: the object store or catalog did not answer)."""
+    base = seen or IngestResult("failed")
+    full = storage_full(exc, what)
+    if full is not None:
+        return replace(base, status="failed", failure_reason=FAILURE_OUT_OF_RESOURCES, cause="full",
+                       message=f"out of storage: {full}")
+    cause = "unavailable" if isinstance(exc, (ConnectionError, CatalogUnavailableError)) else ""
+    return replace(base, status="failed", failure_reason=FAILURE_OUT_OF_RESOURCES, cause=cause,
+                   message=f"storage error: {exc}")
 
 
 def _ingest_opened(
@@ -185,12 +205,18 @@ def _ingest_opened(
         if existing is not None:
             return _already_archived(archive, existing, path, ts, seen)
         record = instance_record(ds, inst, ts, blob_key=archive.blob_key(study, series, sop))
-        record = _put_blob(archive, record, path, move=move)
+        try:
+            record = _put_blob(archive, record, path, move=move)
+        except (OSError, CatalogUnavailableError) as exc:  # nothing stored (puts are atomic)
+            return resource_failure(exc, f"instance {sop}", seen)
         try:
             added = catalog.add(record)
         except CatalogConflictError as exc:
             archive.blobs.delete(record.blob_key)  # no row can point at it: this add failed
             return replace(seen, failure_reason=FAILURE_DATASET_MISMATCH, message=str(exc))
+        except (OSError, CatalogUnavailableError) as exc:  # e.g. the catalog database is full
+            _discard_unreferenced(archive, record)
+            return resource_failure(exc, f"instance {sop}", seen)
         except BaseException:
             _discard_unreferenced(archive, record)
             raise
@@ -211,12 +237,14 @@ def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: boo
     the same instance, or the blob of an ingest killed before its catalog row - the
     file goes to a fresh key of its own (``study/series/i<token>/sop.dcm``); so it does
     at once on a store that cannot decide exclusive puts atomically (two simultaneous
-    writers could both "win" the usual key there). Either way the catalog row added
-    next describes exactly the bytes under its key, and of several writers the
-    catalog's insert decides which row (and so which blob) stays.
+    writers could both "win" the usual key there), and while a delete's journal still
+    lists the usual key (:mod:`.deletion` would delete the new blob under it). Either
+    way the catalog row added next describes exactly the bytes under its key, and of
+    several writers the catalog's insert decides which row (and so which blob) stays.
     """
     blobs = archive.blobs
-    key = record.blob_key if blobs.atomic_exclusive else archive.attempt_key(record)
+    usual = blobs.atomic_exclusive and not archive.catalog.deletion_pending(record.blob_key)
+    key = record.blob_key if usual else archive.attempt_key(record)
     for attempt in range(3):
         try:
             size = blobs.put_file(key, path, move=move, exclusive=True)
@@ -309,7 +337,8 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
     ``older_than`` seconds ago: what an ingest (or a server) killed between its put and its
     catalog add left, or a compression swap killed before its switch. Returns their keys.
 
-    A maintenance step, not run at start: it lists every blob of every tier and looks each
+    A maintenance step, not run at start: it first finishes journalled deletions
+    (:func:`.deletion.finish_deletions`), then lists every blob of every tier and looks each
     up in the catalog; a blob stays when its instance's row points at it *in that tier*
     (the row's ``(tier, blob_key)``). Never deleted either:
 
@@ -323,6 +352,9 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
     Each deletion is decided again right before it (row and journal read anew), so a row
     or a move that appeared during the listing keeps its blob.
     """
+    from .deletion import finish_deletions
+
+    finish_deletions(archive)  # blobs a killed delete still owes: by the journal, not by age
     limit = time.time() - older_than
     removed = []
     for tier, store in archive.tiers.items():

@@ -31,6 +31,7 @@ swept of files older than ``clean_staging_older_than`` seconds at start.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -47,7 +48,16 @@ from ..cache.lru import LRU
 from ..errors import InvalidArgumentError, SourceError
 from ..io.ranged import READAHEAD, FetchStats, RangedSource
 from ..io.source import ByteSource, as_source
-from .blobstore import BlobExistsError, BlobNotFoundError, BlobStore, BlobStoreError, InvalidKeyError, sweep_staging, validate_key
+from .blobstore import (
+    BlobExistsError,
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+    InvalidKeyError,
+    StorageFullError,
+    sweep_staging,
+    validate_key,
+)
 
 __all__ = ["S3BlobStore", "BlobStoreConnectionError"]
 
@@ -57,6 +67,10 @@ _MAX_PARTS = 10_000
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 )
+
+
+#: Error codes of servers out of space: MinIO (507 with these codes), and quota codes.
+_FULL_CODES = frozenset({"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "StorageFull", "QuotaExceeded"})
 
 
 def _status(exc: Any) -> int:
@@ -173,8 +187,24 @@ class S3BlobStore(BlobStore):
     def _object(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
-    def _failed(self, what: str, key: str, exc: Exception) -> BlobStoreError:
-        return BlobStoreError(f"s3://{self.bucket}/{self.prefix}{key}: {what} failed ({exc})")
+    def _failed(self, what: str, key: str, exc: Exception) -> OSError:
+        """The typed error of a failed request: :class:`StorageFullError` when the server
+        has no room (507, MinIO's storage-full and quota codes), :class:`BlobStoreConnectionError`
+        when it may work again soon (no answer, 5xx, slow down; 503 on the web), else
+        :class:`BlobStoreError`."""
+        from botocore.exceptions import ClientError, ReadTimeoutError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        name = f"s3://{self.bucket}/{self.prefix}{key}"
+        if isinstance(exc, ClientError):
+            status, code = _status(exc), _code(exc)
+            if status == 507 or code in _FULL_CODES:
+                return StorageFullError(errno.ENOSPC, f"{name}: {what} failed: the object store is full ({code or status})")
+            if status >= 500 or code in _TRANSIENT_CODES:
+                return BlobStoreConnectionError(f"{name}: {what} failed ({exc})")
+        elif isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
+            return BlobStoreConnectionError(f"{name}: {what} failed ({exc})")
+        return BlobStoreError(f"{name}: {what} failed ({exc})")
 
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import BotoCoreError, ClientError

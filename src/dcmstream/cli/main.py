@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..errors import DcmstreamError
-from . import compress, demo, frame, importer, info, lifecycle, process, serve
+from . import compress, delete, demo, frame, importer, info, lifecycle, process, serve
 
 
 # Contexts and parameters stay Any: typer builds on its own vendored copy of click
@@ -76,6 +76,7 @@ _COMMANDS = (
     ("demo", demo.demo, "Generate a large sample and read one frame of it."),
     ("serve", serve.serve, "Serve an archive over DICOMweb, with the viewer."),
     ("import", importer.import_files, "Copy DICOM files into an archive."),
+    ("delete", delete.delete, "Delete a study, series or instance from an archive."),
     ("compress", compress.compress, "Transcode files: verified lossless or QA'd lossy."),
     ("process", process.process, "Run an operation over many inputs in a memory budget."),
 )

@@ -15,6 +15,7 @@ GET        .../instances/{instance}/bulkdata/{tag}                              
 GET        .../rendered, .../thumbnail (instance, frames; thumbnail also study     WADO-RS
            and series)
 POST       /studies, /studies/{study}                                              STOW-RS
+DELETE     /studies/{study}[/series/{series}[/instances/{instance}]]              delete
 =========  =====================================================================  ===========
 
 Plus ``GET /metrics`` (Prometheus), ``GET /healthz``, ``GET /openapi.json`` (these routes as
@@ -42,14 +43,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..archive import Archive
-from ..archive.archive import InstanceChangedError, MissingBlobError
-from ..archive.blobstore import BlobNotFoundError
+from ..archive.archive import InstanceChangedError, InstanceDeletedError, MissingBlobError
+from ..archive.blobstore import BlobNotFoundError, StorageFullError
 from ..archive.catalog import QueryError
 from ..archive.lifecycle import tier_status
 from ..archive.uids import InvalidUIDError
 from ..config import AuditConfig, AuthConfig
 from ..errors import DcmstreamError, DicomFormatError
-from . import openapi, qido, rendered, stow, wado
+from . import delete, openapi, qido, rendered, stow, wado
 from .audit import AuditLog, AuditMiddleware
 from .auth import AuthMiddleware, OIDCIssuer
 from .common import ServerConfig, WebContext, context, error
@@ -96,6 +97,10 @@ def _routes(root: str) -> list[Route]:
         Route(f"{r}{_INST}/frames/{{frames}}/thumbnail", rendered.thumbnail, methods=get),
         Route(f"{r}/studies/{{study}}/thumbnail", rendered.study_thumbnail, methods=get),
         Route(f"{r}/studies/{{study}}/series/{{series}}/thumbnail", rendered.study_thumbnail, methods=get),
+        # delete (admin)
+        Route(f"{r}/studies/{{study}}", delete.delete, methods=["DELETE"]),
+        Route(f"{r}/studies/{{study}}/series/{{series}}", delete.delete, methods=["DELETE"]),
+        Route(f"{r}{_INST}", delete.delete, methods=["DELETE"]),
         # service
         Route("/metrics", _metrics, methods=get),
         Route("/healthz", _health, methods=get),
@@ -149,17 +154,26 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 async def _missing_blob(request: Request, exc: Exception) -> Response:
     """Bytes not where a request looked. Every read follows a blob another process moved
-    (Archive.open_current), so this is either a swap racing the request (503: retry) or
-    bytes the archive has lost (410, naming the instance)."""
+    (Archive.open_current), so this is an instance deleted since its record was memoised
+    (404, as if never stored), a swap racing the request (503: retry) or bytes the archive
+    has lost (410, naming the instance)."""
     sop = getattr(exc, "sop_uid", None) or request.path_params.get("instance")
     if sop:
         context(request).archive.forget(sop)  # the next request starts from the catalog's row
+    if isinstance(exc, InstanceDeletedError):  # deleted (maybe by another process) meanwhile
+        return error(404, str(exc))
     if isinstance(exc, InstanceChangedError):
         log.info("%s: %s", request.url.path, exc)
         return error(503, str(exc), {"Retry-After": "1"})
     log.error("blob missing for %s: %s", request.url.path, exc)
     what = str(exc) if isinstance(exc, MissingBlobError) else f"instance {sop or '?'}: {exc}"
     return error(410, f"{what}; the archive has lost these bytes: re-import the instance")
+
+
+async def _storage_full(request: Request, exc: Exception) -> Response:
+    """Storage exhausted outside STOW (which answers per instance itself)."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error(507, str(exc))
 
 
 async def _unprocessable(request: Request, exc: Exception) -> Response:
@@ -249,6 +263,7 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
         InvalidUIDError: _bad_request,
         QueryError: _bad_request,
         BlobNotFoundError: _missing_blob,
+        StorageFullError: _storage_full,
         DicomFormatError: _unprocessable,
         DcmstreamError: _dicom_error,
     }

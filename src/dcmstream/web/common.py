@@ -160,8 +160,10 @@ async def find_instance(request: Request) -> InstanceRecord:
     series = path_uid(request, "series", "SeriesInstanceUID")
     sop = path_uid(request, "instance", "SOPInstanceUID")
     archive = context(request).archive
-    # Hot path (a viewer scrolling): the record is memoised, no thread hop needed.
-    record = archive.peek(sop)[0] or await run(archive.record, sop)
+    # Hot path (a viewer scrolling): the record is memoised, no thread hop needed, unless
+    # the catalog's delete counter is due for a look (another process may have deleted it).
+    memo = None if archive.deletions_due() else archive.peek(sop)[0]
+    record = memo or await run(archive.record, sop)
     if record is None or record.study_uid != study or record.series_uid != series:
         raise HTTPException(404, f"instance {sop} not found in series {series} of study {study}")
     return record

@@ -10,11 +10,18 @@ FailureReason; the reasons in words are in ``Warning`` headers.
 Status: 200 all stored (a duplicate of identical bytes counts as stored; the same SOP
 Instance UID with other bytes fails with 0x0111 and keeps the archived copy), 202 some failed, 409 none
 stored, 400 malformed body, 413 too large, 415 not multipart/related
-application/dicom.
+application/dicom. Storage exhausted (no space, a quota, a file size limit, a full catalog
+database or object store): 507 Insufficient Storage when nothing was stored, each
+instance failed with 0xA700 (Out of Resources), one log line, the spooled parts deleted;
+the next request succeeds once space is back (no restart). Storage that did not answer
+(object store or catalog unreachable): 503 with Retry-After. Some stored: 202 as usual.
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from ..archive.blobstore import StorageFullError, storage_full
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
+from ..archive.uids import is_valid_uid
 from ..dicomjson import dumps
 from ..errors import DcmstreamError
 from . import audit
@@ -32,6 +41,14 @@ from .media import parse_content_type
 from .multipart import MultipartError, MultipartParser, PartData, PartEnd, PartHeaders
 
 __all__ = ["store"]
+
+log = logging.getLogger(__name__)
+#: Bytes of each part kept while storage is full, to name the instance in the answer.
+_HEAD_BYTES = 16 * 1024
+#: Parts named that way at most (the others are refused without UIDs): bounded memory.
+_MAX_HEADS = 256
+#: Seconds a client should wait before retrying when the storage did not answer (503).
+_RETRY_AFTER = "5"
 
 
 class _TooLarge(DcmstreamError):
@@ -51,10 +68,6 @@ def _sop_item(result: IngestResult, base: str | None) -> dict[str, Any]:
     if not result.ok:
         item["00081197"] = {"vr": "US", "Value": [result.failure_reason or FAILURE_CANNOT_UNDERSTAND]}
     return item
-
-
-def _warning(text: str) -> str:
-    return warning(text)
 
 
 async def store(request: Request) -> Response:
@@ -81,6 +94,11 @@ async def store(request: Request) -> Response:
     current: Any = None
     current_path: Path | None = None
     received = 0
+    # Storage exhausted while spooling: the spooled parts go and the rest of the body is read
+    # and dropped (the client gets the answer, not a reset connection), keeping the first
+    # bytes of each part to name its instance in the answer.
+    full: StorageFullError | None = None
+    heads: dict[int, bytearray] = {}
     try:
         async for chunk in request.stream():
             received += len(chunk)
@@ -94,16 +112,47 @@ async def store(request: Request) -> Response:
                         outcomes.append((event.index, None, reason))
                         current = current_path = None
                         continue
+                    if len(heads) < _MAX_HEADS:
+                        heads[event.index] = bytearray()  # the part's first bytes (dropped once spooled)
+                    if full is not None:
+                        outcomes.append((event.index, None, ""))
+                        continue
                     current_path = archive.staging_path()
-                    staged.append(current_path)
-                    current = open(current_path, "xb")  # noqa: SIM115 - closed at PartEnd or in finally
+                    try:
+                        current = open(current_path, "xb")  # noqa: SIM115 - closed at PartEnd or in finally
+                        staged.append(current_path)
+                    except OSError as exc:
+                        full = _spool_failed(exc, current_path)
+                        heads.update(_heads_of(outcomes))
+                        _cleanup(None, staged)
+                        outcomes.append((event.index, None, ""))
+                        current = current_path = None
                 elif isinstance(event, PartData):
+                    head = heads.get(event.index)
+                    if head is not None and len(head) < _HEAD_BYTES:
+                        head += event.data[: _HEAD_BYTES - len(head)]
                     if current is not None:
-                        current.write(event.data)
+                        try:
+                            current.write(event.data)
+                        except OSError as exc:
+                            full = _spool_failed(exc, current_path)
+                            _close_quietly(current)
+                            heads.update(_heads_of(outcomes))
+                            _cleanup(None, staged)
+                            outcomes.append((event.index, None, ""))
+                            current = current_path = None
                 elif isinstance(event, PartEnd):
                     if current is not None:
-                        current.close()
-                        outcomes.append((event.index, current_path, ""))
+                        try:
+                            current.close()
+                        except OSError as exc:  # a delayed write error (NFS, quotas)
+                            full = _spool_failed(exc, current_path)
+                            heads.update(_heads_of(outcomes))
+                            _cleanup(None, staged)
+                            outcomes.append((event.index, None, ""))
+                        else:
+                            outcomes.append((event.index, current_path, ""))
+                            heads.pop(event.index, None)
                     current = current_path = None
         parser.finish()
         if not outcomes:
@@ -125,18 +174,22 @@ async def store(request: Request) -> Response:
     warnings: list[str] = []
     try:
         for index, path, reason in outcomes:
-            if path is None:
-                results.append(IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message=reason))
-                warnings.append(_warning(reason))
-                continue
-            if os.path.getsize(path) == 0:
+            if reason:  # a part of another media type
+                result = IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message=reason)
+            elif full is not None:
+                # Storage ran out (spooling this body, or storing an earlier part): not tried.
+                head = heads.get(index) or (_heads_of([(index, path, "")]).get(index) if path else None)
+                result = _refused(full, head or b"")
+            elif path is None or os.path.getsize(path) == 0:
                 result = IngestResult("failed", failure_reason=FAILURE_CANNOT_UNDERSTAND, message="empty part")
             else:
                 result = await run(archive.ingest_file, path, move=True, expected_study=study)
+                if result.cause == "full":
+                    full = StorageFullError(errno.ENOSPC, result.message)
             if result.ok:  # in the audit trail as soon as stored, whatever happens next
                 audit.note(request, studies=[result.study_uid or ""], instances=[result.sop_uid or ""])
             else:
-                warnings.append(_warning(f"part {index + 1}: {result.message}"))
+                warnings.append(warning(f"part {index + 1}: {result.message}"))
             results.append(result)
     finally:
         _cleanup(None, staged)
@@ -152,18 +205,79 @@ async def store(request: Request) -> Response:
     if ok:
         body["00081199"] = {"vr": "SQ", "Value": [_sop_item(r, base) for r in ok]}
     status = 200 if not failed else (202 if ok else 409)
-    if any(r.failure_reason == FAILURE_OUT_OF_RESOURCES for r in failed) and not ok:
-        status = 503
-    headers = {"Warning": ", ".join(warnings)} if warnings else None
-    return Response(dumps(body), status_code=status, media_type=DICOM_JSON, headers=headers)
+    headers = {"Warning": ", ".join(warnings)} if warnings else {}
+    refused = [r for r in failed if r.failure_reason == FAILURE_OUT_OF_RESOURCES]
+    if refused:
+        causes = {r.cause for r in refused}
+        log.error("STOW-RS: %s: %d of %d instance(s) refused (0xA700), %d stored: %s",
+                  "storage full" if "full" in causes else "storage unavailable", len(refused), len(results), len(ok),
+                  refused[0].message)
+        if not ok:
+            if "full" in causes:
+                status = 507
+            else:
+                status = 503
+                headers["Retry-After"] = _RETRY_AFTER
+    return Response(dumps(body), status_code=status, media_type=DICOM_JSON, headers=headers or None)
+
+
+def _spool_failed(exc: OSError, path: Path | None) -> StorageFullError:
+    """A write of the spooled body failed: storage exhaustion becomes the typed error (the
+    answer is 507); any other I/O error is the server's (500, raised)."""
+    full = storage_full(exc, f"STOW-RS staging file {path}")
+    if full is None:
+        raise exc
+    return full
+
+
+def _heads_of(outcomes: list[tuple[int, Path | None, str]]) -> dict[int, bytearray]:
+    """The first bytes of each spooled part (read before the files go), to name them."""
+    out: dict[int, bytearray] = {}
+    for index, path, _ in outcomes[:_MAX_HEADS]:
+        if path is None or not path.exists():
+            continue
+        try:
+            with open(path, "rb") as fh:
+                out[index] = bytearray(fh.read(_HEAD_BYTES))
+        except OSError:
+            out[index] = bytearray()
+    return out
+
+
+def _refused(full: StorageFullError, head: bytes | bytearray) -> IngestResult:
+    """The failure of an instance that was not stored because storage is full, named by
+    the UIDs in its first bytes when they can be read."""
+    sop_class, sop = _identify(head)
+    return IngestResult("failed", sop_uid=sop, sop_class_uid=sop_class, failure_reason=FAILURE_OUT_OF_RESOURCES,
+                        cause="full", message=f"not stored: out of storage ({full.strerror or full})")
+
+
+def _identify(head: bytes | bytearray) -> tuple[str | None, str | None]:
+    """(SOP Class UID, SOP Instance UID) from the first bytes of a Part 10 file, or Nones."""
+    if not head:
+        return None, None
+    from pydicom.filereader import read_partial
+
+    try:
+        # Up to (0008,0018) only: the rest of a big header may be cut off in ``head``.
+        ds = read_partial(io.BytesIO(bytes(head)), stop_when=lambda tag, vr, length: tag > 0x00080018)
+        sop_class, sop = str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 - a name for the failure item only; none is fine
+        return None, None
+    return (sop_class if is_valid_uid(sop_class) else None), (sop if is_valid_uid(sop) else None)
+
+
+def _close_quietly(handle: Any) -> None:
+    """Close a spool file whose buffered bytes may not fit anywhere any more."""
+    try:
+        handle.close()
+    except OSError:
+        pass
 
 
 def _cleanup(handle: Any, staged: list[Path]) -> None:
     if handle is not None:
-        try:
-            handle.close()
-        except OSError:
-            pass
+        _close_quietly(handle)
     for path in staged:
         try:
             path.unlink(missing_ok=True)

@@ -114,6 +114,9 @@ async def metadata(request: Request) -> Response:
     if "instance" in request.path_params:
         record = await find_instance(request)
         texts = await run(catalog.metadata, study, series, record.sop_uid)
+        if not texts:  # deleted (by another process) since the record was memoised here
+            ctx.archive.forget(record.sop_uid)
+            raise HTTPException(404, f"instance {record.sop_uid} not found in series {series} of study {study}")
         body = ("[" + resolve_bulk_uris(texts[0], base) + "]").encode("utf-8")
     else:
         version = await run(catalog.version, study, series)
