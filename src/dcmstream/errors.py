@@ -51,6 +51,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── MultipartError (also ValueError)      web/multipart.py     malformed multipart body
     ├── _TooLarge                             web/stow.py          internal: STOW body > limit
     ├── IntegerRangeError (also OverflowError) pipeline/dtypes.py  no integer dtype holds a range
+    ├── DimseError (also ConnectionError)     dimse/common.py      a DICOM peer refused or dropped an association
     └── ServeEnvironmentError (also RuntimeError) cli/serve.py     worker factory started outside 'serve'
 
 The classes after PathExistsError live next to the code that raises them (they are part of

@@ -206,6 +206,14 @@ def serve(
     ),
     log_level: str | None = typer.Option(None, help="uvicorn log level (default warning)"),
     compress_policy: Path | None = COMPRESS_POLICY_OPTION,
+    dimse_port: int | None = typer.Option(
+        None, "--dimse-port", help="also listen for DICOM (DIMSE: C-STORE/FIND/MOVE/GET, storage commitment) on this "
+        "port (e.g. 11112; default: the config's [dimse], else off)"
+    ),
+    ae_title: str | None = typer.Option(None, "--ae-title", help="the DIMSE listener's AE title (default DCMSTREAM)"),
+    dimse_peer: list[str] | None = typer.Option(
+        None, "--dimse-peer", help="a C-MOVE destination AE@HOST:PORT (repeatable; adds to the config's [[dimse.peers]])"
+    ),
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
     with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics.
@@ -222,10 +230,14 @@ def serve(
 
     console = Console(stderr=True)
     settings = ServerSettings()
+    dimse_settings = None
     if config is not None:
         if archive_dir is not None:
             raise typer.BadParameter("give an archive folder or --config, not both")
-        settings = load_config(config).server
+        loaded = load_config(config)
+        settings = loaded.server
+        dimse_settings = loaded.dimse
+    dimse_settings = dimse_options(dimse_settings, dimse_port, ae_title, dimse_peer, host)
     policy = compress_policy or settings.compress_policy
     options = ServeOptions(
         config=None if config is None else str(config.resolve()),
@@ -246,23 +258,70 @@ def serve(
     if workers == 1:
         app, archive, worker = build_app(options, console)
     else:
-        # Each worker process builds its own app; this one only prepares and reports.
+        # Each worker process builds its own app; this one only prepares and reports
+        # (and runs the DIMSE listener, on an archive of its own).
         app, worker = None, None
         archive = open_served_archive(options)
+    dimse = None
     try:
         if demo:
             fill_demo(archive, console)
         counts = archive.catalog.counts()
         console.print(banner(archive.root, counts, host, port, options.cors_origins, where=where, workers=workers),
                       highlight=False, markup=False, soft_wrap=True)
+        if dimse_settings is not None:
+            if app is None and options.compress_policy is not None:
+                worker = start_policy(archive, options.compress_policy)
+            dimse = start_dimse(archive, dimse_settings, console)
         run_options: dict[str, Any] = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=30,
                                            **UVICORN_OPTIONS)
         if app is not None:
             uvicorn.run(app, **run_options)
         else:
-            archive.close()
+            if dimse is None:
+                archive.close()
             os.environ[SERVE_ENV] = options.to_env()
             uvicorn.run(f"{__name__}:create_app_from_env", factory=True, workers=workers, **run_options)
     finally:
+        if dimse is not None:
+            dimse.stop()
         if worker is not None:
             worker.stop(drain=False)  # queued instances just stay as stored
+
+
+# -- the DIMSE listener (dcmstream.dimse) -----------------------------------------------------
+def dimse_options(settings: Any, port: int | None, ae_title: str | None, peers: list[str] | None,
+                  host: str | None) -> Any:
+    """The DIMSE listener's settings: the config's ``[dimse]`` with the flags applied; None
+    when neither asks for a listener."""
+    from ..config import DimseSettings, parse_peer
+
+    if settings is None and port is None:
+        return None
+    settings = settings or DimseSettings(host=host or DimseSettings.host)
+    changes: dict[str, Any] = {}
+    if port is not None:
+        changes["port"] = port
+    if ae_title is not None:
+        changes["ae_title"] = ae_title.strip()
+    if peers:
+        changes["peers"] = settings.peers + tuple(parse_peer(p, "--dimse-peer") for p in peers)
+    return dataclasses.replace(settings, **changes)
+
+
+def start_policy(archive: Archive, policy_path: str) -> Any:
+    """The compression policy worker of this process's archive (the DIMSE listener's, when
+    the web workers are other processes), or None when the policy has no rules."""
+    from ..policy import PolicyWorker, load_policy
+
+    policy = load_policy(policy_path)
+    return PolicyWorker(archive, policy).start() if policy.rules else None
+
+
+def start_dimse(archive: Archive, settings: Any, console: Console) -> Any:
+    """Start the DIMSE listener on ``archive`` (stopped by the caller)."""
+    from ..dimse import DimseServer
+
+    server = DimseServer(archive, settings).start()
+    console.print(f"  DIMSE     {settings.ae_title}@{settings.host}:{server.port}", highlight=False, markup=False)
+    return server
