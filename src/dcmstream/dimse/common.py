@@ -69,8 +69,13 @@ STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 QUERY_RETRIEVE = (PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)
 
-#: Every transfer syntax the archive stores (the one table): accepted by the C-STORE SCP.
-ARCHIVE_SYNTAXES: tuple[str, ...] = tuple(s.uid for s in SYNTAXES)
+#: Every transfer syntax the archive stores (the one table), in the order the SCP prefers
+#: them when a peer proposes several in one presentation context (pynetdicom picks by the
+#: acceptor's order): encapsulated ones first, so a compressed file arrives as it is
+#: instead of being decompressed by the sender (or refused, when it cannot).
+ARCHIVE_SYNTAXES: tuple[str, ...] = tuple(
+    s.uid for s in sorted(SYNTAXES, key=lambda s: (not s.encapsulated, not s.lossless))
+)
 #: The uncompressed, non-encapsulated syntaxes (pynetdicom can convert between them).
 NATIVE_UIDS = frozenset(s.uid for s in SYNTAXES if not s.encapsulated and not s.deflated)
 

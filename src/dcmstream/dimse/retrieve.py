@@ -51,6 +51,7 @@ __all__ = [
     "CONVERT_MAX_BYTES",
     "CONVERTIBLE",
     "contexts_needed",
+    "sendable",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,34 @@ class StoredBlob(Dataset):
                 staged.unlink(missing_ok=True)
 
 
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+@contextlib.contextmanager
+def sendable(path: Path, syntax: str) -> Iterator[Path]:
+    """``path``, or for a deflated file whose deflated stream has an odd length (PS3.5
+    A.5 asks for a padding byte; some writers, e.g. pydicom's test file, omit it, and
+    DCMTK aborts on an odd PDV) a padded temporary copy."""
+    if syntax != _DEFLATED:
+        yield path
+        return
+    from pynetdicom.dsutils import split_dataset
+
+    _, offset = split_dataset(path)
+    if (path.stat().st_size - offset) % 2 == 0:
+        yield path
+        return
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dcmstream-send-") as folder:
+        padded = Path(folder) / path.name
+        shutil.copyfile(path, padded)
+        with open(padded, "ab") as out:
+            out.write(b"\0")
+        yield padded
+
+
 _WRAPPED = "_dcmstream_blob_sender"
 
 
@@ -115,9 +144,10 @@ def use_blob_sender(assoc: Any) -> Any:
             return original(dataset, *args, **kwargs)
         with dataset.local_file() as (path, record):
             if _accepted(assoc, record.sop_class_uid, record.transfer_syntax):
-                return original(path, *args, **kwargs)
+                with sendable(path, record.transfer_syntax) as ready:
+                    return original(ready, *args, **kwargs)
             if record.transfer_syntax not in CONVERTIBLE or record.size > CONVERT_MAX_BYTES:
-                raise ValueError(f"{assoc.acceptor.ae_title} accepted no context for {record.sop_class_uid} in the "
+                raise ValueError(f"no accepted presentation context for {record.sop_class_uid} in the "
                                  f"instance's transfer syntax {record.transfer_syntax}")
             import pydicom
 

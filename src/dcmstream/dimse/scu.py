@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import STATUS_SUCCESS, VERIFICATION, DimseError, configure
-from .retrieve import CONVERT_MAX_BYTES, CONVERTIBLE, StoredBlob, contexts_needed, storage_contexts, use_blob_sender
+from .retrieve import CONVERT_MAX_BYTES, CONVERTIBLE, StoredBlob, contexts_needed, sendable, storage_contexts, use_blob_sender
 
 if TYPE_CHECKING:
     from ..archive import Archive, InstanceRecord
@@ -123,7 +123,11 @@ def _send_one(assoc: Any, item: SendItem) -> SendResult:
 
         source = pydicom.dcmread(source)
     try:
-        status = assoc.send_c_store(source)
+        if isinstance(source, Path):
+            with sendable(source, item.transfer_syntax) as ready:
+                status = assoc.send_c_store(ready)
+        else:
+            status = assoc.send_c_store(source)
     except (ValueError, AttributeError, OSError, RuntimeError) as exc:
         return SendResult(item, None, str(exc))
     code = status.get("Status") if status is not None else None
