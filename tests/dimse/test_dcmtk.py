@@ -22,7 +22,7 @@ from dcmstream.dimse.scu import file_item, send_items
 from dcmstream.web import create_app
 from tests.server_util import running_server
 
-from .conftest import TEST_FILES, Storescp, dcmtk, pixel_bytes, run, sample_files, storescu_config, corpus_file
+from .conftest import TEST_FILES, Storescp, corpus_file, dcmtk, pixel_bytes, run, sample_files, storescu_config
 
 pytestmark = pytest.mark.slow
 
@@ -212,7 +212,7 @@ def test_getscu_pixel_identical(server: DimseServer, archive: Archive, tmp_path:
     sent = _archived(archive, [corpus_file(n) for n in files])
     out = tmp_path / "got"
     out.mkdir()
-    for sop, original in sent.items():
+    for original in sent.values():
         ds = pydicom.dcmread(original, stop_before_pixels=True)
         run(dcmtk("getscu"), "-S", *([prefer] if prefer else []), "-od", str(out), "-k", "QueryRetrieveLevel=SERIES",
             "-k", f"StudyInstanceUID={ds.StudyInstanceUID}", "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
