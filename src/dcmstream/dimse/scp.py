@@ -15,12 +15,11 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, evt
 
 from ..config import DimsePeer, DimseSettings
 from .commitment import handle_commitment
 from .common import (
-    ARCHIVE_SYNTAXES,
     QUERY_RETRIEVE,
     STORAGE_COMMITMENT,
     VERIFICATION,
@@ -41,6 +40,9 @@ log = logging.getLogger(__name__)
 #: The largest PDU the archive receives (it announces it): fewer, larger reads than the
 #: 16 KiB default; a few of them per association are what a transfer holds in memory.
 MAX_PDU = 1 << 20
+#: The largest PDU read from a peer at all: what we announce plus room for an association
+#: request's items. pynetdicom itself would buffer whatever length a PDU header claims.
+MAX_PDU_RECEIVED = MAX_PDU + (1 << 16)
 
 
 class ArchiveAE(AE):
@@ -55,7 +57,7 @@ class DimseServer:
     """The DIMSE SCP of an archive. ``start()`` listens in background threads (one per
     association); ``stop()`` closes the port and the open associations."""
 
-    def __init__(self, archive: Archive, settings: DimseSettings, *, acse_timeout: float = 30.0,
+    def __init__(self, archive: Archive, settings: DimseSettings, *, acse_timeout: float = 10.0,
                  dimse_timeout: float = 60.0) -> None:
         configure()
         self.archive = archive
@@ -73,10 +75,9 @@ class DimseServer:
         ae.maximum_pdu_size = MAX_PDU
         if settings.accepted_calling_ae_titles:
             ae.require_calling_aet = list(settings.accepted_calling_ae_titles)
+        # Storage contexts need no entry: every one is accepted (configure(): pynetdicom's
+        # unrestricted storage service), with the roles a C-GET requestor asks for.
         ae.add_supported_context(VERIFICATION)
-        for cx in AllStoragePresentationContexts:
-            # scp_role: a C-GET requestor takes the storage SCP role on its association
-            ae.add_supported_context(str(cx.abstract_syntax), list(ARCHIVE_SYNTAXES), scp_role=True, scu_role=False)
         for uid in (*QUERY_RETRIEVE, STORAGE_COMMITMENT):
             ae.add_supported_context(uid)
         self.ae = ae
@@ -92,10 +93,32 @@ class DimseServer:
             (evt.EVT_C_GET, partial(handle_get, archive=archive)),
             (evt.EVT_C_MOVE, partial(handle_move, archive=archive, peer_of=self.peer)),
             (evt.EVT_N_ACTION, partial(handle_commitment, archive=archive, peer_of=self.peer)),
+            (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_ABORTED, self._on_end),
             (evt.EVT_CONN_CLOSE, self._on_end),
         ]
+
+    def _on_open(self, event: Any) -> None:
+        """Bound what one connection can cost, before its first byte is read: a socket
+        timeout (pynetdicom's accepted sockets block forever: a peer that sends half a PDU,
+        or stops reading what we send, would hold its thread for good) and a PDU size
+        limit (a header claiming 4 GB would be buffered)."""
+        sock = event.assoc.dul.socket
+        raw = getattr(sock, "socket", None)
+        if raw is not None:
+            raw.settimeout(self.settings.network_timeout)
+        recv = sock.recv
+
+        def bounded_recv(nr_bytes: int) -> bytearray:
+            if nr_bytes > MAX_PDU_RECEIVED:
+                log.warning("DIMSE peer %s sent a PDU of %d bytes (limit %d): connection closed",
+                            getattr(event, "address", "?"), nr_bytes, MAX_PDU_RECEIVED)
+                raise OSError(f"PDU of {nr_bytes} bytes exceeds the limit of {MAX_PDU_RECEIVED}")
+            data: bytearray = recv(nr_bytes)
+            return data
+
+        sock.recv = bounded_recv
 
     def _on_established(self, event: Any) -> None:
         self.associations += 1
