@@ -77,8 +77,13 @@ _configured = threading.Lock()
 def configure() -> None:
     """Set pynetdicom's process-wide switches the archive relies on (idempotent)."""
     from pynetdicom import _config as netconfig
+    from pynetdicom.transport import ThreadedAssociationServer
 
     with _configured:
+        # The listen backlog (socketserver's default: 5). Connections a peer opens and drops
+        # faster than they are accepted filled it, and every further connection attempt -
+        # good peers' too - waited for a SYN retransmission (~0.15 s each on average).
+        ThreadedAssociationServer.request_queue_size = 128
         # C-STORE SCP: the dataset goes to a temporary file as its PDUs arrive, in the
         # DICOM file format, and the handler gets its path (evt.dataset_path).
         netconfig.STORE_RECV_CHUNKED_DATASET = True
