@@ -84,8 +84,7 @@ def _send_report(ae: AE, assoc: Any, archive: Archive, request: Dataset,
     time.sleep(0.1)
     if assoc.is_established:
         try:
-            status = assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT,
-                                               STORAGE_COMMITMENT_INSTANCE)
+            status, _ = assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
             if status and status.get("Status", 0xFFFF) == STATUS_SUCCESS:
                 return
         except Exception:  # noqa: BLE001 - the association went away: try a new one
@@ -103,8 +102,9 @@ def _send_report(ae: AE, assoc: Any, archive: Archive, request: Dataset,
         log.warning("storage commitment report for %s undelivered: association to %s refused", title, peer)
         return
     try:
-        report_assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT,
-                                         STORAGE_COMMITMENT_INSTANCE)
+        status, _ = report_assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
+        if not status or status.get("Status", 0xFFFF) != STATUS_SUCCESS:
+            log.warning("storage commitment report to %s: status %s", peer, status.get("Status") if status else None)
     finally:
         report_assoc.release()
 
