@@ -156,6 +156,7 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
             worker = PolicyWorker(archive, policy).start()
             if console is not None:
                 console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
+    start_forwarder(archive, options)
     config = ServerConfig(
         cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
     )
@@ -270,8 +271,10 @@ def serve(
         console.print(banner(archive.root, counts, host, port, options.cors_origins, where=where, workers=workers),
                       highlight=False, markup=False, soft_wrap=True)
         if dimse_settings is not None:
-            if app is None and options.compress_policy is not None:
-                worker = start_policy(archive, options.compress_policy)
+            if app is None:  # the web workers are other processes: this archive needs its own
+                if options.compress_policy is not None:
+                    worker = start_policy(archive, options.compress_policy)
+                start_forwarder(archive, options)
             dimse = start_dimse(archive, dimse_settings, console)
         run_options: dict[str, Any] = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=30,
                                            **UVICORN_OPTIONS)
@@ -325,3 +328,20 @@ def start_dimse(archive: Archive, settings: Any, console: Console) -> Any:
     server = DimseServer(archive, settings).start()
     console.print(f"  DIMSE     {settings.ae_title}@{settings.host}:{server.port}", highlight=False, markup=False)
     return server
+
+
+def start_forwarder(archive: Archive, options: ServeOptions) -> Any:
+    """The ``[[forward]]`` rules of the configuration, run on what this process's archive
+    stores (STOW-RS, DIMSE); None without rules. A daemon thread: queued instances not yet
+    sent when the server stops are not forwarded."""
+    if options.config is None:
+        return None
+    from ..config import load_config
+
+    config = load_config(options.config)
+    if not config.forward:
+        return None
+    from ..dimse.forward import Forwarder
+
+    title = config.dimse.ae_title if config.dimse is not None else "DCMSTREAM"
+    return Forwarder(archive, config.forward, calling_ae_title=title).start()
