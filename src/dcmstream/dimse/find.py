@@ -52,11 +52,11 @@ def _text(value: Any) -> str:
 def identifier_query(identifier: Dataset, limit: int | None = MAX_MATCHES + 1) -> Query:
     """The catalog query of a C-FIND (or C-MOVE/C-GET) identifier.
 
-    Raises KeyError for a missing or unknown QueryRetrieveLevel.
+    Raises :class:`~dcmstream.archive.QueryError` for a missing or unknown QueryRetrieveLevel.
     """
     level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
     if level not in LEVELS:
-        raise KeyError(level)
+        raise QueryError(f"QueryRetrieveLevel {level!r}: not PATIENT, STUDY, SERIES or IMAGE")
     matches: list[tuple[str, str]] = []
     for elem in identifier:
         keyword = elem.keyword
@@ -124,8 +124,8 @@ def handle_find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[i
     identifier = event.identifier
     try:
         query = identifier_query(identifier)
-    except KeyError as exc:
-        log.warning("C-FIND with QueryRetrieveLevel %r: not PATIENT, STUDY, SERIES or IMAGE", exc.args[0])
+    except QueryError as exc:
+        log.warning("C-FIND: %s", exc)
         yield STATUS_IDENTIFIER_MISMATCH, None
         return
     except Exception:  # noqa: BLE001 - an identifier pydicom cannot decode

@@ -33,6 +33,7 @@ from .common import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_PENDING,
     STATUS_UNABLE_TO_PROCESS,
+    DimseError,
 )
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def use_blob_sender(assoc: Any) -> Any:
                 with sendable(path, record.transfer_syntax) as ready:
                     return original(ready, *args, **kwargs)
             if record.transfer_syntax not in CONVERTIBLE or record.size > CONVERT_MAX_BYTES:
-                raise ValueError(f"no accepted presentation context for {record.sop_class_uid} in the "
+                raise DimseError(f"no accepted presentation context for {record.sop_class_uid} in the "
                                  f"instance's transfer syntax {record.transfer_syntax}")
             import pydicom
 

@@ -23,6 +23,7 @@ from .common import (
     QUERY_RETRIEVE,
     STORAGE_COMMITMENT,
     VERIFICATION,
+    DimseError,
     configure,
     discard_partial_dataset,
 )
@@ -114,7 +115,8 @@ class DimseServer:
             if nr_bytes > MAX_PDU_RECEIVED:
                 log.warning("DIMSE peer %s sent a PDU of %d bytes (limit %d): connection closed",
                             getattr(event, "address", "?"), nr_bytes, MAX_PDU_RECEIVED)
-                raise OSError(f"PDU of {nr_bytes} bytes exceeds the limit of {MAX_PDU_RECEIVED}")
+                # an OSError (pynetdicom's "connection closed" path), typed
+                raise DimseError(f"PDU of {nr_bytes} bytes exceeds the limit of {MAX_PDU_RECEIVED}")
             data: bytearray = recv(nr_bytes)
             return data
 
