@@ -191,3 +191,31 @@ def test_calling_ae_titles_enforced(server: DimseServer) -> None:
         assert echo(_peer(restricted), calling_ae="MODALITY")
     finally:
         restricted.stop()
+
+
+def test_large_store_and_get_keep_memory_flat(server: DimseServer, archive: Archive, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 79 MB instance received by C-STORE and sent back by C-GET - the second time from
+    a store without local files (the S3 path: spooled to a staging file, deleted after) -
+    never sits in memory."""
+    import pydicom
+
+    from dcmstream.samples import write_multiframe
+
+    from .conftest import pixel_bytes
+
+    big = tmp_path / "big.dcm"
+    write_multiframe(big, frames=600, syntax="explicit", kind="ct", rows=256, columns=256, seed=9)
+    before = rss_bytes()
+    run(dcmtk("storescu"), "-aec", "DCMSTREAM", "127.0.0.1", str(server.port), str(big))
+    assert archive.catalog.counts()["instances"] == 1
+    ds = pydicom.dcmread(big, stop_before_pixels=True)
+    monkeypatch.setattr(archive.blobs, "local_path", lambda key: None)  # as an S3 store
+    out = tmp_path / "got"
+    out.mkdir()
+    run(dcmtk("getscu"), "-S", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY", "-k",
+        f"StudyInstanceUID={ds.StudyInstanceUID}", "-aec", "DCMSTREAM", "127.0.0.1", str(server.port))
+    assert rss_bytes() - before < 48 << 20
+    (got,) = out.iterdir()
+    assert pixel_bytes(got) == pixel_bytes(big)
+    assert list((archive.root / "tmp").iterdir()) == []  # the staging copy is gone
