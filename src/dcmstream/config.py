@@ -74,6 +74,10 @@ __all__ = [
     "AUTH_MODES",
     "is_loopback_host",
     "ROLES",
+    "DimsePeer",
+    "DimseSettings",
+    "ForwardRule",
+    "parse_peer",
     "load_config",
     "parse_config",
     "open_archive",
@@ -203,6 +207,10 @@ class ArchiveConfig:
     staging_max_age: float = 3600.0
     auth: AuthConfig = AuthConfig()
     audit: AuditConfig = AuditConfig()
+    #: ``[dimse]``: the DICOM network listener (None: no listener).
+    dimse: DimseSettings | None = None
+    #: ``[[forward]]``: routing rules run after every stored instance.
+    forward: tuple[ForwardRule, ...] = ()
 
     @property
     def hot(self) -> StorageConfig:
@@ -528,6 +536,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
     server = _server(_Table(top.take("server", dict, {}), "server", source), base)
     auth = _auth(_Table(top.take("auth", dict, {}), "auth", source))
     audit = _audit(_Table(top.take("audit", dict, {}), "audit", source), base)
+    dimse, forward = _dimse_tables(top, source)
     top.done()
     return ArchiveConfig(
         path=None,
@@ -539,6 +548,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
         staging_max_age=staging_max_age,
         auth=auth,
         audit=audit,
+        dimse=dimse,
+        forward=forward,
     )
 
 
@@ -554,6 +565,127 @@ def load_config(path: str | os.PathLike[str]) -> ArchiveConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return replace(parse_config(data, source=str(path), base=path.parent), path=path)
+
+
+# -- [dimse] and [[forward]] --------------------------------------------------------------------
+@dataclass(frozen=True)
+class DimsePeer:
+    """A DICOM application entity the archive talks to: a C-MOVE destination, a forwarding
+    target, the ``dcmstream send --to AE@HOST:PORT`` address."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DimseSettings:
+    """The ``[dimse]`` table: the DIMSE listener of ``dcmstream serve`` (C-ECHO, C-STORE,
+    C-FIND, C-MOVE, C-GET, storage commitment)."""
+
+    ae_title: str = "DCMSTREAM"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    #: Calling AE titles allowed to associate; empty: any.
+    accepted_calling_ae_titles: tuple[str, ...] = ()
+    #: Known destinations of C-MOVE (and of storage commitment reports on a new association).
+    peers: tuple[DimsePeer, ...] = ()
+    max_associations: int = 32
+    #: Seconds without a PDU from the peer before the association is aborted.
+    network_timeout: float = 60.0
+
+    def peer(self, ae_title: str) -> DimsePeer | None:
+        """The configured peer with this AE title (trailing spaces ignored)."""
+        wanted = ae_title.strip()
+        return next((p for p in self.peers if p.ae_title == wanted), None)
+
+
+@dataclass(frozen=True)
+class ForwardRule:
+    """A ``[[forward]]`` rule: instances stored afterwards that match ``modality`` and
+    ``calling_ae_title`` (both optional; None matches anything) are sent to ``to``."""
+
+    to: DimsePeer
+    modality: str | None = None
+    calling_ae_title: str | None = None
+
+    def matches(self, modality: str | None, calling_ae_title: str | None) -> bool:
+        if self.modality is not None and (modality or "").upper() != self.modality.upper():
+            return False
+        return self.calling_ae_title is None or (calling_ae_title or "").strip() == self.calling_ae_title
+
+
+def _ae_title(value: str, what: str) -> str:
+    """A checked AE title: 1-16 printable ASCII characters, no backslash (PS3.5 AE)."""
+    title = value.strip()
+    if not 0 < len(title) <= 16 or not all(32 <= ord(c) < 127 for c in title) or "\\" in title:
+        raise ConfigError(f"{what}: {value!r} is not an AE title (1-16 ASCII characters, no backslash)")
+    return title
+
+
+def _tcp_port(value: int, what: str) -> int:
+    if not 0 < value <= 65535:
+        raise ConfigError(f"{what} must be a TCP port (1-65535), not {value}")
+    return value
+
+
+def parse_peer(text: str, what: str = "peer") -> DimsePeer:
+    """``AE@HOST:PORT`` (``--to``, ``--dimse-peer``) as a :class:`DimsePeer`."""
+    title, at, address = text.rpartition("@")
+    host, colon, port_text = address.rpartition(":")
+    if not at or not colon or not host or not port_text.isdigit():
+        raise ConfigError(f"{what}: {text!r} is not AE@HOST:PORT")
+    return DimsePeer(_ae_title(title, what), host.strip("[]"), _tcp_port(int(port_text), what))
+
+
+def _peer_table(table: _Table) -> DimsePeer:
+    peer = DimsePeer(
+        _ae_title(table.take("ae_title", str, required=True), f"{table.source}: {table.name('ae_title')}"),
+        table.take("host", str, required=True),
+        _tcp_port(table.take("port", int, required=True), f"{table.source}: {table.name('port')}"),
+    )
+    table.done()
+    return peer
+
+
+def _dimse_tables(top: _Table, source: str) -> tuple[DimseSettings | None, tuple[ForwardRule, ...]]:
+    """``[dimse]`` (with its ``[[dimse.peers]]``) and the ``[[forward]]`` rules."""
+    data = top.take("dimse", dict)
+    settings = None
+    if data is not None:
+        table = _Table(data, "dimse", source)
+        defaults = DimseSettings()
+        titles = table.take("accepted_calling_ae_titles", list, [])
+        if not all(isinstance(t, str) for t in titles):
+            raise table.fail("accepted_calling_ae_titles", "must be a list of strings")
+        peers = tuple(
+            _peer_table(_Table(p, f"dimse.peers[{i}]", source)) for i, p in enumerate(table.take("peers", list, []))
+        )
+        settings = DimseSettings(
+            ae_title=_ae_title(table.take("ae_title", str, defaults.ae_title), f"{source}: dimse.ae_title"),
+            host=table.take("host", str, defaults.host),
+            port=_tcp_port(table.positive("port", int, defaults.port), f"{source}: dimse.port"),
+            accepted_calling_ae_titles=tuple(_ae_title(t, f"{source}: dimse.accepted_calling_ae_titles") for t in titles),
+            peers=peers,
+            max_associations=table.positive("max_associations", int, defaults.max_associations),
+            network_timeout=table.positive("network_timeout_seconds", float, defaults.network_timeout),
+        )
+        table.done()
+    rules = []
+    for i, rule in enumerate(top.take("forward", list, [])):
+        table = _Table(rule, f"forward[{i}]", source)
+        to_text = table.take("to", str, required=True)
+        to = settings.peer(to_text) if settings is not None else None
+        if to is None:
+            to = parse_peer(to_text, f"{source}: forward[{i}].to (a [[dimse.peers]] AE title or AE@HOST:PORT)")
+        modality = table.take("modality", str)
+        calling = table.take("calling_ae_title", str)
+        table.done()
+        rules.append(ForwardRule(to, modality or None, calling.strip() if calling else None))
+    return settings, tuple(rules)
 
 
 # -- building ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..errors import DcmstreamError
-from . import compress, delete, demo, frame, importer, info, lifecycle, process, serve
+from . import compress, delete, demo, frame, importer, info, lifecycle, process, send, serve
 
 
 # Contexts and parameters stay Any: typer builds on its own vendored copy of click
@@ -79,6 +79,7 @@ _COMMANDS = (
     ("delete", delete.delete, "Delete a study, series or instance from an archive."),
     ("compress", compress.compress, "Transcode files: verified lossless or QA'd lossy."),
     ("process", process.process, "Run an operation over many inputs in a memory budget."),
+    ("send", send.send, "Send DICOM files to a DICOM peer (C-STORE)."),
 )
 for _name, _function, _short in _COMMANDS:
     app.command(_name, cls=_Command, short_help=_short)(_function)

@@ -156,6 +156,7 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
             worker = PolicyWorker(archive, policy).start()
             if console is not None:
                 console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
+    start_forwarder(archive, options)
     config = ServerConfig(
         cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
     )
@@ -250,6 +251,14 @@ def serve(
         False, "--insecure-bind", help="serve without authentication ([auth] mode \"none\") on an address other "
         "than loopback: anyone who reaches the port reads and writes every study"
     ),
+    dimse_port: int | None = typer.Option(
+        None, "--dimse-port", help="also listen for DICOM (DIMSE: C-STORE/FIND/MOVE/GET, storage commitment) on this "
+        "port (e.g. 11112; default: the config's [dimse], else off)"
+    ),
+    ae_title: str | None = typer.Option(None, "--ae-title", help="the DIMSE listener's AE title (default DCMSTREAM)"),
+    dimse_peer: list[str] | None = typer.Option(
+        None, "--dimse-peer", help="a C-MOVE destination AE@HOST:PORT (repeatable; adds to the config's [[dimse.peers]])"
+    ),
 ) -> None:
     """Serve an archive over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://HOST:PORT/dicomweb,
     with the viewer at /viewer (and OHIF at /ohif when installed) and metrics at /metrics.
@@ -267,15 +276,18 @@ def serve(
     console = Console(stderr=True)
     settings = ServerSettings()
     auth_mode = "none"
+    dimse_settings = None
     if config is not None:
         if archive_dir is not None:
             raise typer.BadParameter("give an archive folder or --config, not both")
         loaded = load_config(config)
         settings, auth_mode = loaded.server, loaded.auth.mode
+        dimse_settings = loaded.dimse
         if loaded.audit.path is not None:
             from ..web.audit import AuditLog
 
             AuditLog(loaded.audit.path).close()  # unwritable: a ConfigError now, not in each worker later
+    dimse_settings = dimse_options(dimse_settings, dimse_port, ae_title, dimse_peer, host)
     policy = compress_policy or settings.compress_policy
     options = ServeOptions(
         config=None if config is None else str(config.resolve()),
@@ -297,23 +309,89 @@ def serve(
     if workers == 1:
         app, archive, worker = build_app(options, console)
     else:
-        # Each worker process builds its own app; this one only prepares and reports.
+        # Each worker process builds its own app; this one only prepares and reports
+        # (and runs the DIMSE listener, on an archive of its own).
         app, worker = None, None
         archive = open_served_archive(options)
+    dimse = None
     try:
         if demo:
             fill_demo(archive, console)
         counts = archive.catalog.counts()
         console.print(banner(archive.root, counts, host, port, options.cors_origins, where=where, workers=workers),
                       highlight=False, markup=False, soft_wrap=True)
+        if dimse_settings is not None:
+            if app is None:  # the web workers are other processes: this archive needs its own
+                if options.compress_policy is not None:
+                    worker = start_policy(archive, options.compress_policy)
+                start_forwarder(archive, options)
+            dimse = start_dimse(archive, dimse_settings, console)
         run_options: dict[str, Any] = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=30,
                                            **UVICORN_OPTIONS)
         if app is not None:
             uvicorn.run(app, **run_options)
         else:
-            archive.close()
+            if dimse is None:
+                archive.close()
             os.environ[SERVE_ENV] = options.to_env()
             uvicorn.run(f"{__name__}:create_app_from_env", factory=True, workers=workers, **run_options)
     finally:
+        if dimse is not None:
+            dimse.stop()
         if worker is not None:
             worker.stop(drain=False)  # queued instances just stay as stored
+
+
+# -- the DIMSE listener (dcmstream.dimse) -----------------------------------------------------
+def dimse_options(settings: Any, port: int | None, ae_title: str | None, peers: list[str] | None,
+                  host: str | None) -> Any:
+    """The DIMSE listener's settings: the config's ``[dimse]`` with the flags applied; None
+    when neither asks for a listener."""
+    from ..config import DimseSettings, parse_peer
+
+    if settings is None and port is None:
+        return None
+    settings = settings or DimseSettings(host=host or DimseSettings.host)
+    changes: dict[str, Any] = {}
+    if port is not None:
+        changes["port"] = port
+    if ae_title is not None:
+        changes["ae_title"] = ae_title.strip()
+    if peers:
+        changes["peers"] = settings.peers + tuple(parse_peer(p, "--dimse-peer") for p in peers)
+    return dataclasses.replace(settings, **changes)
+
+
+def start_policy(archive: Archive, policy_path: str) -> Any:
+    """The compression policy worker of this process's archive (the DIMSE listener's, when
+    the web workers are other processes), or None when the policy has no rules."""
+    from ..policy import PolicyWorker, load_policy
+
+    policy = load_policy(policy_path)
+    return PolicyWorker(archive, policy).start() if policy.rules else None
+
+
+def start_dimse(archive: Archive, settings: Any, console: Console) -> Any:
+    """Start the DIMSE listener on ``archive`` (stopped by the caller)."""
+    from ..dimse import DimseServer
+
+    server = DimseServer(archive, settings).start()
+    console.print(f"  DIMSE     {settings.ae_title}@{settings.host}:{server.port}", highlight=False, markup=False)
+    return server
+
+
+def start_forwarder(archive: Archive, options: ServeOptions) -> Any:
+    """The ``[[forward]]`` rules of the configuration, run on what this process's archive
+    stores (STOW-RS, DIMSE); None without rules. A daemon thread: queued instances not yet
+    sent when the server stops are not forwarded."""
+    if options.config is None:
+        return None
+    from ..config import load_config
+
+    config = load_config(options.config)
+    if not config.forward:
+        return None
+    from ..dimse.forward import Forwarder
+
+    title = config.dimse.ae_title if config.dimse is not None else "DCMSTREAM"
+    return Forwarder(archive, config.forward, calling_ae_title=title).start()
