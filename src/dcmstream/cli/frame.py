@@ -15,8 +15,8 @@ import typer
 from .. import open as open_instance
 from ..errors import DcmstreamError, FrameNumberError
 from ..image.render import window_to_uint8
-from .info import check_input
 from ..units import InvalidValueError, parse_window
+from .info import check_input
 
 
 def _parse_window(text: str | None) -> tuple[float, float] | None:

@@ -57,7 +57,7 @@ class Instance:
         # A ByteSource passed in stays the caller's unless handed over with close_source=True.
         self._owns_source = close_source or not isinstance(source, ByteSource)
         # A URL string (http(s)://, s3://, gs://) is read by range requests (io/remote.py).
-        self.source: ByteSource = open_url(source) if is_url(source) else as_source(source)  # type: ignore[arg-type]
+        self.source: ByteSource = open_url(source) if is_url(source) else as_source(source)
         self.name = self.source.name
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
         self._reader: FrameReader | None = None

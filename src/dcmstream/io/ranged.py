@@ -241,9 +241,11 @@ class RangedSource(ByteSource):
                     onward = bool(block) and block_start <= offset <= block_end + self._ahead
                     self._ahead = min(self._ahead * 2, self._grow_to) if onward else self.readahead
                 size = self._ahead
-            fetched = self._fetch(start, min(self._size, start + max(size, length)))
+            fetched = self._fetch(start, min(self._size, start + max(size, length - len(prefix))))
             with self._block_lock:
-                self._block_start, self._block = start, fetched
+                # The new block keeps the part of the old one this read began in: the
+                # element headers just before it are often read again (the pixel element).
+                self._block_start, self._block = (offset, prefix + fetched) if prefix else (start, fetched)
             rest = fetched[:need]
         else:
             rest = self._fetch(start, end)

@@ -48,7 +48,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 from urllib.parse import urlsplit
 
 from ..errors import InvalidArgumentError, MissingDependencyError, PathNotFoundError, SourceError
@@ -70,7 +70,7 @@ class RangeNotSupportedError(SourceError):
     it frame by frame is impossible; ``open_url(..., download=True)`` downloads it once."""
 
 
-def is_url(obj: object) -> bool:
+def is_url(obj: object) -> TypeGuard[str]:
     """Whether ``obj`` is a string naming a remote object (``http(s)://``, ``s3://``, ``gs://``)."""
     return isinstance(obj, str) and _URL.match(obj) is not None
 
@@ -193,7 +193,7 @@ class RemoteObject:
         if self._if_match:
             options["if_match"] = self._if_match
         try:
-            return obstore.get(self.where.store, self.where.path, options=options).bytes()  # type: ignore[no-any-return]
+            return obstore.get(self.where.store, self.where.path, options=options).bytes()
         except Exception as exc:  # noqa: BLE001 - obstore's errors, typed here
             raise _translate(exc, self.url, f"bytes {start}-{end - 1}") from exc
 
@@ -328,7 +328,7 @@ def open_url(
         record=on_opened is not None,
         on_opened=on_opened,
         identity=("url", url, str(version.size), version.etag or version.last_modified or ""),
-        grow_to=max(readahead, 4 << 20),
+        grow_to=max(readahead, 1 << 20),
     )
     if seed:
         source.seed(0, seed)
