@@ -19,8 +19,10 @@ the ways real servers do:
 
 from __future__ import annotations
 
+import argparse
 import email.utils
 import hashlib
+import json
 import re
 import threading
 import time
@@ -53,15 +55,16 @@ class ServerStats:
 class RangeServer:
     """Files served over HTTP on 127.0.0.1 (see the module)."""
 
-    def __init__(self, files: Mapping[str, str | Path | bytes], mode: str = "ok", delay: float = 0.0) -> None:
+    def __init__(self, files: Mapping[str, str | Path | bytes], mode: str = "ok", delay: float = 0.0, port: int = 0) -> None:
         self.files: dict[str, bytes] = {}
         for name, value in files.items():
             self.files[name] = value if isinstance(value, bytes) else Path(value).read_bytes()
         self.mode = mode
         self.delay = delay
         self.stats = ServerStats()
+        self._etags: dict[tuple[str, int, int], str] = {}
         self.mtime = email.utils.formatdate(1_700_000_000, usegmt=True)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -70,7 +73,12 @@ class RangeServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def etag(self, path: str) -> str:
-        return '"' + hashlib.sha1(self.files[path]).hexdigest()[:16] + '"'
+        data = self.files[path]
+        key = (path, id(data), len(data))  # a test that replaces a file's bytes gets a new ETag
+        tag = self._etags.get(key)
+        if tag is None:
+            tag = self._etags[key] = '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
+        return tag
 
     def start(self) -> None:
         self._thread.start()
@@ -85,6 +93,9 @@ class RangeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as real servers set it on keep-alive connections: otherwise the
+            # body's last segment waits for the client's delayed ACK (40 ms per request).
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class' name
                 pass
@@ -101,6 +112,21 @@ class RangeServer:
                 for key, value in (extra or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
+
+            def _control(self) -> bool:
+                """``/__stats`` (the counters as JSON) and ``/__reset``: not counted (benchmarks)."""
+                if self.path not in ("/__stats", "/__reset"):
+                    return False
+                if self.path == "/__reset":
+                    server.stats.reset()
+                with server.stats.lock:
+                    body = json.dumps({"requests": server.stats.requests, "gets": server.stats.gets,
+                                       "heads": server.stats.heads, "body_bytes": server.stats.body_bytes}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return True
 
             def _start(self) -> bytes | None:
                 with server.stats.lock:
@@ -129,6 +155,8 @@ class RangeServer:
                     self._headers(200, len(data), self.path)
 
             def do_GET(self) -> None:  # noqa: N802
+                if self._control():
+                    return
                 data = self._start()
                 with server.stats.lock:
                     server.stats.gets += 1
@@ -196,3 +224,22 @@ def range_server(files: Mapping[str, str | Path | bytes], mode: str = "ok", dela
         yield server
     finally:
         server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve files in the foreground (a benchmark runs it as a process of its own):
+    ``python -m tests.http_range_util --port P [--delay S] /url/path=FILE ...``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--mode", default="ok")
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    files = dict(item.split("=", 1) for item in args.files)
+    server = RangeServer(files, args.mode, args.delay, port=args.port)
+    print("ready", flush=True)
+    server._httpd.serve_forever(poll_interval=0.1)
+
+
+if __name__ == "__main__":
+    main()
