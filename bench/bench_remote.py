@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import DATA_DIR, REPO, markdown_table, machine_info, summarize, versions, write_results
+from .common import DATA_DIR, REPO, machine_info, markdown_table, summarize, versions, write_results
 
 KIB = 1024
 SEED = 11
