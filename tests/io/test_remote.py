@@ -271,9 +271,13 @@ def test_no_etag_validates_by_size_and_last_modified(bot_file) -> None:
             np.testing.assert_array_equal(b.frame(0), first)
 
 
-def test_missing_objects_and_bad_urls() -> None:
-    with range_server({}) as server, pytest.raises(PathNotFoundError):
-        dcmstream.open(server.url("/nothing.dcm"), cache=False)
+def test_missing_empty_objects_and_bad_urls() -> None:
+    with range_server({"/empty.dcm": b""}) as server:
+        with pytest.raises(PathNotFoundError):
+            dcmstream.open(server.url("/nothing.dcm"), cache=False)
+        assert open_url(server.url("/empty.dcm"), open_cache=False).size == 0
+        with pytest.raises(DcmstreamError):
+            dcmstream.open(server.url("/empty.dcm"), cache=False)
     assert is_url("s3://b/k") and is_url("HTTPS://h/x") and is_url("gs://b/k")
     assert not is_url("/tmp/x.dcm") and not is_url(Path("s3:/b")) and not is_url("file:///x")
     with pytest.raises(DcmstreamError):
@@ -311,3 +315,22 @@ def test_s3_object_budget_series_and_anonymous(s3_env, bot_file, tmp_path) -> No
             np.testing.assert_array_equal(remote.frame(i), local.frame(i))
     with pytest.raises(PathNotFoundError):
         dcmstream.open(f"s3://{bucket}/no/such.dcm", cache=False)
+
+
+def test_open_cache_is_bounded_by_bytes_least_recently_used_first(tmp_path) -> None:
+    from dcmstream.io.open_cache import OpenRecord
+
+    cache = OpenCache(tmp_path / "oc", max_bytes=4000, max_entry=1500)  # three ~1.3 KB entries fit
+    version = OpenRecord(10_000, '"v1"', None)
+    for name in ("a", "b", "c"):
+        cache.put(f"http://h/{name}", version, [(0, b"x" * 1000)])
+        os.utime(cache._path(f"http://h/{name}"), (1, {"a": 1, "b": 3, "c": 5}[name]))
+    cache.get("http://h/a", version)  # used now: b is the least recently used
+    cache.put("http://h/d", version, [(0, b"y" * 1000)])
+    assert cache.get("http://h/b", version) is None
+    assert cache.get("http://h/a", version) == [(0, b"x" * 1000)]
+    cache.put("http://h/big", version, [(0, b"z" * 2000)])  # over max_entry: not kept
+    assert not cache.has("http://h/big")
+    # Another version of the object, or another URL's entry under this name: not used.
+    assert cache.get("http://h/a", OpenRecord(10_000, '"v2"', None)) is None
+    assert not cache.has("http://h/a")  # and removed

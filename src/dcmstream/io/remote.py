@@ -300,8 +300,12 @@ def open_url(
                 return _download(url, where, stats)
             if isinstance(err, (RangeNotSupportedError, PathNotFoundError)):
                 raise err from exc
-            # An empty object has no first byte to ask for: a HEAD tells.
-            version = _head(url, where)
+            # An empty object has no first byte to ask for: a HEAD tells (and when the HEAD
+            # fails too, the first error is the one to report).
+            try:
+                version = _head(url, where)
+            except SourceError:
+                raise err from exc
             if version.size != 0:
                 raise err from exc
             seed = b""
