@@ -59,6 +59,7 @@ FILES = {
     "ct-htj2k-bot": dict(syntax="htj2k-rpcl", kind="ct", offset_table="bot"),
 }
 OPEN_REQUESTS, OPEN_BYTES, FRAME_EXTRA = 3, 256 * KIB, 64 * KIB
+OPENS = 3  # opens timed per URL and reader (median)
 
 
 def _log(msg: str) -> None:
@@ -129,8 +130,17 @@ def measure_dcmstream(url: str, counter: Counter, seq: list[int], *, warm: bool,
     if warm:  # a first open fills the open cache
         with dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True):
             pass
+    # The open time is the median of OPENS opens (the machine is shared: one can be an outlier);
+    # the counts are those of the last one (every open of the URL asks for the same ranges).
+    open_times = []
+    for _ in range(OPENS - 1):
+        inst, t = _timed(lambda: dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True))
+        inst.close()
+        open_times.append(t)
     counter.reset()
     inst, t_open = _timed(lambda: dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True))
+    open_times.append(t_open)
+    t_open = float(np.median(open_times))
     try:
         source = inst.source
         open_req, open_bytes = counter.read(source)
@@ -298,6 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine_info(), "versions": versions(
         ["dcmstream", "obstore", "fsspec", "aiohttp", "pydicom", "highdicom", "moto"]), "frames_timed": n_frames, "files": {}}
 
+    # The first obstore request of a process starts its runtime and TLS roots (once, ~0.1 s):
+    # measured here, then out of the way of the per-URL numbers.
+    first = HttpServer({"warmup": paths[names[0]]})
+    try:
+        from dcmstream.io.remote import open_url
+
+        _, t_first_call = _timed(lambda: open_url(first.url("warmup"), open_cache=False).close())
+        results["first_request_in_process_ms"] = t_first_call * 1e3
+    finally:
+        first.close()
+
     transports: list[tuple[str, float]] = [("http", 0.0)] + ([] if args.quick else [("http+20ms", 0.020)])
     for key in names:
         path = paths[key]
@@ -358,6 +379,11 @@ def _markdown(data: dict[str, Any]) -> tuple[str, list[str]]:
     m = data["machine"]
     lines.append(f"{m['date']}, {m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']}; "
                  f"{data['frames_timed']} random frames per reader; versions {data['versions']}.")
+    lines.append("")
+    lines.append(f"open ms: median of {OPENS} opens; the first request of a process also starts obstore's runtime "
+                 f"({data.get('first_request_in_process_ms', float('nan')):.0f} ms here, once). S3 is moto's server "
+                 "(Python; it slices each ranged GET out of the whole object in memory), so S3 times are moto's, not "
+                 "the network's; moto counts nothing, so S3 requests/bytes are dcmstream's own counters.")
     lines.append("")
     missed: list[str] = []
     rows = []
