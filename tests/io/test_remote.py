@@ -334,3 +334,37 @@ def test_open_cache_is_bounded_by_bytes_least_recently_used_first(tmp_path) -> N
     # Another version of the object, or another URL's entry under this name: not used.
     assert cache.get("http://h/a", OpenRecord(10_000, '"v2"', None)) is None
     assert not cache.has("http://h/a")  # and removed
+
+
+def test_ranged_source_known_bytes_footprint_and_growth() -> None:
+    from dcmstream.io.ranged import RangedSource
+
+    data = os.urandom(3 << 20)
+    asked: list[tuple[int, int]] = []
+
+    def fetch(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        return data[start:end]
+
+    kept = []
+    src = RangedSource(fetch, len(data), record=True, on_opened=kept.extend, grow_to=1 << 20, backoff=0)
+    # A header walk: small reads going on where the block ends grow the read-ahead x4, then x2.
+    pos = 0
+    while pos < 900_000:
+        assert src.read_at(pos, 4096) == data[pos : pos + 4096]
+        pos += 4096
+    assert [e - s for s, e in asked] == [READAHEAD, 4 * READAHEAD, 8 * READAHEAD, 16 * READAHEAD]
+    src.read_at(3_000_000, 8)  # a jump beyond the next read-ahead: back to the plain one
+    assert asked[-1] == (3_000_000, 3_000_000 + READAHEAD)
+    src.opened()
+    # The footprint is what callers asked for (merged), not the read-ahead around it.
+    assert kept == [(0, data[:pos]), (3_000_000, data[3_000_000:3_000_008])]
+    asked.clear()
+    src.read_at(2_500_000, 10)  # after the open: no growth, no recording
+    src.read_at(2_500_000 + READAHEAD, 10)
+    assert asked == [(2_500_000, 2_500_000 + READAHEAD), (2_500_000 + READAHEAD, 2_500_000 + 2 * READAHEAD)]
+    # Replayed: reads inside the known segments cost no request.
+    replay = RangedSource(fetch, len(data), known=kept, backoff=0)
+    asked.clear()
+    assert replay.read_at(100_000, 50_000) == data[100_000:150_000] and replay.read_at(3_000_002, 4) == data[3_000_002:3_000_006]
+    assert asked == [] and replay.fetched.requests == 0
