@@ -337,6 +337,10 @@ def open_url(
     if seed:
         source.seed(0, seed)
         source.fetched.add(len(seed))
+    elif known:
+        source.fetched.add(0)  # the HEAD that validated the open cache's entry
+        if stats is not None:
+            stats.add(0)
     return source
 
 
