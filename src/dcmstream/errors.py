@@ -14,9 +14,10 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── CharlsMemoryError (also MemoryError) codecs/charls.py CharLS could not allocate a coder
     ├── OpenJpegVersionError (also OSError) codecs/j2k_levels.py libopenjp2 older than 2.3
     ├── SourceError (also OSError)                 the byte source failed (I/O, closed)
+    │   └── RangeNotSupportedError            io/remote.py         a server answered a Range request with the whole object
     ├── InvalidArgumentError (also ValueError)     a public API called with a bad argument
     ├── InvalidArgumentTypeError (also TypeError)  an argument of a type the API cannot use
-    ├── PathNotFoundError (also FileNotFoundError) an input file or folder that does not exist
+    ├── PathNotFoundError (also FileNotFoundError) an input file, folder or remote object that does not exist
     ├── PathExistsError (also FileExistsError)     an output that must be new already exists
     ├── MissingDependencyError (also ImportError)  an optional dependency is not installed
     ├── FrameNumberError (also IndexError)         a frame number outside the instance's frames

@@ -54,6 +54,9 @@ def file_cache_key(path: str | os.PathLike[str], st: os.stat_result) -> tuple[st
 def source_cache_key(source: ByteSource) -> tuple[str, ...]:
     """The cache identity of ``source``: its file's identity, or a fresh one for anything else
     (bytes and file objects have no identity that survives reopening)."""
+    identity = getattr(source, "cache_identity", None)
+    if identity is not None:  # a remote object: its URL and version (ETag)
+        return tuple(identity)
     path = getattr(source, "path", None)
     if path is not None:
         try:

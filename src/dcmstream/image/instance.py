@@ -25,6 +25,7 @@ from ..index import (
     parse_header,
     pixel_spec_from_dataset,
 )
+from ..io.remote import is_url, open_url
 from ..io.source import ByteSource, as_source
 from .frame_reader import FrameReader, file_cache_key, frame_decoder, source_cache_key
 from .levels import check_level, level_for_size
@@ -55,7 +56,8 @@ class Instance:
     def __init__(self, source: Source, *, strict: bool = True, cache: CacheArg = None, close_source: bool = False) -> None:
         # A ByteSource passed in stays the caller's unless handed over with close_source=True.
         self._owns_source = close_source or not isinstance(source, ByteSource)
-        self.source: ByteSource = as_source(source)
+        # A URL string (http(s)://, s3://, gs://) is read by range requests (io/remote.py).
+        self.source: ByteSource = open_url(source) if is_url(source) else as_source(source)
         self.name = self.source.name
         self.cache: FrameCache | None = default_cache() if cache is None or cache is True else (cache or None)
         self._reader: FrameReader | None = None
@@ -64,6 +66,7 @@ class Instance:
         try:
             self._header = parse_header(self.source)
             self._init_pixels(strict)
+            self.source.opened()  # a remote source keeps what the open read (the open cache)
         except BaseException:
             self.close()
             raise
@@ -423,8 +426,12 @@ class Instance:
 def open(source: Source, *, strict: bool = True, cache: CacheArg = None, close_source: bool = False) -> Instance:  # noqa: A001 - mirrors builtins.open on purpose
     """Open a DICOM file lazily: read its header and build its frame index.
 
-    ``source`` is a path, bytes, a seekable binary file object or a
-    :class:`~dcmstream.io.ByteSource`. With ``strict=False`` a file with fewer
+    ``source`` is a path, bytes, a seekable binary file object, a
+    :class:`~dcmstream.io.ByteSource`, or the URL of a remote object
+    (``https://host/file.dcm``, ``s3://bucket/key``, ``gs://bucket/key``): the header
+    and offset table are read by a few range requests, then each frame by one (see
+    :func:`dcmstream.io.remote.open_url`; pass ``open_url(url, anon=True, ...)`` with
+    ``close_source=True`` for other options than the defaults). With ``strict=False`` a file with fewer
     frames than it declares opens with the frames that are present. ``cache``
     is a :class:`~dcmstream.cache.FrameCache`, None for the process-wide default
     (``dcmstream.cache.default_cache()``) or False for no caching. A ByteSource

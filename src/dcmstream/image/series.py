@@ -49,6 +49,7 @@ from ..errors import (
     SourceError,
 )
 from ..index import PixelSpec, pixel_spec_from_dataset
+from ..io.remote import is_url, list_url
 from ..io.walk import walk_files
 from .instance import CacheArg, Instance, file_cache_key
 from .levels import check_level, level_for_size, representation
@@ -183,12 +184,16 @@ def sort_members(members: Sequence[SeriesMember]) -> tuple[list[SeriesMember], s
 # -- finding and scanning files -----------------------------------------------------------
 def _expand(paths_or_dir: PathArg | Iterable[PathArg], recursive: bool) -> tuple[list[str], bool]:
     """(file paths, whether they came from a directory listing)."""
+    if is_url(paths_or_dir):
+        # s3://bucket/prefix/ (or gs://): the objects under the prefix; any other URL: one object.
+        url = str(paths_or_dir)
+        return (list_url(url), True) if url.endswith("/") else ([url], False)
     if isinstance(paths_or_dir, (str, os.PathLike)):
         p = Path(paths_or_dir)
         if p.is_dir():
             return [str(f) for f in walk_files(p, recursive=recursive)], True
         return [str(p)], False
-    return [str(Path(p)) for p in paths_or_dir], False
+    return [p if is_url(p) else str(Path(p)) for p in paths_or_dir], False
 
 
 _PIXEL_TAGS = {
@@ -206,6 +211,8 @@ def _scan_one(path: str) -> SeriesMember | None:
     opened, and checked against what was read here. Deflated files go through
     Instance, whose inflation is bounded.
     """
+    if is_url(path):
+        return _scan_instance(path)  # read by range requests (the open is cached for the member's open)
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
@@ -521,8 +528,9 @@ def open_series(
 ) -> Series:
     """Open the instances of one series as one lazily read stack of frames.
 
-    ``paths_or_dir`` is a directory (its files; ``recursive=True`` for sub-folders)
-    or an iterable of file paths. Every header is read now, with a thread pool
+    ``paths_or_dir`` is a directory (its files; ``recursive=True`` for sub-folders),
+    an ``s3://bucket/prefix/`` or ``gs://bucket/prefix/`` (the objects under it, read
+    by range requests) or an iterable of file paths or URLs. Every header is read now, with a thread pool
     of ``workers``, to sort the stack (see the module docstring); in a directory,
     files that are not DICOM images are skipped. When the files hold several
     series, pass ``series_uid=`` to pick one, otherwise DicomFormatError lists

@@ -143,12 +143,16 @@ def _from_bot(bot: bytes, first_item: int, n: int, source: ByteSource, name: str
         warnings.warn(f"{name}: the Basic Offset Table {problem}; walking the items instead", stacklevel=3)
         return None
     starts = first_item + rel
-    tag, _ = item_header(source, int(starts[-1]), name)
+    tag, last_length = item_header(source, int(starts[-1]), name)
     if tag != ITEM_TAG:
         warnings.warn(f"{name}: Basic Offset Table does not point at an item; walking the items instead", stacklevel=3)
         return None
-    # The last frame ends where the items end: walk only its own fragments.
-    end = _walk(source, int(starts[-1]), name).end
+    # The last frame ends where the items end: walk only its own fragments. When its first
+    # item ends 8 bytes before the file does (the usual layout: then the sequence
+    # delimiter) or at the end, nothing more can belong to the frame (at most an empty
+    # item): no read of those 8 bytes, which for a remote file is a round trip of its own.
+    after = int(starts[-1]) + 8 + last_length
+    end = after if after in (source.size - 8, source.size) else _walk(source, int(starts[-1]), name).end
     bounds = np.append(starts, end)
     return FrameIndex(OffsetTableKind.BOT, starts.astype(np.int64), np.diff(bounds).astype(np.int64), wrapped=True)
 

@@ -21,25 +21,59 @@ remote source needs and a local file does not:
 * **retries**: a fetch that raises ``ConnectionError`` or ``TimeoutError`` (the
   builtin ones: fetch callables translate their client's transient errors to them)
   is retried ``retries`` times with exponential backoff, then a SourceError.
+* **known bytes**: :meth:`seed` puts bytes the opener already has (the first range an
+  URL open fetched to learn the size) into the read-ahead block, and ``known=``
+  segments (the bytes a previous open read, from :mod:`~dcmstream.io.open_cache`)
+  answer any read that lies inside one of them without a request.
+* **the open footprint**: with ``record=True`` every range a caller reads is kept
+  (what was asked for, not the read-ahead around it) until :meth:`opened`, which
+  :class:`~dcmstream.image.instance.Instance` calls once the header and frame index are
+  built; ``on_opened`` then gets the merged segments, so an open cache can replay the
+  same open later from them. Recording stops at ``record_limit`` bytes (a huge header
+  is not worth keeping).
+* **growing read-ahead while opening**: with ``grow_to`` set, small reads that go on
+  where the block ends (a header walk) grow the read-ahead (x4, then x2 each time), up
+  to ``grow_to`` bytes, so a 1 MiB header costs 4 requests instead of 16; a read elsewhere
+  starts again at ``readahead``. :meth:`opened` ends the growth: frame reads that follow
+  never read more than ``readahead`` past their bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import InvalidArgumentError, SourceError
 from .source import ByteSource
 
-__all__ = ["READAHEAD", "FetchStats", "RangedSource"]
+__all__ = ["READAHEAD", "FetchStats", "RangedSource", "Segments", "merge_segments"]
 
 #: Default read-ahead: the most a small read fetches (also the most a frame request
 #: fetches beyond the frame's bytes).
 READAHEAD = 64 * 1024
 
 Fetch = Callable[[int, int], bytes]
+#: Byte ranges known without a request: sorted, disjoint (offset, bytes) pairs.
+Segments = list[tuple[int, bytes]]
+
+
+def merge_segments(parts: Sequence[tuple[int, bytes]]) -> Segments:
+    """``parts`` sorted, with overlapping or touching ranges joined into one."""
+    out: Segments = []
+    for start, data in sorted(parts, key=lambda p: (p[0], -len(p[1]))):
+        if not data:
+            continue
+        if out and start <= out[-1][0] + len(out[-1][1]):
+            prev_start, prev = out[-1]
+            end = start + len(data)
+            if end > prev_start + len(prev):
+                out[-1] = (prev_start, prev + data[prev_start + len(prev) - start :])
+        else:
+            out.append((start, data))
+    return out
 
 
 class FetchStats:
@@ -83,6 +117,12 @@ class RangedSource(ByteSource):
         stats: FetchStats | None = None,
         on_read: Callable[[int], None] | None = None,
         on_close: Callable[[], None] | None = None,
+        known: Sequence[tuple[int, bytes]] = (),
+        record: bool = False,
+        record_limit: int = 4 << 20,
+        on_opened: Callable[[Segments], None] | None = None,
+        identity: tuple[str, ...] | None = None,
+        grow_to: int = 0,
     ) -> None:
         super().__init__()
         if size < 0 or readahead < 0 or retries < 0 or backoff < 0:
@@ -102,14 +142,62 @@ class RangedSource(ByteSource):
         self._block_lock = threading.Lock()
         self._block_start = 0
         self._block = b""  # at most ``readahead`` bytes at _block_start
+        self._known = merge_segments(known)
+        self._known_starts = [start for start, _ in self._known]
+        self._recording: list[tuple[int, bytes]] | None = [] if record else None
+        self._recorded = 0
+        self.record_limit = record_limit
+        self._on_opened = on_opened
+        self._grow_to = grow_to
+        self._ahead = readahead  # the current read-ahead (grows while opening)
+        #: Identity of the bytes for frame caches (e.g. URL + ETag); None: none survives reopening.
+        self.cache_identity = identity
 
     @property
     def size(self) -> int:
         return self._size
 
+    # -- known bytes and the open footprint ---------------------------------------------
+    def seed(self, offset: int, data: bytes) -> None:
+        """Make ``data`` (the bytes at ``offset``, fetched by the opener) the read-ahead block."""
+        with self._block_lock:
+            self._block_start, self._block = offset, bytes(data)
+
+    def _from_known(self, offset: int, length: int) -> bytes | None:
+        i = bisect.bisect_right(self._known_starts, offset) - 1
+        if i < 0:
+            return None
+        start, data = self._known[i]
+        if offset + length <= start + len(data):
+            return data[offset - start : offset - start + length]
+        return None
+
+    def _record(self, offset: int, data: bytes) -> None:
+        rec = self._recording
+        if rec is None:
+            return
+        with self._block_lock:
+            self._recorded += len(data)
+            if self._recorded > self.record_limit:
+                self._recording = None  # too much to be worth replaying
+            else:
+                rec.append((offset, bytes(data)))
+
+    def opened(self) -> None:
+        """The open is complete: stop recording and hand the footprint to ``on_opened``."""
+        with self._block_lock:
+            rec, self._recording = self._recording, None
+            self._grow_to = 0
+            self._ahead = self.readahead
+        if rec is not None and self._on_opened is not None:
+            self._on_opened(merge_segments(rec))
+
     # -- reads ---------------------------------------------------------------------------
     def _read_at(self, offset: int, length: int) -> bytes:
-        data = self._read(offset, length, ahead=True)
+        data = self._from_known(offset, length) if self._known else None
+        if data is None:
+            data = self._read(offset, length, ahead=True)
+        self._record(offset, data)
         if self._on_read is not None:
             self._on_read(len(data))
         return data
@@ -147,9 +235,21 @@ class RangedSource(ByteSource):
         # Small reads read ahead; the rest of a frame-sized one that began in the block
         # is fetched exactly (it is the frame, the bytes after it are not).
         if ahead and length < self.readahead:
-            fetched = self._fetch(start, min(self._size, start + self.readahead))
             with self._block_lock:
-                self._block_start, self._block = start, fetched
+                if self._grow_to:
+                    # A header walk going on where the block ends: double the read-ahead.
+                    onward = bool(block) and block_start <= offset <= block_end + self._ahead
+                    # x4 the first time: a header past the first block (an enhanced multiframe's
+                    # per-frame groups, ~280 KiB for 1,000 frames) then costs one more request,
+                    # not two; x2 after that, so what is read past the header stays below ~2x it.
+                    factor = 4 if self._ahead == self.readahead else 2
+                    self._ahead = min(self._ahead * factor, self._grow_to) if onward else self.readahead
+                size = self._ahead
+            fetched = self._fetch(start, min(self._size, start + max(size, length - len(prefix))))
+            with self._block_lock:
+                # The new block keeps the part of the old one this read began in: the
+                # element headers just before it are often read again (the pixel element).
+                self._block_start, self._block = (offset, prefix + fetched) if prefix else (start, fetched)
             rest = fetched[:need]
         else:
             rest = self._fetch(start, end)

@@ -114,6 +114,10 @@ class ByteSource(ABC):
             self.bytes_read = 0
             self.read_calls = 0
 
+    def opened(self) -> None:  # noqa: B027 - a hook: most sources have nothing to do
+        """Told by :class:`~dcmstream.image.instance.Instance` once the header and frame index
+        are read: a remote source ends its open footprint here (see ``RangedSource``)."""
+
     def close(self) -> None:
         """Release the underlying resource; further reads raise SourceError."""
         self._closed = True

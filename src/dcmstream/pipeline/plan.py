@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DcmstreamError, InvalidArgumentError
+from ..errors import DcmstreamError, DicomFormatError, InvalidArgumentError
 from ..image.levels import level_shape
+from ..io.remote import is_url
 from .items import Failure, ItemInfo
 from .sources import ImageInfo, InputRef, Opener, image_info, iter_inputs
 from .tiles import SlideGeometry, read_region, tile_grid
@@ -42,7 +43,11 @@ __all__ = ["Planner", "RoiPredicate"]
 RoiPredicate = Callable[[np.ndarray], Any]
 
 
-def _is_dicom(path: str) -> bool:
+def _is_dicom(path: str, exc: BaseException | None = None) -> bool:
+    if is_url(path):
+        # An object under a listed prefix: one that did not parse as DICOM (and is not
+        # named .dcm) is not DICOM; a network failure is a failure (not read here: a request).
+        return not isinstance(exc, DicomFormatError) or path.lower().endswith((".dcm", ".dicom"))
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -113,7 +118,7 @@ class Planner:
         except Exception as exc:  # noqa: BLE001 - bad input is normal input: record it, go on
             # A file without the DICM marker (and no .dcm name) is not DICOM at all: it is
             # skipped, not failed. Checked only now, so valid files are opened once.
-            if ref.kind == "file" and ref.path is not None and not _is_dicom(ref.path):
+            if ref.kind == "file" and ref.path is not None and not _is_dicom(ref.path, exc):
                 self.stats.skipped += 1
             else:
                 self._fail(ref.name, "open", exc)

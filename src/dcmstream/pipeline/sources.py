@@ -8,7 +8,12 @@
   an :class:`~dcmstream.archive.Archive`: every catalogued instance;
 * a DICOMweb URL: ``http(s)://host/root`` (everything), ``.../studies/UID`` or
   ``.../studies/UID/series/UID`` (needs ``dicomweb-client``); frames are fetched one by
-  one as uncompressed octet-streams.
+  one as uncompressed octet-streams;
+* objects where they lie (:mod:`dcmstream.io.remote`): ``s3://bucket/prefix/`` or
+  ``gs://bucket/prefix/`` (every object under the prefix, listed lazily; objects that are
+  not DICOM images are skipped and counted), ``s3://bucket/key``, ``gs://bucket/key``, or
+  an ``http(s)://`` URL whose path ends in ``.dcm``; each is read by range requests, a
+  frame per request.
 
 An :class:`InputRef` names one instance and is picklable (paths and URLs only), so a
 worker process or a dask worker opens it itself (:class:`Opener`, a small LRU of open
@@ -23,6 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -41,6 +47,7 @@ from ..image import ImageSource
 from ..image.levels import decimate, level_for_size, level_shape
 from ..image.render import check_size, resize_area, target_shape
 from ..index import PixelSpec
+from ..io.remote import is_url, iter_url
 from ..io.walk import walk_files
 from .tiles import SlideGeometry, slide_geometry
 
@@ -201,8 +208,15 @@ def iter_inputs(sources: Any) -> Iterator[InputRef]:
         if isinstance(src, Archive):
             yield from _archive_refs(src)
             continue
-        if isinstance(src, str) and src.startswith(("http://", "https://")):
-            yield from _dicomweb_refs(src)
+        if isinstance(src, str) and is_url(src):
+            if src.lower().startswith(("s3://", "gs://")):
+                urls = iter_url(src) if src.endswith("/") else iter([src])
+                for url in urls:
+                    yield InputRef(name=url, path=url)
+            elif urlsplit(src).path.lower().endswith(".dcm"):
+                yield InputRef(name=src, path=src)  # one file on a web server, read by range
+            else:
+                yield from _dicomweb_refs(src)
             continue
         if not isinstance(src, (str, os.PathLike)):
             raise InvalidArgumentTypeError(f"cannot read pipeline inputs from {type(src).__name__}")
