@@ -92,3 +92,30 @@ def test_another_root(tmp_path: Path) -> None:
         validate(document)
     finally:
         archive.close()
+
+
+def test_security_schemes_follow_the_auth_config(tmp_path: Path) -> None:
+    """With [auth] the document names how to authenticate, which operations need it and
+    which role; without it, no security at all."""
+    from dcmstream.config import ApiKey, AuthConfig
+
+    auth = AuthConfig(mode="oidc", issuer="https://idp.example/realms/r", audience="dcmstream",
+                      jwks_url="file:///nonexistent/jwks.json",
+                      api_keys=(ApiKey(sha256="0" * 64, role="uploader", name="modality"),))
+    archive = Archive(tmp_path, cache=False)
+    try:
+        document = _document(create_app(archive, auth=auth))
+        plain = _document(create_app(archive))
+    finally:
+        archive.close()
+    validate(document)
+    schemes = document["components"]["securitySchemes"]
+    assert set(schemes) == {"bearer", "oidc", "apiKey"}
+    assert schemes["oidc"]["openIdConnectUrl"] == "https://idp.example/realms/r/.well-known/openid-configuration"
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+    stow = document["paths"]["/dicomweb/studies"]["post"]
+    assert {next(iter(alt)) for alt in stow["security"]} == {"bearer", "oidc", "apiKey"}
+    assert "uploader role" in stow["description"]
+    assert "admin role" in document["paths"]["/dicomweb/studies/{study}"]["delete"]["description"]
+    assert "securitySchemes" not in plain["components"]
+    assert all("security" not in op for ops in plain["paths"].values() for op in ops.values())

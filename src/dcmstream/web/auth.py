@@ -10,7 +10,7 @@
 * The role it needs (:func:`required_role`): ``reader`` to search and retrieve
   (``GET``/``HEAD`` under the DICOMweb root), ``uploader`` to store (``POST``), ``admin``
   to delete (``DELETE`` and any other method), for ``/metrics`` and for admin routes.
-  ``/healthz``, the viewers' static files (``/viewer``, ``/ohif``: no patient data) and
+  ``/healthz``, ``/openapi.json``, the viewers' static files (``/viewer``, ``/ohif``: no patient data) and
   CORS preflights (``OPTIONS``) are open; every other path needs at least ``reader``.
 * No or unusable credentials: 401 with ``WWW-Authenticate: Bearer realm="dcmstream"``
   (plus ``error="invalid_token"`` when a token was sent but failed, RFC 6750 3.1); a valid
@@ -105,7 +105,7 @@ def required_role(method: str, path: str, root: str) -> str | None:
     A whitelist of open paths; everything else (including paths no route serves, so a
     404 tells an anonymous client nothing) needs at least ``reader``.
     """
-    if method == "OPTIONS" or path == "/healthz":
+    if method == "OPTIONS" or path in ("/healthz", "/openapi.json"):  # (the API's description: how to log in)
         return None
     for open_root in ("/viewer", "/ohif"):
         if path == open_root or path.startswith(open_root + "/"):

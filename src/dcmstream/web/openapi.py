@@ -29,6 +29,8 @@ from starlette.routing import Route
 from ..archive.attributes import COLUMNS
 from ..archive.uids import UID_PATTERN
 from ..codecs.syntaxes import SYNTAXES
+from ..config import AuthConfig
+from .auth import required_role
 
 __all__ = ["OPERATIONS", "ADMIN_OPERATIONS", "openapi_document", "openapi", "operation_key"]
 
@@ -317,11 +319,32 @@ def route_operations(routes: list[Any], root: str) -> list[tuple[str, str]]:
     return out
 
 
-def openapi_document(routes: list[Any], root: str, *, version: str = "") -> dict[str, Any]:
+def _security(auth: AuthConfig | None) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:
+    """The security schemes of an ``[auth]`` table and the alternatives every protected
+    operation accepts (none when the server has no authentication)."""
+    if auth is None or not auth.enabled:
+        return {}, []
+    schemes: dict[str, Any] = {}
+    if auth.mode == "oidc":
+        schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                             "description": f"an access token of {auth.issuer} (role claim {auth.roles_claim!r})"}
+        if auth.issuer:
+            schemes["oidc"] = {"type": "openIdConnect",
+                               "openIdConnectUrl": auth.issuer.rstrip("/") + "/.well-known/openid-configuration"}
+    if auth.api_keys or auth.mode == "api-keys":
+        schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                             "description": "a machine client's key (also accepted as Authorization: Bearer KEY)"}
+    return schemes, [{name: []} for name in schemes]
+
+
+def openapi_document(routes: list[Any], root: str, *, version: str = "", auth: AuthConfig | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes`` (an app's route table) served at ``root``.
 
     Routes without a description in :data:`OPERATIONS` / :data:`ADMIN_OPERATIONS` are
-    left out (the test of the document fails on them)."""
+    left out (the test of the document fails on them). With ``auth`` enabled the document
+    names its security schemes, and the operations :func:`~.auth.required_role` leaves open
+    (``/healthz``, the viewers' pages) say so with an empty ``security``."""
+    schemes, alternatives = _security(auth)
     paths: dict[str, dict[str, Any]] = {}
     ids: set[str] = set()
     for method, path in route_operations(routes, root):
@@ -337,11 +360,23 @@ def openapi_document(routes: list[Any], root: str, *, version: str = "") -> dict
             op_id = f"{base}_{n}"
         ids.add(op_id)
         op["operationId"] = op_id
+        if alternatives:
+            role = required_role(method, path, root)
+            op["security"] = alternatives if role is not None else []
+            if role is not None:
+                op["description"] = (op.get("description", "") + f" Needs the {role} role.").strip()
         paths.setdefault(path, {})[method.lower()] = op
     responses = {
         f"E{code}": {"description": text, "content": _content(_JSON, schema={"$ref": "#/components/schemas/Error"})}
         for code, text in _ERRORS.items()
     }
+    components: dict[str, Any] = {
+        "schemas": {"Error": _ERROR_BODY, "Dataset": _DATASET},
+        "responses": responses,
+        "parameters": {p["name"]: p for p in _qido_query()},  # the QIDO-RS query keys
+    }
+    if schemes:
+        components["securitySchemes"] = schemes
     return {
         "openapi": "3.1.0",
         "info": {
@@ -351,11 +386,7 @@ def openapi_document(routes: list[Any], root: str, *, version: str = "") -> dict
                            "Error bodies are JSON: {\"status\": N, \"error\": \"why\"}.",
         },
         "paths": dict(sorted(paths.items())),
-        "components": {
-            "schemas": {"Error": _ERROR_BODY, "Dataset": _DATASET},
-            "responses": responses,
-            "parameters": {p["name"]: p for p in _qido_query()},  # the QIDO-RS query keys
-        },
+        "components": components,
     }
 
 
@@ -373,6 +404,7 @@ async def openapi(request: Request) -> Response:
     state = request.app.state
     document = getattr(state, "openapi_document", None)
     if document is None:
-        document = openapi_document(request.app.routes, state.dicomweb_root, version=_version())
+        document = openapi_document(request.app.routes, state.dicomweb_root, version=_version(),
+                                    auth=getattr(state, "auth", None))
         state.openapi_document = document
     return JSONResponse(document)
