@@ -34,12 +34,11 @@ from bench.bench_orthanc import (
     Server,
     _spawn,
     _wait_ready,
-    free_port,
     install_orthanc,
     orthanc_versions,
     start_orthanc,
 )
-from bench.common import DATA_DIR, REPO, machine_info, markdown_table, versions, write_results
+from bench.common import DATA_DIR, REPO, free_port, machine_info, markdown_table, versions, write_results
 
 DCMTK = Path("/usr/bin")  # pynetdicom puts its own "storescu" etc. on the PATH
 

@@ -29,22 +29,19 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import DATA_DIR, machine_info, markdown_table, versions, write_results
+from bench.common import DATA_DIR, MotoProcess, machine_info, markdown_table, versions, write_results
 from dcmstream.archive import Archive, FilesystemBlobStore, S3BlobStore
 from dcmstream.archive.lifecycle import LifecycleRule, run_lifecycle
 from dcmstream.samples import ensure_sample, write_series
 
 TO_COLD = [LifecycleRule("hot", "cold", after_days_since_ingest=0)]
 TO_HOT = [LifecycleRule("cold", "hot", after_days_since_ingest=0)]
-ACCESS_KEY, SECRET_KEY = "bench", "bench-secret"
 
 
 def _log(message: str) -> None:
@@ -59,47 +56,6 @@ def workloads(data_dir: Path, quick: bool) -> dict[str, list[Path]]:
         _log(f"generating {series_dir} ...")
         write_series(series_dir, files=slices, syntax="explicit", seed=7)
     return {"ct-jpegls": [big], f"series-{slices}": sorted(series_dir.iterdir())}
-
-
-class MotoProcess:
-    """moto's S3 server in a child process (its request handling must not share our GIL)."""
-
-    def __init__(self) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
-        deadline = time.time() + 30
-        while True:
-            try:
-                self.client().list_buckets()
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                                          response_checksum_validation="when_required"))
-
-    def bucket(self) -> str:
-        name = f"b{uuid.uuid4().hex[:16]}"
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def _median(values: list[float]) -> float:

@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from bench.common import (
     DATA_DIR,
     REPO,
     MiB,
+    free_port,
     machine_info,
     markdown_table,
     summarize,
@@ -100,12 +100,6 @@ def _log(msg: str) -> None:
 # ==============================================================================================
 # Servers: start, watch, stop
 # ==============================================================================================
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RssSampler:

@@ -41,8 +41,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_viewer import CHROMIUM, CHROMIUM_ARGS, _free_port, _serve
-from bench.common import DATA_DIR, MiB, machine_info, markdown_table, versions, write_results
+from bench.bench_viewer import CHROMIUM, CHROMIUM_ARGS, _serve
+from bench.common import DATA_DIR, MiB, free_port, machine_info, markdown_table, versions, write_results
 
 NAME = "progressive"
 PAGES = ["archive/today", "archive/progressive", "url/today", "url/progressive"]
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             uids[key] = (r.study_uid, r.series_uid)
     finally:
         archive.close()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve(work / "archive", port, 256)
     results: dict[str, Any] = {}

@@ -7,7 +7,7 @@ with a BOT (``ct-htj2k-bot``).
 
 Transports, both on loopback, each server a process of its own (no shared GIL):
 
-* ``http``: the range-capable test server (tests/http_range_util.py); it counts every
+* ``http``: the range-capable test server (tests/range_server.py); it counts every
   request and body byte it sends, so every reader's requests and bytes are measured the
   same way, from the server side. ``http+20ms`` adds 20 ms before each answer (a WAN
   round trip) to show what request counts cost in time.
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import DATA_DIR, REPO, machine_info, markdown_table, summarize, versions, write_results
+from .common import DATA_DIR, REPO, MotoProcess, free_port, machine_info, markdown_table, summarize, versions, write_results
 
 KIB = 1024
 SEED = 11
@@ -66,18 +65,12 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class HttpServer:
-    """tests/http_range_util.py as a child process, with its counters at /__stats."""
+    """tests/range_server.py as a child process, with its counters at /__stats."""
 
     def __init__(self, files: dict[str, Path], delay: float = 0.0) -> None:
-        self.port = _free_port()
-        args = [sys.executable, "-m", "tests.http_range_util", "--port", str(self.port), "--delay", str(delay)]
+        self.port = free_port()
+        args = [sys.executable, "-m", "tests.range_server", "--port", str(self.port), "--delay", str(delay)]
         args += [f"/{name}.dcm={path}" for name, path in files.items()]
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
@@ -346,8 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         results["files"][key] = res
 
     if not args.no_s3:
-        from .bench_lifecycle import MotoProcess
-
         moto = MotoProcess()
         try:
             os.environ["AWS_ENDPOINT_URL"] = moto.url

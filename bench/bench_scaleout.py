@@ -55,7 +55,6 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_frames import FILES as FRAME_FILES
-from bench.bench_lifecycle import MotoProcess
 from bench.bench_orthanc import (
     ORTHANC_PLUGINS_DIR,
     Server,
@@ -70,7 +69,7 @@ from bench.bench_orthanc import (
     orthanc_versions,
     start_orthanc,
 )
-from bench.common import DATA_DIR, REPO, MiB, machine_info, markdown_table, versions, write_results
+from bench.common import DATA_DIR, REPO, MiB, MotoProcess, machine_info, markdown_table, versions, write_results
 
 NAME = "scaleout"
 SEED = 20240115  # bench_frames' and bench_orthanc's random frame sequence

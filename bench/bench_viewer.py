@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 from bench.common import (
     DATA_DIR,
     MiB,
+    free_port,
     machine_info,
     markdown_table,
     versions,
@@ -90,12 +90,6 @@ PAGES = ["viewer/server", "viewer/wasm", "naive"]
 
 def _log(msg: str) -> None:
     print(f"[bench_viewer] {msg}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 10) -> bytes:
@@ -284,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         archive.close()
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve(archive_dir, port, args.server_cache_mb)
     results: dict[str, Any] = {}

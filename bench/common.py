@@ -7,6 +7,8 @@ Keep this module small and its names stable: every ``bench_*.py`` may import it.
 * :func:`summarize` - median / p95 / mean / min / max of timings (seconds in, ms out).
 * :func:`run_worker` / :func:`worker_main` - run one measurement in a fresh interpreter, so
   its RSS is attributable and nothing is shared with other readers (imports, caches).
+* :func:`free_port` - a free TCP port on 127.0.0.1 for a server a benchmark starts.
+* :class:`MotoProcess` - moto's S3 server in a child process (for the S3 benchmarks).
 * :func:`machine_info`, :func:`versions`, :func:`markdown_table`, :func:`write_results`.
 """
 
@@ -17,10 +19,12 @@ import gc
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +47,8 @@ __all__ = [
     "summarize",
     "run_worker",
     "worker_main",
+    "free_port",
+    "MotoProcess",
     "machine_info",
     "versions",
     "markdown_table",
@@ -219,6 +225,60 @@ def worker_main(argv: Sequence[str], handler: Callable[[dict[str, Any]], dict[st
     sys.stdout.write(_RESULT_MARK + json.dumps(result) + "\n")
     sys.stdout.flush()
     return True
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server this benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MotoProcess:
+    """moto's S3 server in a child process on loopback (its request handling must not share
+    the benchmark's GIL, unlike the tests' in-thread ``tests.s3_util.moto_server``). Sets
+    the ``AWS_*`` credentials of this process for boto3 and obstore; :meth:`close` stops it."""
+
+    ACCESS_KEY, SECRET_KEY = "bench", "bench-secret"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.environ.update(AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY,
+                          AWS_DEFAULT_REGION="us-east-1")
+        deadline = time.time() + 30
+        while True:
+            try:
+                self.client().list_buckets()
+                break
+            except Exception:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise
+                time.sleep(0.2)
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
+                                          response_checksum_validation="when_required"))
+
+    def bucket(self) -> str:
+        name = f"b{uuid.uuid4().hex[:16]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(10)
 
 
 # -- reporting ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Remote sources (io/remote.py): DICOM opened where it lies, over a real range-capable HTTP
 server and moto's S3 server on loopback, against the local open of the same bytes.
 
-Requests and bytes are counted by the servers themselves (tests/http_range_util.py), so
+Requests and bytes are counted by the servers themselves (tests/range_server.py), so
 the budgets of issue 16 are asserted as counts: open <= 3 requests and <= 256 KiB with a
 Basic Offset Table and a header under 64 KiB; a frame = 1 request of its bytes + <= 64 KiB.
 GCS (gs://) goes through the same code with obstore's GCSStore; no fake GCS server runs
@@ -27,7 +27,7 @@ from dcmstream.samples import write_multiframe, write_series
 from dcmstream.samples.syntaxes import SYNTAXES
 
 from ..conftest import corpus_files
-from ..http_range_util import range_server
+from ..range_server import range_server
 from ..s3_util import moto_server
 
 KIB = 1024
@@ -102,7 +102,7 @@ def test_every_transfer_syntax_over_http_equals_the_local_open(syntax_files) -> 
         for name, path in files.items():
             _assert_same(server.url(name), path)
         # And again, warm: each open is one HEAD, the rest replayed from the open cache.
-        server.stats.reset()
+        server.clear()
         for name, path in files.items():
             with dcmstream.open(server.url(name), cache=False) as inst:
                 assert (inst.source.fetched.requests, inst.source.fetched.bytes) == (1, 0)  # the HEAD
@@ -146,19 +146,21 @@ def bot_file(tmp_path_factory) -> Path:
 
 def test_open_and_frames_within_the_budget_over_http(bot_file) -> None:
     with range_server({"/ct.dcm": bot_file}) as server, dcmstream.open(server.url("/ct.dcm"), cache=False) as inst:
-        opened = (server.stats.requests, server.stats.body_bytes)
+        c = server.counts()
+        opened = (c.requests, c.body_bytes)
         assert opened[0] <= 3 and opened[1] <= 256 * KIB, opened
         assert inst.frame_index.kind.value == "bot"
         assert (inst.source.fetched.requests, inst.source.fetched.bytes) == opened  # the client's count agrees
         rng = np.random.default_rng(0)
         with _open_local(str(bot_file)) as local:
             for i in rng.permutation(len(inst))[:12]:
-                server.stats.reset()
+                server.clear()
                 np.testing.assert_array_equal(inst.frame(int(i)), local.frame(int(i)))
                 _, length = inst.frame_index.span(int(i))
                 # One request at most (none when the frame lies in the last read-ahead block).
-                assert server.stats.requests <= 1
-                assert server.stats.body_bytes <= length + READAHEAD
+                c = server.counts()
+                assert c.requests <= 1
+                assert c.body_bytes <= length + READAHEAD
 
 
 def test_a_large_header_costs_logarithmically_many_requests(tmp_path) -> None:
@@ -171,11 +173,12 @@ def test_a_large_header_costs_logarithmically_many_requests(tmp_path) -> None:
         # 64 KiB, then doubling: 64 + 128 + 256 + ... covers the header (one more when the
         # walk's last window reaches past the block).
         doublings = math.ceil(math.log2(header / READAHEAD + 1))
-        assert server.stats.requests <= doublings + 1, (server.stats.ranges, header)
-        assert server.stats.body_bytes <= 3 * header, (server.stats.ranges, header)
-        server.stats.reset()
+        c = server.counts()
+        assert c.requests <= doublings + 1, (server.served(), header)
+        assert c.body_bytes <= 3 * header, (server.served(), header)
+        server.clear()
         inst.frame(len(inst) - 1)
-        assert server.stats.requests == 1
+        assert server.counts().requests == 1
 
 
 # -- the open cache -----------------------------------------------------------------------------
@@ -185,22 +188,23 @@ def test_second_open_is_one_head_and_a_corrupt_entry_is_rewritten(bot_file, tmp_
         url = server.url("/ct.dcm")
         with dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True) as cold:
             expected = cold.frame(7)
-        server.stats.reset()
+        server.clear()
         with dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True) as warm:
-            assert (server.stats.requests, server.stats.heads, server.stats.body_bytes) == (1, 1, 0)
+            c = server.counts()
+            assert (c.requests, c.heads, c.body_bytes) == (1, 1, 0)
             np.testing.assert_array_equal(warm.frame(7), expected)
         # Corrupt the entry: it is ignored (a cold open) and written anew.
         (entry,) = cache.folder.glob("*.open")
         blob = bytearray(entry.read_bytes())
         blob[-5] ^= 0xFF
         entry.write_bytes(bytes(blob))
-        server.stats.reset()
+        server.clear()
         with dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True) as again:
-            assert server.stats.gets >= 1
+            assert server.counts().gets >= 1
             np.testing.assert_array_equal(again.frame(7), expected)
-        server.stats.reset()
+        server.clear()
         with dcmstream.open(open_url(url, open_cache=cache), cache=False, close_source=True):
-            assert server.stats.requests == 1
+            assert server.counts().requests == 1
 
 
 def test_a_changed_object_is_not_replayed_and_a_change_mid_read_is_an_error(bot_file, tmp_path) -> None:
@@ -210,10 +214,10 @@ def test_a_changed_object_is_not_replayed_and_a_change_mid_read_is_an_error(bot_
         url = server.url("/ct.dcm")
         with dcmstream.open(url, cache=False):
             pass
-        server.files["/ct.dcm"] = other.read_bytes()  # same URL, new version (new ETag)
+        server.add("/ct.dcm", other.read_bytes())  # same URL, new version (new ETag)
         with dcmstream.open(url, cache=False) as inst, _open_local(str(other)) as local:
             np.testing.assert_array_equal(inst.frame(3), local.frame(3))
-            server.files["/ct.dcm"] = bot_file.read_bytes()  # changed again, under the open instance
+            server.add("/ct.dcm", bot_file.read_bytes())  # changed again, under the open instance
             with pytest.raises(SourceError, match="changed"):
                 inst.frame(55)  # far from the read-ahead block of frame 3
 
@@ -231,7 +235,7 @@ def test_a_server_that_ignores_range_is_a_typed_error_not_a_download(tmp_path) -
     with range_server({"/big.dcm": big}, mode="ignore-range") as server:
         with pytest.raises(RangeNotSupportedError, match="download=True"):
             dcmstream.open(server.url("/big.dcm"), cache=False)
-        assert server.stats.body_bytes < size // 2  # the client hung up; nothing near the whole body went
+        assert server.counts().body_bytes < size // 2  # the client hung up; nothing near the whole body went
         # Opting in downloads it once.
         with dcmstream.open(open_url(server.url("/big.dcm"), download=True), close_source=True, cache=False) as inst, \
                 _open_local(str(big)) as local:
@@ -243,7 +247,7 @@ def test_dropped_connections_are_retried_then_a_source_error(bot_file) -> None:
         with pytest.raises(SourceError) as info:
             open_url(server.url("/ct.dcm"), retries=2, backoff=0.01)
         assert not isinstance(info.value, RangeNotSupportedError)
-        assert server.stats.gets == 3  # the first try and two retries
+        assert server.counts().gets == 3  # the first try and two retries
 
 
 def test_short_ranges_are_a_source_error(bot_file) -> None:
@@ -265,9 +269,9 @@ def test_no_etag_validates_by_size_and_last_modified(bot_file) -> None:
         url = server.url("/ct.dcm")
         with dcmstream.open(url, cache=False) as a:
             first = a.frame(0)
-        server.stats.reset()
+        server.clear()
         with dcmstream.open(url, cache=False) as b:
-            assert server.stats.requests == 1
+            assert server.counts().requests == 1
             np.testing.assert_array_equal(b.frame(0), first)
 
 

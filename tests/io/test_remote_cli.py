@@ -15,7 +15,7 @@ from dcmstream import pipeline
 from dcmstream.cli.main import app
 from dcmstream.samples import write_multiframe, write_series
 
-from ..http_range_util import range_server
+from ..range_server import range_server
 from ..s3_util import moto_server
 
 runner = CliRunner()
