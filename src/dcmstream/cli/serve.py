@@ -284,7 +284,7 @@ def serve(
         settings, auth_mode = loaded.server, loaded.auth.mode
         dimse_settings = loaded.dimse
         if loaded.audit.path is not None:
-            from ..web.audit import AuditLog
+            from ..audit import AuditLog
 
             AuditLog(loaded.audit.path).close()  # unwritable: a ConfigError now, not in each worker later
     dimse_settings = dimse_options(dimse_settings, dimse_port, ae_title, dimse_peer, host)
