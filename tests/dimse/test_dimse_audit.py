@@ -6,6 +6,7 @@ trail's shape, with the calling AE title as the user, and never a patient name o
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -193,3 +194,125 @@ def test_outcomes_and_key_names() -> None:
     identifier.PatientName = "DOE^JOHN"
     identifier.add_new(0x00091010, "LO", "private")
     assert key_names(identifier) == ["00091010", "PatientName"]  # in tag order, never the values
+
+
+# -- dcmstream serve: the trail, /metrics and the bind guard ------------------------------------
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_serve_config_audits_dimse_and_shows_its_metrics(tmp_path: Path, storescp: Storescp) -> None:
+    """One process: DIMSE and HTTP lines in one [audit] file; /metrics has the listener's and
+    the forwarder's counters."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.server_util import free_port
+
+    from .conftest import wait_port
+
+    http_port, dimse_port = free_port(), free_port()
+    audit = tmp_path / "audit.jsonl"
+    config = tmp_path / "archive.toml"
+    config.write_text(f"""
+[catalog]
+url = "sqlite:///catalog.sqlite"
+[storage.hot]
+url = "file://{tmp_path / 'blobs'}"
+[server]
+port = {http_port}
+[audit]
+path = "{audit}"
+[dimse]
+port = {dimse_port}
+accepted_calling_ae_titles = ["CT1"]
+[[dimse.peers]]
+ae_title = "STORESCP"
+host = "127.0.0.1"
+port = {storescp.port}
+[[forward]]
+to = "STORESCP"
+""")
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen([sys.executable, "-m", "dcmstream", "serve", "--config", str(config)],
+                               stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(SRC)})
+    try:
+        wait_port(dimse_port, 60)
+        wait_port(http_port, 60)
+        ct = corpus_file("CT_small.dcm")
+        run(dcmtk("storescu"), "-aet", "CT1", "-aec", "DCMSTREAM", "127.0.0.1", str(dimse_port), str(ct))
+        assert run(dcmtk("echoscu"), "-aet", "NOBODY", "-aec", "DCMSTREAM", "127.0.0.1", str(dimse_port),
+                   check=False).returncode != 0
+        assert httpx.get(f"http://127.0.0.1:{http_port}/dicomweb/studies", timeout=30).status_code == 200
+        deadline = time.monotonic() + 30
+        metrics = ""
+        while 'dcmstream_forward_instances_total{result="sent"} 1.0' not in metrics and time.monotonic() < deadline:
+            metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=30).text
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        finally:
+            process.kill()
+            process.wait(10)
+    for sample in ('dcmstream_dimse_stores_total{result="stored"} 1.0',
+                   'dcmstream_dimse_associations_total{result="accepted"} 1.0',
+                   'dcmstream_dimse_associations_total{result="rejected"} 1.0',
+                   'dcmstream_dimse_operations_total{outcome="success",service="C-STORE"} 1.0',
+                   'dcmstream_forward_instances_total{result="sent"} 1.0',
+                   "dcmstream_forward_pending 0.0"):
+        assert sample in metrics, (sample, metrics)
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert [(x["action"], x["user"], x["outcome"]) for x in lines] == [
+        ("store", "CT1", "success"), ("associate", "NOBODY", "denied"), ("search", "anonymous", "success")]
+    assert lines[0]["service"] == "C-STORE" and lines[2]["method"] == "GET"
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "dcmstream", "serve", *args], capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+
+
+def test_serve_refuses_dimse_on_a_public_address_without_calling_ae_titles(tmp_path: Path) -> None:
+    from tests.server_util import free_port
+
+    port = str(free_port())
+    result = _serve(str(tmp_path / "archive"), "--port", "1", "--dimse-port", port, "--dimse-host", "0.0.0.0")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "refusing to accept DICOM associations on 0.0.0.0" in out and "--insecure-bind" in out, out
+    assert "accepted_calling_ae_titles" in out and "--dimse-accept" in out, out
+    config = tmp_path / "archive.toml"
+    config.write_text(f'[catalog]\nurl = "sqlite:///{tmp_path}/c.sqlite"\n[storage.hot]\nurl = "file://{tmp_path}/b"\n'
+                      f'[dimse]\nhost = "::"\nport = {port}\n')
+    result = _serve("--config", str(config), "--port", "1")
+    assert result.returncode != 0 and "refusing to accept DICOM associations on ::" in result.stdout + result.stderr
+
+
+def test_dimse_bind_rules() -> None:
+    from dcmstream.cli.serve import ServeSecurityError, check_dimse_bind, dimse_options
+
+    # the DIMSE address is --dimse-host, else [dimse] host, else loopback: never --host
+    settings = dimse_options(None, 11112, None, None)
+    assert settings.host == "127.0.0.1" and settings.accepted_calling_ae_titles == ()
+    check_dimse_bind(settings, False)
+    public = dimse_options(None, 11112, None, None, "0.0.0.0")
+    with pytest.raises(ServeSecurityError, match="--insecure-bind"):
+        check_dimse_bind(public, False)
+    check_dimse_bind(public, True)
+    listed = dimse_options(None, 11112, None, None, "0.0.0.0", ["CT1", " WS ", "CT1"])
+    assert listed.accepted_calling_ae_titles == ("CT1", "WS")
+    check_dimse_bind(listed, False)
+    check_dimse_bind(dimse_options(None, 11112, None, None, "localhost"), False)
+    check_dimse_bind(None, False)  # no listener
+    from dcmstream.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--dimse-accept"):
+        dimse_options(None, 11112, None, None, None, ["A" * 17])

@@ -172,6 +172,10 @@ class DimseServer:
                 "interrupted_stores": self.aborted, **self.counters.as_dict(),
                 "instances_sent": self.audit.sent, "instances_send_failed": self.audit.send_failed}
 
+    def active_associations(self) -> int:
+        """Associations open now (accepted by this listener)."""
+        return sum(1 for a in self.ae.active_associations if a.is_acceptor)
+
     def operations(self) -> dict[tuple[str, str], int]:
         """Operations ended so far, by (service, outcome) (see :mod:`.audit`)."""
         return self.audit.counts()
