@@ -54,8 +54,7 @@ def entry(*, user: str | None, role: str | None, auth: str, client: str | None, 
     identified: ``auth``), from where, did what, with what result; ``fields`` (the UIDs
     touched, the front's own details) go between ``action`` and ``status``; those whose
     value is None are left out."""
-    if outcome not in OUTCOMES:
-        raise ValueError(f"audit outcome {outcome!r} is not one of {OUTCOMES}")
+    assert outcome in OUTCOMES, f"audit outcome {outcome!r} is not one of {OUTCOMES}"  # the fronts' own values
     record: dict[str, Any] = {"time": timestamp(), "user": user, "role": role, "auth": auth, "client": client,
                               "action": action}
     record.update((k, v) for k, v in fields.items() if v is not None)

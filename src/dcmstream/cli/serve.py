@@ -3,6 +3,11 @@
 With ``workers`` > 1 uvicorn starts that many processes on the port; each builds its own
 app with :func:`create_app_from_env` from the options this command resolved (passed in
 the ``DCMSTREAM_SERVE`` environment variable), so each opens the archive itself.
+
+The DIMSE listener (``--dimse-port`` or ``[dimse]``) runs in the main process. Its
+counters (and those of the main process's forwarder) are on ``/metrics`` of a
+single-process server only: with ``workers`` > 1, ``/metrics`` is answered by a worker,
+which reports its own HTTP counters and its own forwarder's, not the listener's.
 """
 
 from __future__ import annotations
