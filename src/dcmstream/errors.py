@@ -56,7 +56,7 @@ a caller would have caught before (``except KeyError`` still sees a missing blob
     ├── IssuerError (also RuntimeError)       web/auth.py          OIDC discovery or JWKS unreadable (503)
     ├── _Unauthorized                         web/auth.py          internal: a credential refused (401)
     ├── IntegerRangeError (also OverflowError) pipeline/dtypes.py  no integer dtype holds a range
-    ├── ServeSecurityError (also RuntimeError) cli/serve.py        no [auth] on a non-loopback address
+    ├── ServeSecurityError (also RuntimeError) cli/serve.py        no [auth] / no calling AE titles on a non-loopback address
     ├── DimseError (also ConnectionError)     dimse/common.py      a DICOM peer refused or dropped an association
     └── ServeEnvironmentError (also RuntimeError) cli/serve.py     worker factory started outside 'serve'
 

@@ -3,6 +3,11 @@
 With ``workers`` > 1 uvicorn starts that many processes on the port; each builds its own
 app with :func:`create_app_from_env` from the options this command resolved (passed in
 the ``DCMSTREAM_SERVE`` environment variable), so each opens the archive itself.
+
+The DIMSE listener (``--dimse-port`` or ``[dimse]``) runs in the main process. Its
+counters (and those of the main process's forwarder) are on ``/metrics`` of a
+single-process server only: with ``workers`` > 1, ``/metrics`` is answered by a worker,
+which reports its own HTTP counters and its own forwarder's, not the listener's.
 """
 
 from __future__ import annotations
@@ -156,12 +161,17 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
             worker = PolicyWorker(archive, policy).start()
             if console is not None:
                 console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
-    start_forwarder(archive, options)
+    forwarder = start_forwarder(archive, options)
+    collectors = []
+    if forwarder is not None:  # its counters on this process's /metrics
+        from ..dimse.metrics import ForwarderCollector
+
+        collectors.append(ForwarderCollector(forwarder))
     config = ServerConfig(
         cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
     )
     auth, audit = security_settings(options)
-    return create_app(archive, config, auth=auth, audit=audit), archive, worker
+    return create_app(archive, config, auth=auth, audit=audit, collectors=collectors), archive, worker
 
 
 def security_settings(options: ServeOptions) -> tuple[Any, Any]:
@@ -176,15 +186,13 @@ def security_settings(options: ServeOptions) -> tuple[Any, Any]:
     return loaded.auth, loaded.audit
 
 
-def check_bind(host: str, auth_mode: str, insecure_bind: bool) -> None:
-    """Without authentication the server answers anyone who reaches it: refuse an address
-    other hosts can reach unless the operator says so (``--insecure-bind``)."""
+def only_loopback(host: str) -> bool:
+    """Whether listening on ``host`` is reachable from this machine only: a loopback
+    address, or a name whose every address is one (``0.0.0.0``, ``""``: no)."""
     import socket
 
     from ..config import is_loopback_host
 
-    if auth_mode != "none" or insecure_bind:
-        return
     loopback = is_loopback_host(host)
     if not loopback and host and not host.replace(".", "").isdigit() and ":" not in host:
         try:  # a host name: loopback when every address it has is
@@ -192,15 +200,38 @@ def check_bind(host: str, auth_mode: str, insecure_bind: bool) -> None:
             loopback = bool(addresses) and all(is_loopback_host(str(a)) for a in addresses)
         except OSError:
             loopback = False
-    if not loopback:
+    return loopback
+
+
+def check_bind(host: str, auth_mode: str, insecure_bind: bool) -> None:
+    """Without authentication the server answers anyone who reaches it: refuse an address
+    other hosts can reach unless the operator says so (``--insecure-bind``)."""
+    if auth_mode != "none" or insecure_bind:
+        return
+    if not only_loopback(host):
         raise ServeSecurityError(
             f"refusing to serve patient data on {host} without authentication: configure [auth] in a --config "
             "file (mode = \"oidc\" or \"api-keys\"), or pass --insecure-bind if this network is trusted"
         )
 
 
+def check_dimse_bind(settings: Any, insecure_bind: bool) -> None:
+    """DIMSE has no tokens: its access control is the list of accepted calling AE titles.
+    Without one, any peer that reaches the port stores, queries and retrieves: refuse an
+    address other hosts can reach unless the operator says so (``--insecure-bind``)."""
+    if settings is None or settings.accepted_calling_ae_titles or insecure_bind:
+        return
+    if not only_loopback(settings.host):
+        raise ServeSecurityError(
+            f"refusing to accept DICOM associations on {settings.host} from any calling AE title: list the peers "
+            "allowed in [dimse] accepted_calling_ae_titles of a --config file (or --dimse-accept TITLE), "
+            "or pass --insecure-bind if this network is trusted"
+        )
+
+
 class ServeSecurityError(DcmstreamError, RuntimeError):
-    """``dcmstream serve`` without authentication on an address other hosts can reach."""
+    """``dcmstream serve`` without authentication (HTTP) or without accepted calling AE
+    titles (DIMSE) on an address other hosts can reach."""
 
 
 class ServeEnvironmentError(DcmstreamError, RuntimeError):
@@ -248,14 +279,23 @@ def serve(
     log_level: str | None = typer.Option(None, help="uvicorn log level (default warning)"),
     compress_policy: Path | None = COMPRESS_POLICY_OPTION,
     insecure_bind: bool = typer.Option(
-        False, "--insecure-bind", help="serve without authentication ([auth] mode \"none\") on an address other "
-        "than loopback: anyone who reaches the port reads and writes every study"
+        False, "--insecure-bind", help="serve without authentication ([auth] mode \"none\"; for DIMSE: without "
+        "accepted calling AE titles) on an address other than loopback: anyone who reaches the port reads and "
+        "writes every study"
     ),
     dimse_port: int | None = typer.Option(
         None, "--dimse-port", help="also listen for DICOM (DIMSE: C-STORE/FIND/MOVE/GET, storage commitment) on this "
         "port (e.g. 11112; default: the config's [dimse], else off)"
     ),
+    dimse_host: str | None = typer.Option(
+        None, "--dimse-host", help="address the DIMSE listener listens on (default: the config's [dimse] host, "
+        "else 127.0.0.1; not --host's)"
+    ),
     ae_title: str | None = typer.Option(None, "--ae-title", help="the DIMSE listener's AE title (default DCMSTREAM)"),
+    dimse_accept: list[str] | None = typer.Option(
+        None, "--dimse-accept", help="a calling AE title allowed to associate (repeatable; adds to the config's "
+        "[dimse] accepted_calling_ae_titles; others are rejected once one is listed)"
+    ),
     dimse_peer: list[str] | None = typer.Option(
         None, "--dimse-peer", help="a C-MOVE destination AE@HOST:PORT (repeatable; adds to the config's [[dimse.peers]])"
     ),
@@ -284,10 +324,11 @@ def serve(
         settings, auth_mode = loaded.server, loaded.auth.mode
         dimse_settings = loaded.dimse
         if loaded.audit.path is not None:
-            from ..web.audit import AuditLog
+            from ..audit import AuditLog
 
             AuditLog(loaded.audit.path).close()  # unwritable: a ConfigError now, not in each worker later
-    dimse_settings = dimse_options(dimse_settings, dimse_port, ae_title, dimse_peer, host)
+    dimse_settings = dimse_options(dimse_settings, dimse_port, ae_title, dimse_peer, dimse_host, dimse_accept)
+    audit_path = loaded.audit.path if config is not None else None
     policy = compress_policy or settings.compress_policy
     options = ServeOptions(
         config=None if config is None else str(config.resolve()),
@@ -305,6 +346,7 @@ def serve(
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
     check_bind(host, auth_mode, insecure_bind)
+    check_dimse_bind(dimse_settings, insecure_bind)
     where = str(config) if config is not None else None
     if workers == 1:
         app, archive, worker = build_app(options, console)
@@ -325,7 +367,15 @@ def serve(
                 if options.compress_policy is not None:
                     worker = start_policy(archive, options.compress_policy)
                 start_forwarder(archive, options)
-            dimse = start_dimse(archive, dimse_settings, console)
+            dimse = start_dimse(archive, dimse_settings, console, audit_path)
+            if app is not None:  # its counters on /metrics (one process)
+                from ..dimse.metrics import DimseCollector
+                from ..web.app import add_collector
+
+                add_collector(app, DimseCollector(dimse))
+            else:
+                console.print("  (DIMSE counters are not on /metrics with --workers > 1: the listener runs in "
+                              "this main process, /metrics is answered by the workers)", highlight=False, markup=False)
         run_options: dict[str, Any] = dict(host=host, port=port, log_level=log_level, timeout_keep_alive=30,
                                            **UVICORN_OPTIONS)
         if app is not None:
@@ -337,22 +387,30 @@ def serve(
             uvicorn.run(f"{__name__}:create_app_from_env", factory=True, workers=workers, **run_options)
     finally:
         if dimse is not None:
-            dimse.stop()
+            stop_dimse(dimse)
         if worker is not None:
             worker.stop(drain=False)  # queued instances just stay as stored
 
 
 # -- the DIMSE listener (dcmstream.dimse) -----------------------------------------------------
 def dimse_options(settings: Any, port: int | None, ae_title: str | None, peers: list[str] | None,
-                  host: str | None) -> Any:
+                  host: str | None = None, accept: list[str] | None = None) -> Any:
     """The DIMSE listener's settings: the config's ``[dimse]`` with the flags applied; None
-    when neither asks for a listener."""
+    when neither asks for a listener. Its address is ``--dimse-host``, else the config's
+    ``[dimse] host``, else loopback: never the HTTP ``--host`` (an HTTP server opened to
+    the network, behind tokens, does not open the DIMSE port, which has none)."""
     from ..config import DimseSettings, parse_peer
+    from ..config import _ae_title as checked_ae_title  # the one AE title check (config's and flags')
 
     if settings is None and port is None:
         return None
-    settings = settings or DimseSettings(host=host or DimseSettings.host)
+    settings = settings or DimseSettings()
     changes: dict[str, Any] = {}
+    if host is not None:
+        changes["host"] = host
+    if accept:
+        titles = [checked_ae_title(t, "--dimse-accept") for t in accept]
+        changes["accepted_calling_ae_titles"] = tuple(dict.fromkeys(settings.accepted_calling_ae_titles + tuple(titles)))
     if port is not None:
         changes["port"] = port
     if ae_title is not None:
@@ -371,13 +429,25 @@ def start_policy(archive: Archive, policy_path: str) -> Any:
     return PolicyWorker(archive, policy).start() if policy.rules else None
 
 
-def start_dimse(archive: Archive, settings: Any, console: Console) -> Any:
-    """Start the DIMSE listener on ``archive`` (stopped by the caller)."""
+def start_dimse(archive: Archive, settings: Any, console: Console, audit_path: Any = None) -> Any:
+    """Start the DIMSE listener on ``archive``, writing its operations to the ``[audit]``
+    trail at ``audit_path`` (None: none); stopped by the caller with :func:`stop_dimse`."""
+    from ..audit import AuditLog
     from ..dimse import DimseServer
 
-    server = DimseServer(archive, settings).start()
-    console.print(f"  DIMSE     {settings.ae_title}@{settings.host}:{server.port}", highlight=False, markup=False)
+    audit = AuditLog(audit_path) if audit_path is not None else None
+    server = DimseServer(archive, settings, audit=audit).start()
+    titles = settings.accepted_calling_ae_titles
+    console.print(f"  DIMSE     {settings.ae_title}@{settings.host}:{server.port}"
+                  f"{' (calling AE titles: ' + ', '.join(titles) + ')' if titles else ''}", highlight=False, markup=False)
     return server
+
+
+def stop_dimse(server: Any) -> None:
+    """Stop the listener of :func:`start_dimse` and close its audit trail."""
+    server.stop()
+    if server.audit.log is not None:
+        server.audit.log.close()
 
 
 def start_forwarder(archive: Archive, options: ServeOptions) -> Any:

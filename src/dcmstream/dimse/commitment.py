@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from ..archive import Archive
     from ..config import DimsePeer
+    from .audit import DimseAudit
 
 __all__ = ["handle_commitment", "commitment_report", "NO_SUCH_OBJECT", "CLASS_INSTANCE_CONFLICT"]
 
@@ -76,17 +77,33 @@ def commitment_report(archive: Archive, request: Dataset) -> tuple[int, Dataset]
 
 
 def _send_report(ae: AE, assoc: Any, archive: Archive, request: Dataset,
-                 peer_of: Callable[[str], DimsePeer | None]) -> None:
+                 peer_of: Callable[[str], DimsePeer | None], audit: DimseAudit | None = None) -> None:
+    event_type, report = commitment_report(archive, request)
+    delivery = _deliver(ae, assoc, request, event_type, report, peer_of)
+    if audit is not None:
+        audit.commitment(assoc, STATUS_SUCCESS, transaction=_uid(request.get("TransactionUID")),
+                         committed=[_uid(i.get("ReferencedSOPInstanceUID")) for i in report.get("ReferencedSOPSequence", [])],
+                         failed=[_uid(i.get("ReferencedSOPInstanceUID")) for i in report.get("FailedSOPSequence", [])],
+                         report=delivery)
+
+
+def _uid(value: Any) -> str:
+    return str(value or "")[:64]
+
+
+def _deliver(ae: AE, assoc: Any, request: Dataset, event_type: int, report: Dataset,
+             peer_of: Callable[[str], DimsePeer | None]) -> str:
+    """Send the N-EVENT-REPORT; how it went: ``same association``, ``new association``,
+    ``undelivered``."""
     from pynetdicom import build_context, build_role
 
-    event_type, report = commitment_report(archive, request)
     # The N-ACTION response is sent when the handler returns: give it a moment first.
     time.sleep(0.1)
     if assoc.is_established:
         try:
             status, _ = assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
             if status and status.get("Status", 0xFFFF) == STATUS_SUCCESS:
-                return
+                return "same association"
         except Exception:  # noqa: BLE001 - the association went away: try a new one
             log.info("storage commitment report on the same association failed", exc_info=True)
     title = str(assoc.requestor.ae_title).strip()
@@ -94,33 +111,41 @@ def _send_report(ae: AE, assoc: Any, archive: Archive, request: Dataset,
     if peer is None:
         log.warning("storage commitment report for %s (transaction %s) undelivered: %s is no configured peer",
                     title, request.TransactionUID, title)
-        return
+        return "undelivered"
     context = build_context(STORAGE_COMMITMENT)
     role = build_role(STORAGE_COMMITMENT, scp_role=True)
     report_assoc = ae.associate(peer.host, peer.port, contexts=[context], ae_title=peer.ae_title, ext_neg=[role])
     if not report_assoc.is_established:
         log.warning("storage commitment report for %s undelivered: association to %s refused", title, peer)
-        return
+        return "undelivered"
     try:
         status, _ = report_assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
         if not status or status.get("Status", 0xFFFF) != STATUS_SUCCESS:
             log.warning("storage commitment report to %s: status %s", peer, status.get("Status") if status else None)
+            return "undelivered"
+        return "new association"
     finally:
         report_assoc.release()
 
 
-def handle_commitment(event: Any, archive: Archive, peer_of: Callable[[str], DimsePeer | None]) -> tuple[int, Dataset | None]:
+def handle_commitment(event: Any, archive: Archive, peer_of: Callable[[str], DimsePeer | None],
+                      audit: DimseAudit | None = None) -> tuple[int, Dataset | None]:
     """``evt.EVT_N_ACTION``: accept a Request Storage Commitment (Action Type 1) and send
-    its report from a thread once the response is out."""
+    its report from a thread once the response is out (recorded in ``audit`` then; a
+    refused request at once)."""
     if event.action_type != 1:
+        if audit is not None:
+            audit.commitment(event.assoc, _NO_SUCH_ACTION, transaction=None, committed=[], failed=[], report="none")
         return _NO_SUCH_ACTION, None
     try:
         request = event.action_information
         _ = request.TransactionUID
     except Exception:  # noqa: BLE001 - an undecodable or incomplete request
+        if audit is not None:
+            audit.commitment(event.assoc, _INVALID_ARGUMENT, transaction=None, committed=[], failed=[], report="none")
         return _INVALID_ARGUMENT, None
     threading.Thread(
-        target=_send_report, args=(event.assoc.ae, event.assoc, archive, request, peer_of),
+        target=_send_report, args=(event.assoc.ae, event.assoc, archive, request, peer_of, audit),
         name="dcmstream-commitment", daemon=True,
     ).start()
     return STATUS_SUCCESS, None

@@ -29,6 +29,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..archive import Archive
+    from .audit import DimseAudit
 
 __all__ = ["handle_find", "identifier_query", "LEVELS", "MAX_MATCHES"]
 
@@ -119,8 +120,37 @@ def _patients(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def handle_find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[int, Dataset | None]]:
-    """``evt.EVT_C_FIND``: pending responses, one per match, then success (or cancel)."""
+def handle_find(event: Any, archive: Archive, ae_title: str,
+                audit: DimseAudit | None = None) -> Iterator[tuple[int, Dataset | None]]:
+    """``evt.EVT_C_FIND``: pending responses, one per match, then success (or cancel);
+    recorded in ``audit`` before the final response (with the names of the identifier's
+    keys only), or when the association ends midway (the generator is closed)."""
+    if audit is None:
+        yield from _find(event, archive, ae_title)
+        return
+    from .audit import key_names
+
+    identifier = event.identifier
+    try:
+        level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()[:16] or None
+    except Exception:  # noqa: BLE001 - undecodable: _find answers it
+        level = None
+    matches = 0
+    final: int | None = None
+    try:
+        for status, found in _find(event, archive, ae_title):
+            if status == STATUS_PENDING:
+                matches += 1
+            else:
+                final = status
+                audit.find(event.assoc, status, level=level, keys=key_names(identifier), matches=matches)
+            yield status, found
+    finally:
+        if final is None:
+            audit.find(event.assoc, None, level=level, keys=key_names(identifier), matches=matches)
+
+
+def _find(event: Any, archive: Archive, ae_title: str) -> Iterator[tuple[int, Dataset | None]]:
     identifier = event.identifier
     try:
         query = identifier_query(identifier)

@@ -6,7 +6,15 @@ each stored instance, in the ingesting thread) and queues (peer, SOP Instance UI
 bounded queue: a full queue drops the instance with a warning (the ingest never waits
 for a slow peer). One background thread sends what is queued, several instances per
 association, from their blobs (:mod:`.scu`), retrying a failed send a few times with a
-growing delay; what still fails is logged and counted (:meth:`metrics`).
+growing delay; what still fails is logged and counted (:meth:`metrics`; on ``/metrics``
+through :class:`.metrics.ForwarderCollector`).
+
+The queue is in memory: instances queued but not yet sent when the server stops are not
+forwarded after a restart (``dcmstream send`` them by hand). Rebuilding it from the
+catalog (instances ingested since a watermark) is not done: a rule may match the
+calling AE title of the C-STORE, which the catalog does not keep, and with ``--workers
+N`` each process forwards what it stored, so one watermark would skip another
+process's unsent instances.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from .common import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_PENDING,
     STATUS_UNABLE_TO_PROCESS,
+    STATUS_UNKNOWN_DESTINATION,
     DimseError,
 )
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from ..archive import Archive
     from ..config import DimsePeer
+    from .audit import DimseAudit
 
 __all__ = [
     "StoredBlob",
@@ -143,6 +145,12 @@ def use_blob_sender(assoc: Any) -> Any:
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, StoredBlob):
             return original(dataset, *args, **kwargs)
+        status = send_blob(dataset, *args, **kwargs)
+        # what the peer answered (None: no answer), read back by the retrieve's audit record
+        dataset.__dict__["sent_status"] = int(status.get("Status", 0xFFFF)) if status else None
+        return status
+
+    def send_blob(dataset: StoredBlob, *args: Any, **kwargs: Any) -> Dataset:
         with dataset.local_file() as (path, record):
             if _accepted(assoc, record.sop_class_uid, record.transfer_syntax):
                 with sendable(path, record.transfer_syntax) as ready:
@@ -225,45 +233,119 @@ def _records_or_status(archive: Archive, identifier: Dataset) -> tuple[list[Inst
     return records, STATUS_IDENTIFIER_MISMATCH if records is None else 0
 
 
-def _sub_operations(event: Any, archive: Archive, records: list[InstanceRecord]) -> Iterator[Any]:
+class _Retrieved:
+    """What a C-GET/C-MOVE sent, for its audit record."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+        self.failed: list[str] = []
+        self.status: int | None = None
+
+    def settle(self, blob: StoredBlob | None) -> None:
+        """Account for the instance just handed to pynetdicom (sent when its C-STORE got
+        a success or warning status)."""
+        if blob is None:
+            return
+        from .audit import dimse_outcome
+
+        record: InstanceRecord = blob.__dict__["record"]
+        if dimse_outcome(blob.__dict__.get("sent_status")) == "success":
+            self.sent.append((record.study_uid, record.series_uid, record.sop_uid))
+        else:
+            self.failed.append(record.sop_uid)
+
+
+def _sub_operations(event: Any, archive: Archive, records: list[InstanceRecord], done: _Retrieved,
+                    unanswered: int | None = None) -> Iterator[Any]:
+    done.status = unanswered  # the status when pynetdicom stops after the count
     yield len(records)
+    done.status = None
+    blob: StoredBlob | None = None
     for record in records:
         if event.is_cancelled:
+            done.settle(blob)
+            done.status = STATUS_CANCEL
             yield STATUS_CANCEL, None
             return
-        yield STATUS_PENDING, StoredBlob(archive, record)
+        blob = StoredBlob(archive, record)
+        yield STATUS_PENDING, blob
+        done.settle(blob)  # pynetdicom sent it before asking for the next
+        blob = None
+    # pynetdicom's final status: success, or 0xB000 when some sub-operations failed
+    done.status = 0xB000 if done.failed else 0x0000
 
 
-def handle_get(event: Any, archive: Archive) -> Iterator[Any]:
+def _audited(event: Any, service: str, destination: str | None, audit: DimseAudit | None,
+             operations: Callable[[_Retrieved], Iterator[Any]]) -> Iterator[Any]:
+    """Run a retrieve's ``operations`` and write its audit record when they end: before
+    the final response, or when the association ends midway (the generator is closed)."""
+    done = _Retrieved()
+    if audit is None:
+        yield from operations(done)
+        return
+    from .audit import key_names
+
+    identifier = event.identifier
+    try:
+        level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()[:16] or None
+    except Exception:  # noqa: BLE001 - undecodable: the operations answer it
+        level = None
+    try:
+        yield from operations(done)
+    finally:
+        # no final status: the association ended midway; some sent and some not: failure
+        outcome = "incomplete" if done.status is None else "failure" if done.failed else None
+        audit.retrieve(event.assoc, service, done.status, destination=destination, level=level,
+                       keys=key_names(identifier), sent=done.sent, failed=done.failed, outcome=outcome)
+
+
+def handle_get(event: Any, archive: Archive, audit: DimseAudit | None = None) -> Iterator[Any]:
     """``evt.EVT_C_GET``: the number of instances, then each one sent on this association."""
+    caller = str(event.assoc.requestor.ae_title).strip()
+    return _audited(event, "C-GET", caller, audit, lambda done: _get(event, archive, done))
+
+
+def _get(event: Any, archive: Archive, done: _Retrieved) -> Iterator[Any]:
     records, status = _records_or_status(archive, event.identifier)
     if records is None:
+        done.status = status
         yield 0
         yield status, None
         return
     use_blob_sender(event.assoc)
-    yield from _sub_operations(event, archive, records)
+    yield from _sub_operations(event, archive, records, done)
 
 
-def handle_move(event: Any, archive: Archive, peer_of: Callable[[str], DimsePeer | None]) -> Iterator[Any]:
+def handle_move(event: Any, archive: Archive, peer_of: Callable[[str], DimsePeer | None],
+                audit: DimseAudit | None = None) -> Iterator[Any]:
     """``evt.EVT_C_MOVE``: the destination (a configured peer; unknown: 0xA801), the number
     of instances, then each one sent on a new association to the destination."""
     destination = event.move_destination
     title = (destination.decode("ascii", "replace") if isinstance(destination, bytes) else str(destination)).strip()
+    return _audited(event, "C-MOVE", title[:16], audit, lambda done: _move(event, archive, peer_of, title, done))
+
+
+def _move(event: Any, archive: Archive, peer_of: Callable[[str], DimsePeer | None], title: str,
+          done: _Retrieved) -> Iterator[Any]:
     peer = peer_of(title)
     if peer is None:
         log.warning("C-MOVE to %r from %s: not a known peer", title, event.assoc.requestor.ae_title)
+        done.status = STATUS_UNKNOWN_DESTINATION
         yield None, None
         return
     records, status = _records_or_status(archive, event.identifier)
     if records is None:
+        done.status = status
         yield peer.host, peer.port
         yield 0
         yield status, None
         return
     if not records:
+        done.status = 0x0000
         yield peer.host, peer.port
         yield 0
         return
     yield peer.host, peer.port, {"contexts": storage_contexts((r.sop_class_uid, r.transfer_syntax) for r in records)}
-    yield from _sub_operations(event, archive, records)
+    # pynetdicom associates with the destination after the count; when it cannot, it
+    # answers 0xA801 and never asks for more: the status recorded unless it does
+    yield from _sub_operations(event, archive, records, done, unanswered=STATUS_UNKNOWN_DESTINATION)

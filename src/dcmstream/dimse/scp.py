@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pynetdicom import AE, evt
 
 from ..config import DimsePeer, DimseSettings
+from .audit import DimseAudit
 from .commitment import handle_commitment
 from .common import (
     QUERY_RETRIEVE,
@@ -33,6 +34,7 @@ from .store import StoreCounters, handle_store
 
 if TYPE_CHECKING:
     from ..archive import Archive
+    from ..audit import AuditLog
 
 __all__ = ["DimseServer", "ArchiveAE"]
 
@@ -59,12 +61,16 @@ class DimseServer:
     association); ``stop()`` closes the port and the open associations."""
 
     def __init__(self, archive: Archive, settings: DimseSettings, *, acse_timeout: float = 10.0,
-                 dimse_timeout: float = 60.0) -> None:
+                 dimse_timeout: float = 60.0, audit: AuditLog | None = None) -> None:
         configure()
         self.archive = archive
         self.settings = settings
         self.counters = StoreCounters()
+        #: Each operation's audit line (with an ``[audit]`` trail) and its count by outcome.
+        self.audit = DimseAudit(audit, called_ae_title=settings.ae_title,
+                                titles_checked=bool(settings.accepted_calling_ae_titles))
         self.associations = 0
+        self.rejected = 0
         self.aborted = 0
         self._server: Any = None
         ae = ArchiveAE(settings.ae_title)
@@ -87,15 +93,16 @@ class DimseServer:
         return self.settings.peer(ae_title)
 
     def _handlers(self) -> list[Any]:
-        archive = self.archive
+        archive, audit = self.archive, self.audit
         return [
-            (evt.EVT_C_STORE, partial(handle_store, archive=archive, counters=self.counters)),
-            (evt.EVT_C_FIND, partial(handle_find, archive=archive, ae_title=self.settings.ae_title)),
-            (evt.EVT_C_GET, partial(handle_get, archive=archive)),
-            (evt.EVT_C_MOVE, partial(handle_move, archive=archive, peer_of=self.peer)),
-            (evt.EVT_N_ACTION, partial(handle_commitment, archive=archive, peer_of=self.peer)),
+            (evt.EVT_C_STORE, partial(handle_store, archive=archive, counters=self.counters, audit=audit)),
+            (evt.EVT_C_FIND, partial(handle_find, archive=archive, ae_title=self.settings.ae_title, audit=audit)),
+            (evt.EVT_C_GET, partial(handle_get, archive=archive, audit=audit)),
+            (evt.EVT_C_MOVE, partial(handle_move, archive=archive, peer_of=self.peer, audit=audit)),
+            (evt.EVT_N_ACTION, partial(handle_commitment, archive=archive, peer_of=self.peer, audit=audit)),
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_end),
             (evt.EVT_CONN_CLOSE, self._on_end),
         ]
@@ -125,6 +132,20 @@ class DimseServer:
     def _on_established(self, event: Any) -> None:
         self.associations += 1
 
+    def _on_rejected(self, event: Any) -> None:
+        """An association request refused (pynetdicom answered A-ASSOCIATE-RJ): audited."""
+        self.rejected += 1
+        title = str(getattr(event.assoc.requestor, "ae_title", "") or "").strip()
+        accepted = self.settings.accepted_calling_ae_titles
+        if accepted and title not in accepted:
+            reason = "calling AE title not accepted"
+        elif self.ae.require_called_aet:
+            reason = "called AE title not recognised"
+        else:
+            reason = "too many associations"
+        log.info("DIMSE association from %s at %s rejected: %s", title or "?", event.assoc.requestor.address, reason)
+        self.audit.rejected(event.assoc, reason)
+
     def _on_end(self, event: Any) -> None:
         if discard_partial_dataset(event.assoc) is not None:
             self.aborted += 1
@@ -144,8 +165,20 @@ class DimseServer:
         return int(self._server.server_address[1])
 
     def metrics(self) -> dict[str, int]:
-        """Counters for logs and /metrics: associations, C-STORE outcomes, interrupted transfers."""
-        return {"associations": self.associations, "interrupted_stores": self.aborted, **self.counters.as_dict()}
+        """Counters for logs and /metrics: associations (accepted, rejected), C-STORE
+        outcomes, interrupted transfers, instances sent by C-GET/C-MOVE (and failed).
+        :meth:`operations` has every operation by service and outcome."""
+        return {"associations": self.associations, "rejected_associations": self.rejected,
+                "interrupted_stores": self.aborted, **self.counters.as_dict(),
+                "instances_sent": self.audit.sent, "instances_send_failed": self.audit.send_failed}
+
+    def active_associations(self) -> int:
+        """Associations open now (accepted by this listener)."""
+        return sum(1 for a in self.ae.active_associations if a.is_acceptor)
+
+    def operations(self) -> dict[tuple[str, str], int]:
+        """Operations ended so far, by (service, outcome) (see :mod:`.audit`)."""
+        return self.audit.counts()
 
     def stop(self) -> None:
         """Stop listening and abort the associations still open."""

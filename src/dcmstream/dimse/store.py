@@ -23,6 +23,7 @@ from .common import STATUS_SUCCESS
 
 if TYPE_CHECKING:
     from ..archive import Archive
+    from .audit import DimseAudit
 
 __all__ = ["handle_store", "store_status", "calling_ae", "StoreCounters"]
 
@@ -53,12 +54,16 @@ def store_status(result: IngestResult) -> int:
     return result.failure_reason or FAILURE_CANNOT_UNDERSTAND
 
 
-def handle_store(event: Any, archive: Archive, counters: StoreCounters | None = None) -> int:
-    """``evt.EVT_C_STORE``: ingest the received file; the DIMSE status of the outcome."""
+def handle_store(event: Any, archive: Archive, counters: StoreCounters | None = None,
+                 audit: DimseAudit | None = None) -> int:
+    """``evt.EVT_C_STORE``: ingest the received file; the DIMSE status of the outcome
+    (counted in ``counters`` and recorded in ``audit``)."""
     try:
         path = event.dataset_path
     except AttributeError:  # chunked receiving is off: not configured through .common
         log.error("C-STORE received into memory: dcmstream.dimse.common.configure() was not called")
+        if audit is not None:
+            audit.store(event.assoc, FAILURE_OUT_OF_RESOURCES, study=None, series=None, instance=None, result=None)
         return FAILURE_OUT_OF_RESOURCES
     try:
         size = path.stat().st_size
@@ -67,6 +72,10 @@ def handle_store(event: Any, archive: Archive, counters: StoreCounters | None = 
     token = calling_ae.set(str(event.assoc.requestor.ae_title).strip())
     try:
         result = archive.ingest_file(path, move=True)
+    except BaseException:
+        if audit is not None:  # pynetdicom answers 0xC211 ("handler raised")
+            audit.store(event.assoc, 0xC211, study=None, series=None, instance=None, result="failed")
+        raise
     finally:
         calling_ae.reset(token)
     if counters is not None:
@@ -80,4 +89,8 @@ def handle_store(event: Any, archive: Archive, counters: StoreCounters | None = 
     if not result.ok:
         log.warning("C-STORE from %s of %s failed (0x%04X): %s", event.assoc.requestor.ae_title,
                     result.sop_uid or "?", store_status(result), result.message)
-    return store_status(result)
+    status = store_status(result)
+    if audit is not None:
+        audit.store(event.assoc, status, study=result.study_uid, series=result.series_uid, instance=result.sop_uid,
+                    result=result.status)
+    return status

@@ -32,8 +32,10 @@ demo with synthetic data).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -58,7 +60,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import MetricsMiddleware
 from .viewer_routes import viewer_routes
 
-__all__ = ["create_app", "ServerConfig", "DICOMWEB_ROOT", "UVICORN_OPTIONS"]
+__all__ = ["create_app", "add_collector", "ServerConfig", "DICOMWEB_ROOT", "UVICORN_OPTIONS"]
 
 log = logging.getLogger(__name__)
 #: Seconds a scrape reuses the per-tier totals (a GROUP BY over the instances).
@@ -222,9 +224,19 @@ class RequestLimitsMiddleware:
         await self.app(scope, receive, send)
 
 
+def add_collector(app: Starlette, collector: Collector) -> None:
+    """Expose a Prometheus collector of this process (the DIMSE listener's, the
+    forwarder's) on ``app``'s ``/metrics`` (see :meth:`.metrics.Metrics.add_collector`)."""
+    app.state.dicomweb.metrics.add_collector(collector)
+
+
 def create_app(archive: Archive, config: ServerConfig | None = None, *, root: str = DICOMWEB_ROOT,
-               auth: AuthConfig | None = None, audit: AuditConfig | None = None) -> Starlette:
+               auth: AuthConfig | None = None, audit: AuditConfig | None = None,
+               collectors: Sequence[Collector] = ()) -> Starlette:
     """The Starlette app serving ``archive`` over DICOMweb at ``root``.
+
+    ``collectors``: Prometheus collectors of the process's other parts, read at each
+    scrape of ``/metrics`` (more can be added later with :func:`add_collector`).
 
     ``auth`` (the ``[auth]`` table; default: none) puts :class:`~.auth.AuthMiddleware` in
     front of every handler; ``audit`` (``[audit]``) appends a line per patient-data request
@@ -233,6 +245,8 @@ def create_app(archive: Archive, config: ServerConfig | None = None, *, root: st
     config = config or ServerConfig()
     auth = auth or AuthConfig()
     ctx = WebContext(archive, config)
+    for collector in collectors:
+        ctx.metrics.add_collector(collector)
     middleware = []
     if config.cors_origins:
         middleware.append(

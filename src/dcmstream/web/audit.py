@@ -15,34 +15,24 @@ may carry them (``PatientName=DOE^JOHN``), so only the parameter *names* are kep
 path segment that is neither a keyword nor a UID nor a frame list is written as
 ``"-"``. A STOW adds the UIDs it stored (``instances``, ``studies``) through :func:`note`.
 
-Several server processes (``--workers N``, several hosts on a shared volume) append to
-one file: it is opened with ``O_APPEND`` and each line is one ``write``, so lines never
-interleave. A path that cannot be opened for appending stops the server at start
-(:class:`~dcmstream.config.ConfigError`), rather than losing records silently; a write
-that fails later (a full disk) is logged as an error for each lost line.
+The lines are written by :class:`dcmstream.audit.AuditLog` (one ``O_APPEND`` write each,
+shared by every server process and by the DIMSE listener, whose records have the same
+shape: :func:`dcmstream.audit.entry`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import re
-import threading
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from ..config import ConfigError
+from ..audit import AuditLog, entry
 from .auth import ANONYMOUS, IDENTITY_KEY, Identity
 
 __all__ = ["AuditLog", "AuditMiddleware", "note", "AUDIT_KEY"]
-
-log = logging.getLogger(__name__)
 
 #: The ASGI scope key of the record being built for a request (handlers add to it via :func:`note`).
 AUDIT_KEY = "dcmstream.audit"
@@ -52,37 +42,6 @@ _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _LEVELS = {"studies": "study", "series": "series", "instances": "instance"}
 _RESOURCES = frozenset({"metadata", "frames", "rendered", "thumbnail", "bulkdata"})
 _MAX_PARAMS = 50
-
-
-class AuditLog:
-    """An append-only JSON-lines file shared by every server process."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise ConfigError(f"[audit] path {self.path}: cannot append to it: {exc.strerror or exc}") from exc
-        self._lock = threading.Lock()
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record as one line (one ``write`` call on an ``O_APPEND`` descriptor)."""
-        data = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
-        try:
-            with self._lock:
-                written = os.write(self._fd, data)
-                while written < len(data):  # a regular file writes it all at once; be sure anyway
-                    written += os.write(self._fd, data[written:])
-        except OSError as exc:
-            log.error("audit trail %s: a record was not written: %s (%s %s)", self.path, exc.strerror or exc,
-                      record.get("method"), record.get("path"))
-
-    def close(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
 
 
 def note(request: Request, *, studies: Iterable[str] = (), series: Iterable[str] = (),
@@ -202,22 +161,14 @@ class AuditMiddleware:
               status: int | None) -> dict[str, Any]:
         who = scope.get(IDENTITY_KEY) or self.nobody
         client = scope.get("client")
-        line: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "user": who.user,
-            "role": who.role,
-            "auth": who.via,
-            "client": client[0] if client else None,
-            "method": str(scope["method"])[:16],
-            **described,
-            "query": _param_names(scope.get("query_string") or b""),
-            "status": status,
-            "outcome": _outcome(status),
-        }
-        if record.get("studies"):
-            line["studies"] = record["studies"]
-        if record.get("series_list"):
-            line["series_list"] = record["series_list"]
-        if record.get("instances"):
-            line["instances"] = record["instances"]
+        line = entry(
+            user=who.user, role=who.role, auth=who.via, client=client[0] if client else None,
+            action=described["action"], method=str(scope["method"])[:16],
+            **{k: v for k, v in described.items() if k != "action"},
+            query=_param_names(scope.get("query_string") or b""), status=status, outcome=_outcome(status),
+        )
+        # UIDs a handler added (a STOW's), after the outcome as they always were
+        for key in ("studies", "series_list", "instances"):
+            if record.get(key):
+                line[key] = record[key]
         return line

@@ -5,6 +5,10 @@ request count by status, a latency histogram, bytes served, requests in flight. 
 read when scraped, the frame cache (hits, misses, hit rate, bytes), the archive's counts,
 instances, bytes and estimated monthly cost per storage tier, and the process's resident memory.
 
+Counters of parts of the process the web layer cannot import (the DIMSE listener and the
+forwarder, :mod:`dcmstream.dimse.metrics`) are Prometheus collectors registered by whoever
+composes them with the app (``dcmstream serve``): :meth:`Metrics.add_collector`.
+
 Every :class:`Metrics` has its own :class:`~prometheus_client.CollectorRegistry` (not the
 library's global one: a process may run several apps, the tests do). Label values stay
 bounded: a path no route matches is ``route="unmatched"`` and a method outside
@@ -50,6 +54,12 @@ class Metrics:
         self.in_flight = Gauge("dcmstream_http_requests_in_flight", "HTTP requests being answered now.",
                                registry=self.registry)
         self.started = time.time()
+
+    def add_collector(self, collector: Collector) -> None:
+        """Expose ``collector``'s metrics (read at each scrape) on this app's ``/metrics``:
+        the hook through which the process's other fronts (DIMSE) report. Its metric
+        names must not clash with this module's (``dcmstream_http_*``, cache, archive)."""
+        self.registry.register(collector)
 
     def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
         """Count one finished request (``method`` outside :data:`METHODS` becomes ``other``)."""
