@@ -157,6 +157,7 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
             if console is not None:
                 console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
     start_forwarder(archive, options)
+    start_sweeper(archive, options)
     config = ServerConfig(
         cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
     )
@@ -378,6 +379,20 @@ def start_dimse(archive: Archive, settings: Any, console: Console) -> Any:
     server = DimseServer(archive, settings).start()
     console.print(f"  DIMSE     {settings.ae_title}@{settings.host}:{server.port}", highlight=False, markup=False)
     return server
+
+
+def start_sweeper(archive: Archive, options: ServeOptions) -> Any:
+    """Sweep the leftovers of killed writers (staging files, orphan blobs, journalled
+    deletions; :mod:`dcmstream.archive.sweep`) in a daemon thread: now, without delaying
+    readiness, and every ``[archive] sweep_interval_seconds`` (default an hour)."""
+    from ..archive.sweep import Sweeper
+
+    interval = 3600.0
+    if options.config is not None:
+        from ..config import load_config
+
+        interval = load_config(options.config).sweep_interval
+    return Sweeper(archive, interval).start()
 
 
 def start_forwarder(archive: Archive, options: ServeOptions) -> Any:
