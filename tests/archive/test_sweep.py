@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from dcmstream.archive import Archive, FilesystemBlobStore
 from dcmstream.archive.ingest import sweep_orphans
 from dcmstream.archive.sweep import Sweeper, sweep
 from dcmstream.cli.main import app
+from dcmstream.web import create_app
 
 _ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
     p for p in (str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")) if p))
@@ -173,3 +175,16 @@ def test_the_sweeper_counts_what_it_removed(tmp_path: Path, testfile) -> None:
     assert metrics["dcmstream_sweep_staging_files_removed_total"] == 1
     assert metrics["dcmstream_sweep_orphan_blobs_removed_total"] == 1
     assert not staged.exists()
+
+
+def test_metrics_show_the_sweepers_counters(tmp_path: Path, testfile) -> None:
+    root = tmp_path / "archive"
+    _leftovers(root, testfile)
+    with Archive(root, cache=False) as archive:  # the open removes the unlocked staging file
+        Sweeper(archive, interval=0).start().stop()
+        with TestClient(create_app(archive)) as client:
+            text = client.get("/metrics").text
+    lines = dict(line.split() for line in text.splitlines() if line.startswith("dcmstream_sweep_"))
+    assert lines["dcmstream_sweep_runs_total"] == "1.0"
+    assert lines["dcmstream_sweep_staging_files_removed_total"] == "1.0"  # at the open, counted
+    assert lines["dcmstream_sweep_orphan_blobs_removed_total"] == "1.0"
