@@ -179,7 +179,7 @@ class Archive:
             for store in self.tiers.values():
                 self.staging_swept_at_open += store.clean_staging(older_than=staging_max_age)
             if self.staging_swept_at_open:
-                log.warning("removed %d staging file(s) of interrupted writes", self.staging_swept_at_open)
+                log.warning("%s: removed %d staging file(s) of interrupted writes", self.root, self.staging_swept_at_open)
             # Blobs of a delete killed after its catalog commit (see .deletion).
             self._finish_deletions()
         #: Seconds between looks at the catalog's delete counter (memoised records of

@@ -179,9 +179,9 @@ class Sweeper:
             self.deletions_finished += result.deletions
             self.last_run = time.time()
         if result.staging or result.orphans or result.deletions:
-            log.warning("sweep: %s, left by interrupted writes", result.summary())
+            log.warning("sweep of %s: %s, left by interrupted writes", self.archive.root, result.summary())
         else:
-            log.info("sweep: %s", result.summary())
+            log.info("sweep of %s: %s", self.archive.root, result.summary())
         return result
 
     def metrics(self) -> dict[str, int]:
