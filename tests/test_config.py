@@ -229,3 +229,12 @@ def test_loopback_issuers_may_use_http(tmp_path: Path) -> None:
 def test_serve_help_names_insecure_bind() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     assert "--insecure-bind" in result.output
+
+
+def test_sweep_interval(tmp_path: Path) -> None:
+    base = '[catalog]\nurl = "sqlite:///catalog.sqlite"\n[storage.hot]\nurl = "file:///srv/x"\n'
+    assert load_config(_write(tmp_path, base)).sweep_interval == 3600.0  # an hour by default
+    assert load_config(_write(tmp_path, base + "[archive]\nsweep_interval_seconds = 600\n")).sweep_interval == 600.0
+    assert load_config(_write(tmp_path, base + "[archive]\nsweep_interval_seconds = 0\n")).sweep_interval == 0.0
+    with pytest.raises(ConfigError, match="sweep_interval_seconds"):
+        load_config(_write(tmp_path, base + "[archive]\nsweep_interval_seconds = -1\n"))

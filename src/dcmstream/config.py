@@ -7,6 +7,7 @@ tier order, lifecycle rules between them, and the server's settings::
 
     [archive]
     root = "/srv/dcmstream"        # local folder: staging files (optional)
+    sweep_interval_seconds = 3600  # servers sweep killed writers' leftovers at start and this often
     [catalog]
     url = "postgresql://dcm@db.example:5432/dcmstream"   # or sqlite:////path/catalog.sqlite
     [storage.hot]                  # the first [storage.*] table: new instances go here
@@ -205,6 +206,9 @@ class ArchiveConfig:
     root: Path | None = None
     #: Staging files older than this (seconds) are swept when the archive opens.
     staging_max_age: float = 3600.0
+    #: ``[archive] sweep_interval_seconds``: a server sweeps leftovers of killed writers at
+    #: start and then this often (0: only at start); see :mod:`dcmstream.archive.sweep`.
+    sweep_interval: float = 3600.0
     auth: AuthConfig = AuthConfig()
     audit: AuditConfig = AuditConfig()
     #: ``[dimse]``: the DICOM network listener (None: no listener).
@@ -518,6 +522,9 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
     archive = _Table(top.take("archive", dict, {}), "archive", source)
     root_text = archive.take("root", str)
     staging_max_age = archive.positive("staging_max_age_seconds", float, 3600.0)
+    sweep_interval = archive.take("sweep_interval_seconds", float, 3600.0)
+    if sweep_interval < 0:
+        raise archive.fail("sweep_interval_seconds", f"must be 0 (only at start) or positive, not {sweep_interval!r}")
     archive.done()
     catalog = _Table(top.take("catalog", dict, required=True), "catalog", source)
     catalog_url = _catalog_url(catalog, base)
@@ -546,6 +553,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>", base: Pat
         server=server,
         root=None if root_text is None else _relative_to(base, root_text),
         staging_max_age=staging_max_age,
+        sweep_interval=sweep_interval,
         auth=auth,
         audit=audit,
         dimse=dimse,
@@ -725,9 +733,10 @@ def open_store(storage: StorageConfig) -> BlobStore:
     return S3BlobStore.from_url(storage.url, **kwargs)
 
 
-def open_archive(config: ArchiveConfig, *, cache: FrameCache | None | bool = None) -> Archive:
+def open_archive(config: ArchiveConfig, *, cache: FrameCache | None | bool = None, sweep_on_open: bool = True) -> Archive:
     """The :class:`~dcmstream.archive.Archive` a configuration describes: its catalog, its
-    first storage as the store new instances go to, the others as further tiers."""
+    first storage as the store new instances go to, the others as further tiers
+    (``sweep_on_open``: as for :class:`~dcmstream.archive.Archive`)."""
     from .archive import Archive
 
     stores = {s.name: open_store(s) for s in config.storages}
@@ -740,6 +749,7 @@ def open_archive(config: ArchiveConfig, *, cache: FrameCache | None | bool = Non
             tier_prices={s.name: s.price_per_gb_month for s in config.storages if s.price_per_gb_month is not None},
             cache=cache,
             staging_max_age=config.staging_max_age,
+            sweep_on_open=sweep_on_open,
         )
     except BaseException:
         catalog.close()

@@ -1,5 +1,5 @@
 """Crash hygiene: staging files of a killed ingest are swept when an archive opens, and
-only those (old and unlocked); a kill never leaves half an instance in the catalog."""
+only those (unlocked; those of writers that do not lock only when old); a kill never leaves half an instance in the catalog."""
 
 from __future__ import annotations
 
@@ -102,18 +102,27 @@ def test_the_sweep_keeps_young_and_locked_files(tmp_path: Path) -> None:
         assert not young.exists()
 
 
-def test_orphan_sweep_spares_young_and_referenced_blobs(tmp_path: Path, testfile) -> None:
+def test_orphan_sweep_spares_pinned_young_and_referenced_blobs(tmp_path: Path, testfile) -> None:
     with Archive(tmp_path, cache=False) as archive:
         stored = archive.ingest_file(testfile("CT_small.dcm"))
         record = archive.record(stored.sop_uid)
         assert record is not None
-        orphan = f"{record.study_uid}/{record.series_uid}/i0123456789abcdef/{record.sop_uid}.dcm"
+        prefix = f"{record.study_uid}/{record.series_uid}"
+        orphan = f"{prefix}/i0123456789abcdef/{record.sop_uid}.dcm"
+        swap = f"{prefix}/c0123456789abcdef/{record.sop_uid}.dcm"
         archive.blobs.put_bytes(orphan, b"half an ingest")  # a kill before the catalog add
-        assert sweep_orphans(archive) == []  # young: perhaps another process's ingest in flight
-        hours_ago = time.time() - 7200
-        os.utime(archive.blobs.objects / orphan, (hours_ago, hours_ago))
-        os.utime(archive.blobs.objects / record.blob_key, (hours_ago, hours_ago))
+        archive.blobs.put_bytes(swap, b"half a compression swap")  # a kill before the switch
+        # an ingest's blob pinned by a live writer (its lock) stays, however old
+        with staging_lock(archive.blobs.objects / orphan):
+            assert sweep_orphans(archive) == []
+        # unpinned, the ingest's blob is a killed writer's at any age; the swap's (its
+        # writer does not pin) goes only when old
+        assert sweep_orphans(archive, dry_run=True) == [orphan] and archive.blobs.exists(orphan)
         assert sweep_orphans(archive) == [orphan]
+        hours_ago = time.time() - 7200
+        os.utime(archive.blobs.objects / swap, (hours_ago, hours_ago))
+        os.utime(archive.blobs.objects / record.blob_key, (hours_ago, hours_ago))
+        assert sweep_orphans(archive) == [swap]
         assert list(archive.blobs.keys()) == [record.blob_key]
 
 
@@ -140,19 +149,17 @@ def test_orphan_sweep_checks_every_tier_and_spares_journalled_moves(tmp_path: Pa
         target = f"{prefix}/c00000000000000cc/{in_hot.sop_uid}.dcm"
         archive.catalog.begin_move(in_hot.sop_uid, "hot", in_hot.blob_key, "cold", target)
         cold.put_bytes(target, hot.read_range(in_hot.blob_key))
-        # an ingest in flight, of an old file moved into the store: young all the same
+        # an ingest in flight (its writer holds the file it moved into the store): kept
         old_file = tmp_path / "incoming.dcm"
         old_file.write_bytes(b"in flight")
-        os.utime(old_file, (time.time() - 7200, time.time() - 7200))
         in_flight = f"{prefix}/i00000000000000dd/{in_hot.sop_uid}.dcm"
-        hot.put_file(in_flight, old_file, move=True, exclusive=True)
         hours_ago = time.time() - 7200
         for store in (hot, cold):
             for key in store.keys():  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
-                if key != in_flight:
-                    os.utime(store.objects / key, (hours_ago, hours_ago))
-
-        assert sorted(sweep_orphans(archive)) == sorted(key for _, key in orphans)
+                os.utime(store.objects / key, (hours_ago, hours_ago))
+        with staging_lock(old_file):
+            hot.put_file(in_flight, old_file, move=True, exclusive=True)
+            assert sorted(sweep_orphans(archive)) == sorted(key for _, key in orphans)
         assert sorted(hot.keys()) == sorted(
             [r.blob_key for r in records.values() if r.tier is None] + [in_flight])
         assert sorted(cold.keys()) == sorted([moved.blob_key, target])

@@ -7,10 +7,11 @@ Then:
 - every ACKNOWLEDGED instance (in a 200/202 answer's ReferencedSOPSequence) is retrievable
   byte-identical (WADO-RS, ``transfer-syntax=*``: the stored bytes are the sent bytes);
 - an instance sent without an answer is either absent or whole;
-- no catalog row lacks its blob, even before any sweep;
-- after the archive's own sweeps (:func:`~dcmstream.archive.ingest.sweep_orphans`,
-  ``clean_staging``; run here as the maintenance step they are, with nothing else running),
-  every blob has its row and the staging folder is empty.
+- no catalog row lacks its blob;
+- once the last server's own start-up sweep has run (``dcmstream_sweep_runs_total`` on its
+  ``/metrics``; it runs while the clients still store, which it must survive), every blob
+  has its row and the staging folder is empty: the kills' leftovers are gone without any
+  maintenance step (the archive is opened here without its open-time sweep).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dcmstream.archive import Archive
-from dcmstream.archive.ingest import sweep_orphans
 from dcmstream.config import load_config, open_archive
 
 from ..server_util import ServerProcess, free_port, start_serve
@@ -103,9 +103,34 @@ def _serve(kind: str, tmp_path: Path, port: int) -> tuple[tuple[str, ...], Path]
 
 
 def _open(kind: str, tmp_path: Path) -> Archive:
+    """The archive as the servers left it: no sweep at this open (the servers' own count)."""
     if kind == "folder":
-        return Archive(tmp_path / "archive", cache=False)
-    return open_archive(load_config(tmp_path / "archive.toml"), cache=False)
+        return Archive(tmp_path / "archive", cache=False, sweep_on_open=False)
+    return open_archive(load_config(tmp_path / "archive.toml"), cache=False, sweep_on_open=False)
+
+
+def _sweep_metrics(client: httpx.Client, url: str) -> dict[str, float]:
+    """The ``dcmstream_sweep_*`` values of a server's ``/metrics``."""
+    r = client.get(f"{url}/metrics")
+    assert r.status_code == 200, r.text
+    out = {}
+    for line in r.text.splitlines():
+        if line.startswith("dcmstream_sweep_"):
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
+def _wait_for_sweep(url: str, timeout: float = 60.0) -> dict[str, float]:
+    """Poll the server's ``/metrics`` until its start-up sweep has run; its counters."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=10) as client:
+        while True:
+            metrics = _sweep_metrics(client, url)
+            if metrics.get("dcmstream_sweep_runs_total", 0) >= 1:
+                return metrics
+            assert time.monotonic() < deadline, f"no sweep ran within {timeout} s: {metrics}"
+            time.sleep(0.1)
 
 
 def _retrieve(client: httpx.Client, url: str, study: str, series: str, sop: str) -> bytes | None:
@@ -141,6 +166,8 @@ def test_kill_during_stow_loses_no_acknowledged_instance(kind: str, tmp_path: Pa
             time.sleep(rng.uniform(0.05, 0.6))
             server.kill()
             server = start_serve(args, log=log, port=port)
+        # the start-up sweep runs in the background while the clients go on storing
+        swept = _wait_for_sweep(server.url)
         time.sleep(0.5)
         load.stop.set()
         for t in threads:
@@ -169,20 +196,21 @@ def test_kill_during_stow_loses_no_acknowledged_instance(kind: str, tmp_path: Pa
             server.kill()
     elapsed = time.monotonic() - started
 
-    # -- the archive itself: rows and blobs match (sweeps run as nothing else does) -------
+    # -- the archive as the servers left it: rows and blobs match, nothing staged --------
+    assert swept.get("dcmstream_sweep_errors_total") == 0, swept
     archive = _open(kind, tmp_path)
     try:
         store = archive.blobs
-        records = list(archive.iter_records())
+        keys = set(store.keys())
+        rows = [archive.catalog.get(Path(key).stem) for key in keys]
+        records = [r for r in rows if r is not None and r.blob_key in keys]
         missing = [r.sop_uid for r in records if not store.exists(r.blob_key)]
         assert not missing, f"catalog rows without their blob: {missing[:5]}"
-        staged_before = sum(1 for p in store.staging_path().parent.iterdir() if p.is_file())
-        swept_staging = store.clean_staging(older_than=0)
-        orphans = sweep_orphans(archive, older_than=0)
-        keys = set(store.keys())
         referenced = {r.blob_key for r in records}
-        assert keys == referenced, f"blobs without a row after the sweep: {sorted(keys - referenced)[:5]}"
-        assert not any(p.is_file() for p in store.staging_path().parent.iterdir()), "staging files left"
+        assert keys == referenced, f"blobs without a row after the server's sweep: {sorted(keys - referenced)[:5]}"
+        assert archive.catalog.counts()["instances"] == len(records), "catalog rows without their blob"
+        staged = [p.name for p in store.staging_path().parent.iterdir() if p.is_file()]
+        assert not staged, f"staging files left: {staged[:5]}"
         for r in records:
             assert store.size(r.blob_key) == r.size
         acked_in_catalog = sum(archive.catalog.get(sop) is not None for sop in load.acked)
@@ -193,6 +221,8 @@ def test_kill_during_stow_loses_no_acknowledged_instance(kind: str, tmp_path: Pa
     record_figures(f"crash-{kind}", {
         "kills": KILLS, "clients": CLIENTS, "stow_requests": load.requests, "acknowledged": len(load.acked),
         "lost": len(lost), "unacknowledged": len(load.unanswered), "unacknowledged_stored": unanswered_stored,
-        "multiframe_acknowledged": len(load.multiframe & load.acked.keys()), "orphan_blobs_swept": len(orphans), "staging_files_swept": swept_staging,
-        "staging_files_before_sweep": staged_before, "seconds": round(elapsed, 1),
+        "multiframe_acknowledged": len(load.multiframe & load.acked.keys()),
+        "last_start_sweep_orphan_blobs": int(swept.get("dcmstream_sweep_orphan_blobs_removed_total", 0)),
+        "last_start_sweep_staging_files": int(swept.get("dcmstream_sweep_staging_files_removed_total", 0)),
+        "seconds": round(elapsed, 1),
     })

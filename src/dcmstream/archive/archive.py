@@ -32,7 +32,7 @@ from ..cache.lru import LRU
 from ..errors import DcmstreamError, DicomFormatError, InvalidArgumentError, UnsupportedTransferSyntaxError
 from ..io.source import ByteSource
 from .access import AccessTracker
-from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, iter_source
+from .blobstore import BlobNotFoundError, BlobStore, FilesystemBlobStore, StagingFile, iter_source
 from .catalog import Catalog, InstanceRecord, SQLiteCatalog
 from .deletion import DeleteHook, DeleteResult, finish_deletions
 from .deletion import delete as delete_scope
@@ -118,7 +118,8 @@ class Archive:
     ``tiers`` the archive has one tier, :data:`DEFAULT_TIER`). ``tier_prices`` (per GB and
     month, by tier name) feed the cost estimate of ``/metrics`` and ``lifecycle status``.
     Reads are noted in batches every ``access_interval`` seconds (``track_access=False``:
-    not at all).
+    not at all). Opening sweeps killed writers' staging files and finishes journalled
+    deletions (``sweep_on_open=False``: not, for a dry run of :func:`.sweep.sweep`).
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class Archive:
         access_interval: float = 30.0,
         staging_max_age: float = 3600.0,
         deletion_check_interval: float = 1.0,
+        sweep_on_open: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -162,12 +164,24 @@ class Archive:
         #: The compression policy worker (:class:`dcmstream.policy.PolicyWorker`) attached
         #: to this archive, if any; the server reports its metrics.
         self.policy_worker: ArchiveWorker | None = None  # set by dcmstream.policy.PolicyWorker
-        # Staging files of a killed ingest, in every store: old ones only (and none a live
-        # writer holds locked), since other processes may share the store.
-        for store in self.tiers.values():
-            store.clean_staging(older_than=staging_max_age)
-        # Blobs of a delete killed after its catalog commit (see .deletion).
-        self._finish_deletions()
+        #: The periodic sweep of leftovers (:class:`.sweep.Sweeper`), if one runs; the server
+        #: reports its metrics.
+        self.sweeper: ArchiveWorker | None = None  # set by .sweep.Sweeper.start
+        #: Seconds after which what no lock protects counts as a leftover: staging files of
+        #: writers that do not lock, unreferenced blobs in object storage (see .sweep).
+        self.staging_max_age = staging_max_age
+        # Staging files of a killed writer, in every store: none a live writer holds locked
+        # (other processes may share the store), unlocked ones of writers that do not lock
+        # only when old. (``sweep_on_open=False``: a dry run of the sweep looks first.)
+        #: Staging files of killed writers this open removed (the sweeper's metrics count them).
+        self.staging_swept_at_open = 0
+        if sweep_on_open:
+            for store in self.tiers.values():
+                self.staging_swept_at_open += store.clean_staging(older_than=staging_max_age)
+            if self.staging_swept_at_open:
+                log.warning("%s: removed %d staging file(s) of interrupted writes", self.root, self.staging_swept_at_open)
+            # Blobs of a delete killed after its catalog commit (see .deletion).
+            self._finish_deletions()
         #: Seconds between looks at the catalog's delete counter (memoised records of
         #: instances another process deleted are dropped within that time; 0: every time).
         self.deletion_check_interval = deletion_check_interval
@@ -204,6 +218,14 @@ class Archive:
         token = uuid.uuid4().hex[:16]
         return f"{validate_uid(record.study_uid)}/{validate_uid(record.series_uid)}/i{token}/{validate_uid(record.sop_uid)}.dcm"
 
+    @staticmethod
+    def is_ingest_key(key: str) -> bool:
+        """Whether ``key`` is one an ingest writes (:meth:`blob_key` or :meth:`attempt_key`),
+        not a :meth:`replacement_key`: an ingest pins its blob until its row is added, so an
+        unpinned one without a row is a killed ingest's (:func:`.ingest.sweep_orphans`)."""
+        parts = key.split("/")
+        return len(parts) == 3 or (len(parts) == 4 and parts[2].startswith("i"))
+
     def add_listener(self, callback: Callable[[IngestResult], None]) -> None:
         """Call ``callback(result)`` after every stored instance (cache invalidation)."""
         self._listeners.append(callback)
@@ -231,6 +253,11 @@ class Archive:
 
     def staging_path(self, suffix: str = ".part") -> Path:
         return self.blobs.staging_path(suffix)
+
+    def create_staging(self, suffix: str = ".part") -> StagingFile:
+        """A new staging file held locked until closed (see :meth:`.BlobStore.create_staging`):
+        where incoming data is spooled, safe from every sweep while this process lives."""
+        return self.blobs.create_staging(suffix)
 
     # -- tiers -------------------------------------------------------------------------------
     def tier_of(self, record: InstanceRecord) -> str:

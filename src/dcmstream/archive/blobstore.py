@@ -15,10 +15,25 @@ A put replaces an existing blob by default; ``exclusive=True`` refuses to
 (:class:`BlobExistsError`), so that of several writers of one key (processes or hosts
 sharing the store) the first one's bytes stay: the filesystem store publishes with a
 hard link, which fails atomically when the name exists, S3 with a conditional request.
+
+Staging files and the sweeps (what a killed writer leaves):
+
+* a writer holds a shared ``flock`` on each file it has in flight, from the moment the
+  file exists (:meth:`BlobStore.create_staging`: ``lk-`` names, created locked) until it
+  is done with it; the lock dies with the process, so a file nobody holds is a killed
+  writer's leftover and :func:`sweep_staging` deletes it at once, whatever its age (it
+  takes the lock exclusively first, so it never deletes a file a live writer holds).
+  Staging files made otherwise (:meth:`BlobStore.staging_path`, by writers that do not
+  lock) are left until they are older than the sweep's age limit;
+* the same lock, held on a blob's file from before its name is published until the
+  catalog row that points at it is committed, tells :func:`.ingest.sweep_orphans` that the
+  blob is in flight (:meth:`BlobStore.claim`). Object storage has no such locks: there the
+  sweep of unreferenced blobs goes by age.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -31,6 +46,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import DcmstreamError
 from ..io.atomic import commit_file, fsync_dir, fsync_file
@@ -49,8 +65,16 @@ __all__ = [
     "validate_key",
     "iter_source",
     "sweep_staging",
+    "staging_leftovers",
     "staging_lock",
+    "StagingFile",
+    "create_locked",
+    "LOCKED_PREFIX",
 ]
+
+#: Name prefix of the staging files created locked (:func:`create_locked`): unlocked, they
+#: are leftovers whatever their age.
+LOCKED_PREFIX = "lk-"
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_KEY = 1024
@@ -227,37 +251,83 @@ class BlobStore(ABC):
 
     # -- derived ---------------------------------------------------------------------
     def clean_staging(self, older_than: float = 0.0) -> int:
-        """Delete leftover staging files (of a killed ingest) older than ``older_than``
-        seconds and not locked by a live process; returns how many.
+        """Delete the staging files a killed writer left; returns how many.
 
-        Every archive calls this for its stores when it opens. The age limit and the
-        lock (:func:`staging_lock`) keep the in-flight files of other processes sharing
-        the store: a server receiving STOW-RS writes fresh ones all the time.
+        A file a live process holds locked (:func:`staging_lock`, :meth:`create_staging`)
+        always stays; an unlocked file created locked (a killed writer's) always goes; one
+        made by a writer that does not lock goes once older than ``older_than`` seconds.
+        Every archive calls this for its stores when it opens, and the periodic sweep
+        (:mod:`.sweep`) again; other processes sharing the store keep their files.
         """
-        return sweep_staging(self.staging_path().parent, older_than)
+        return len(self.staging_leftovers(older_than))
+
+    def staging_leftovers(self, older_than: float = 0.0, *, delete: bool = True) -> list[Path]:
+        """The staging files :meth:`clean_staging` removes (``delete=False``: only lists them)."""
+        return staging_leftovers(self.staging_path().parent, older_than, delete=delete)
+
+    def create_staging(self, suffix: str = ".tmp") -> StagingFile:
+        """A new, empty staging file (:meth:`staging_path`'s folder) held locked by this
+        process until the returned :class:`StagingFile` is closed: no sweep deletes it,
+        however long it is in flight; if the process dies, the next sweep does."""
+        return create_locked(lambda: self._locked_name(suffix))
+
+    def _locked_name(self, suffix: str) -> Path:
+        path = self.staging_path(suffix)
+        return path.with_name(LOCKED_PREFIX + path.name)
+
+    @contextmanager
+    def claim(self, key: str) -> Iterator[bool | None]:
+        """Hold the blob ``key`` against writers for a moment, to delete it as an orphan.
+
+        Yields True when no live process pins the blob (a writer pins the blob's file with
+        :func:`staging_lock` from before its name is published until the catalog row
+        pointing at it is committed; a killed writer's pin died with it), False when one
+        does (in flight: keep it), None when this store has no local files to lock (object
+        storage: only an age can tell). While claimed (True), no writer can pin it anew.
+        """
+        try:
+            path = self.local_path(key)
+        except BlobNotFoundError:
+            yield False  # gone meanwhile: nothing to delete
+            return
+        if path is None:
+            yield None
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def put_bytes(self, key: str, data: bytes | Iterable[bytes], *, exclusive: bool = False) -> int:
         """Store ``data`` (bytes or an iterable of chunks) under ``key`` atomically
         (``exclusive`` as in :meth:`put_file`)."""
         validate_key(key)
-        tmp = self.staging_path()
+        staged = self.create_staging()  # locked: in flight, no sweep takes it
         try:
-            with open(tmp, "xb") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # in flight: no sweep takes it (see staging_lock)
+            with staged.open_write() as fh:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     fh.write(data)
                 else:
                     for chunk in data:
                         fh.write(chunk)
-                fh.flush()
-                return self.put_file(key, tmp, move=True, exclusive=exclusive)
+            return self.put_file(key, staged.path, move=True, exclusive=exclusive)
         except OSError as exc:
             full = storage_full(exc, f"blob {key!r}")
             if full is not None and full is not exc:
                 raise full from exc
             raise
         finally:
-            tmp.unlink(missing_ok=True)
+            staged.discard()
 
     def read_range(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of a blob (to its end when length is None)."""
@@ -303,43 +373,58 @@ def _link_exclusive(tmp: Path, dest: Path, key: str, *, fsync: bool) -> None:
 
 
 def sweep_staging(folder: Path, older_than: float = 0.0) -> int:
-    """Delete the files in a staging ``folder`` older than ``older_than`` seconds that no
-    process holds locked (:func:`staging_lock`); returns how many were deleted.
+    """Delete a staging ``folder``'s leftovers (see :func:`staging_leftovers`); how many."""
+    return len(staging_leftovers(folder, older_than))
 
-    Staging files of a killed ingest are never picked up again. Other processes (a
-    server receiving STOW-RS, an import) may be writing into the same folder, so a file
-    goes only when it is old *and* unlocked: a live writer's lock dies with its process.
+
+def staging_leftovers(folder: Path, older_than: float = 0.0, *, delete: bool = True) -> list[Path]:
+    """The files in a staging ``folder`` no live process holds locked, deleted unless
+    ``delete=False``: every unlocked file created locked (``lk-`` names: its writer was
+    killed, since a live writer holds the lock until it is done), and the others (writers
+    that do not lock) once older than ``older_than`` seconds.
+
+    A file is deleted while this process holds it locked exclusively, and only if it is
+    still the file of that name: a writer that created it an instant before locking it
+    finds it unlinked once it gets its lock, and makes another (:func:`create_locked`).
     """
-    n = 0
+    found: list[Path] = []
     limit = time.time() - older_than
     try:
         entries = list(folder.iterdir())
     except FileNotFoundError:
-        return 0
+        return found
     for p in entries:
         try:
-            if not p.is_file() or p.stat().st_mtime > limit:
+            if not p.is_file() or (not p.name.startswith(LOCKED_PREFIX) and p.stat().st_mtime > limit):
                 continue
             fd = os.open(p, os.O_RDONLY)
         except OSError:
             continue  # gone meanwhile, or not ours to read
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != p.stat().st_ino:
+                continue  # renamed over meanwhile: another file now
         except OSError:
             continue  # a live process holds it: in flight, whatever its age
         else:
-            p.unlink(missing_ok=True)
-            n += 1
+            if delete:
+                p.unlink(missing_ok=True)
+            found.append(p)
         finally:
             os.close(fd)  # also releases the lock
-    return n
+    return found
 
 
 @contextmanager
 def staging_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold a shared lock on a staging file while it is in flight, so that no start-up
-    sweep (:func:`sweep_staging`, in this or another process) deletes it, however old
-    its modification time. A missing file is no error (nothing to protect)."""
+    """Hold a shared lock on a file in flight (a staging file, the file an ingest is
+    about to rename into a blob), so that no sweep (:func:`staging_leftovers`,
+    :meth:`BlobStore.claim`, in this or another process) deletes it. A missing file is no
+    error (nothing to protect), nor a file system without locks.
+
+    Waits for a sweep holding the file this instant (for a moment); the file may be gone
+    after that, which the caller's next step notices.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -347,12 +432,68 @@ def staging_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH)
         except OSError:
-            pass  # a sweeper holds it this instant (and will find it young) or no locks here
+            pass  # no locks on this file system
         yield
     finally:
         os.close(fd)
+
+
+class StagingFile:
+    """A staging file held locked by this process (see :func:`create_locked`): ``path``;
+    :meth:`open_write` to fill it; :meth:`close` releases the lock (the file stays),
+    :meth:`discard` deletes it if still there and releases. A context manager (discards)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def open_write(self) -> BinaryIO:
+        """A binary file object writing the file from its start; closing it keeps the lock."""
+        if self._fd is None:
+            raise ValueError(f"staging file {self.path} was released")
+        return os.fdopen(os.dup(self._fd), "wb")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            self.close()
+
+    def __enter__(self) -> StagingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def __repr__(self) -> str:
+        return f"StagingFile({str(self.path)!r})"
+
+
+def create_locked(make_path: Callable[[], Path], attempts: int = 8) -> StagingFile:
+    """Create a new empty file at ``make_path()`` holding a shared lock on it.
+
+    Between the create and the lock a sweep may take the (unlocked, ``lk-``) file: it
+    deletes it while holding it exclusively, so once this process has its lock a file
+    with no name left (``st_nlink == 0``) was swept, and another name is tried.
+    """
+    for _ in range(attempts):
+        path = make_path()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            return StagingFile(path, fd)  # no locks on this file system: nothing to race
+        if os.fstat(fd).st_nlink > 0:
+            return StagingFile(path, fd)
+        os.close(fd)
+    raise BlobStoreError(f"staging files in {make_path().parent} keep being swept as they are created")
 
 
 class _CountingFileSource(FileSource):
@@ -421,24 +562,26 @@ class FilesystemBlobStore(BlobStore):
             raise BlobExistsError(key)  # the cheap early answer; the link below decides
         dest.parent.mkdir(parents=True, exist_ok=True)
         # A unique file in the staging folder (same file system, so the final rename or
-        # link is atomic; concurrent puts of one key never share it), where the start-up
-        # sweep finds it if this process is killed before the commit.
-        tmp = self.staging_path(".put")
+        # link is atomic; concurrent puts of one key never share it), held locked while in
+        # flight, where a sweep finds it if this process is killed before the commit.
         moved = False
         try:
-            if move:
-                try:
-                    os.replace(src, tmp)
-                    moved = True
-                except OSError:
-                    moved = False  # another file system: copy instead
-            if not moved:
-                shutil.copyfile(src, tmp)
-            size = tmp.stat().st_size
-            # The blob's time is when the store wrote it (modified()), not the incoming
-            # file's (a rename or link keeps that): sweeps spare a young blob in flight.
-            os.utime(tmp)
-            with staging_lock(tmp):
+            with contextlib.ExitStack() as held:
+                if move:
+                    tmp = self._locked_name(".put")
+                    held.enter_context(staging_lock(src))  # the lock goes with the file's rename
+                    try:
+                        os.replace(src, tmp)
+                        moved = True
+                    except OSError:
+                        moved = False  # another file system: copy instead
+                if not moved:
+                    tmp = held.enter_context(self.create_staging(".put")).path
+                    shutil.copyfile(src, tmp)  # into the locked file (same inode)
+                size = tmp.stat().st_size
+                # The blob's time is when the store wrote it (modified()), not the incoming
+                # file's (a rename or link keeps that): sweeps spare a young blob in flight.
+                os.utime(tmp)
                 if exclusive:
                     _link_exclusive(tmp, dest, key, fsync=self.fsync)
                 else:
@@ -449,7 +592,7 @@ class FilesystemBlobStore(BlobStore):
                     os.replace(tmp, src)  # a failed put leaves the caller's file in place
                 except OSError:
                     pass
-            tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
             full = storage_full(exc, f"blob {key!r} in {self.root}")
             if full is not None and full is not exc:
                 raise full from exc

@@ -17,12 +17,20 @@ Ingest of one file, in order:
    a row always describes the bytes under its key. A crash between 4 and 5 leaves an
    unreferenced blob (listed by nothing, skipped by :meth:`Archive.iter_records`);
    never a row without its bytes.
+
+From before 4 publishes the blob's name until 5 has committed (or failed and cleaned up),
+the ingest holds a shared lock on the blob's file (where the store has local files): the
+file it renames into place is the one it locked, or a locked staging copy it made. So
+:func:`sweep_orphans` can tell a killed ingest's blob (nobody holds it) from one in flight
+in another process, without guessing an age.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -205,31 +213,57 @@ def _ingest_opened(
         if existing is not None:
             return _already_archived(archive, existing, path, ts, seen)
         record = instance_record(ds, inst, ts, blob_key=archive.blob_key(study, series, sop))
-        try:
-            record = _put_blob(archive, record, path, move=move)
-        except (OSError, CatalogUnavailableError) as exc:  # nothing stored (puts are atomic)
-            return resource_failure(exc, f"instance {sop}", seen)
-        try:
-            added = catalog.add(record)
-        except CatalogConflictError as exc:
-            archive.blobs.delete(record.blob_key)  # no row can point at it: this add failed
-            return replace(seen, failure_reason=FAILURE_DATASET_MISMATCH, message=str(exc))
-        except (OSError, CatalogUnavailableError) as exc:  # e.g. the catalog database is full
-            _discard_unreferenced(archive, record)
-            return resource_failure(exc, f"instance {sop}", seen)
-        except BaseException:
-            _discard_unreferenced(archive, record)
-            raise
-        if not added:
-            # Another process stored this SOP Instance between our look-up and our add:
-            # its row and blob stand, ours goes.
-            return _lost_race(archive, record, seen)
+        # The blob stays pinned (locked) from before its put until its row is added: see the module.
+        with contextlib.ExitStack() as pins:
+            try:
+                record = _put_blob(archive, record, path, move=move, pins=pins)
+            except (OSError, CatalogUnavailableError) as exc:  # nothing stored (puts are atomic)
+                return resource_failure(exc, f"instance {sop}", seen)
+            try:
+                added = catalog.add(record)
+            except CatalogConflictError as exc:
+                archive.blobs.delete(record.blob_key)  # no row can point at it: this add failed
+                return replace(seen, failure_reason=FAILURE_DATASET_MISMATCH, message=str(exc))
+            except (OSError, CatalogUnavailableError) as exc:  # e.g. the catalog database is full
+                _discard_unreferenced(archive, record)
+                return resource_failure(exc, f"instance {sop}", seen)
+            except BaseException:
+                _discard_unreferenced(archive, record)
+                raise
+            if not added:
+                # Another process stored this SOP Instance between our look-up and our add:
+                # its row and blob stand, ours goes.
+                return _lost_race(archive, record, seen)
     result = replace(seen, status="stored")
     archive.notify(result)
     return result
 
 
-def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: bool) -> InstanceRecord:
+def _pinned_source(archive: Archive, path: Path, move: bool, pins: contextlib.ExitStack) -> Path:
+    """The file to put with ``move=True`` whose lock pins the blob until ``pins`` closes.
+
+    A store with local files renames the file it is given into the blob (same inode), so
+    the lock on that file is the lock on the blob: a file to be moved on the store's file
+    system is ``path`` itself (locked by :func:`ingest_file` before the put); any other is
+    copied into a staging file created locked (the copy the put would have made anyway).
+    Object storage has no lock to hold: ``path`` as it is.
+    """
+    blobs = archive.blobs
+    if not blobs.supports_rename:
+        return path
+    if move:
+        try:
+            if os.stat(path).st_dev == os.stat(blobs.staging_path().parent).st_dev:
+                return path
+        except OSError:
+            return path  # the put reports it
+    staged = pins.enter_context(blobs.create_staging(".dcm"))
+    shutil.copyfile(path, staged.path)
+    return staged.path
+
+
+def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: bool,
+              pins: contextlib.ExitStack | None = None) -> InstanceRecord:
     """Store the file under the instance's key, exclusively: a key, once written, is never
     overwritten by a second writer (another process, another host).
 
@@ -241,13 +275,17 @@ def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: boo
     lists the usual key (:mod:`.deletion` would delete the new blob under it). Either
     way the catalog row added next describes exactly the bytes under its key, and of
     several writers the catalog's insert decides which row (and so which blob) stays.
+    With ``pins``, the blob stays locked until ``pins`` closes (:func:`_pinned_source`).
     """
     blobs = archive.blobs
     usual = blobs.atomic_exclusive and not archive.catalog.deletion_pending(record.blob_key)
     key = record.blob_key if usual else archive.attempt_key(record)
+    source = path if pins is None else _pinned_source(archive, path, move, pins)
     for attempt in range(3):
         try:
-            size = blobs.put_file(key, path, move=move, exclusive=True)
+            size = blobs.put_file(key, source, move=move or source != path, exclusive=True)
+            if move and source != path:
+                path.unlink(missing_ok=True)  # moved: the caller's file is consumed, as a put's would be
             return replace(record, blob_key=key, size=size)
         except BlobExistsError:
             if attempt == 2:
@@ -332,29 +370,38 @@ def _same_content(first: ByteSource, second: ByteSource, chunk: int = 1 << 20) -
     return True
 
 
-def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
-    """Delete the blobs no catalog row points at, in every tier, written more than
-    ``older_than`` seconds ago: what an ingest (or a server) killed between its put and its
-    catalog add left, or a compression swap killed before its switch. Returns their keys.
+def sweep_orphans(archive: Archive, older_than: float = 3600.0, *, dry_run: bool = False) -> list[str]:
+    """Delete the blobs no catalog row points at, in every tier: what an ingest (or a
+    server) killed between its put and its catalog add left, or a compression swap killed
+    before its switch. Returns their keys (``dry_run``: lists them, deletes nothing).
 
-    A maintenance step, not run at start: it first finishes journalled deletions
-    (:func:`.deletion.finish_deletions`), then lists every blob of every tier and looks each
-    up in the catalog; a blob stays when its instance's row points at it *in that tier*
-    (the row's ``(tier, blob_key)``). Never deleted either:
+    Safe while other processes ingest, which is why servers run it at start and then
+    periodically (:mod:`.sweep`). It first finishes journalled deletions
+    (:func:`.deletion.finish_deletions`; not in a dry run), then lists every blob of every
+    tier; a blob stays when its instance's row points at it *in that tier* (the row's
+    ``(tier, blob_key)``), or when a journalled lifecycle move names it (source or target,
+    whatever its state: the move's recovery, :func:`.lifecycle.recover`, finishes or undoes
+    it). Of the others, which blob is in flight, about to get its row?
 
-    - a blob a journalled lifecycle move names (source or target, whatever its state):
-      the move's recovery (:func:`.lifecycle.recover`) finishes or undoes it;
-    - a young blob: an ingest or a compression in flight in another process has put it
-      and is about to add or switch the row that points at it. A blob's age is when the
-      store wrote it (not the incoming file's time: puts reset it), and a store that
-      cannot tell an age keeps the blob unless ``older_than`` is 0 (nothing else running).
+    - A blob of an ingest (:meth:`Archive.is_ingest_key`) in a store with local files: its
+      writer holds a lock on it from before its name exists until its row is committed
+      (see the module), and the lock dies with the writer. The sweep takes the blob
+      exclusively (:meth:`.BlobStore.claim`): held by a live writer, it stays; else it goes
+      at once, whatever its age. The row is read again *while* the blob is held, so a
+      writer that committed its row and let go an instant before is seen.
+    - Any other (object storage, where no lock reaches; a compression swap's replacement
+      key, whose writer does not pin it): it goes only when written more than
+      ``older_than`` seconds ago, longer than any put-then-add takes. A blob's age is when
+      the store wrote it (puts reset it); a store that cannot tell an age keeps the blob
+      unless ``older_than`` is 0 (nothing else running).
 
     Each deletion is decided again right before it (row and journal read anew), so a row
     or a move that appeared during the listing keeps its blob.
     """
     from .deletion import finish_deletions
 
-    finish_deletions(archive)  # blobs a killed delete still owes: by the journal, not by age
+    if not dry_run:
+        finish_deletions(archive)  # blobs a killed delete still owes: by the journal, not by age
     limit = time.time() - older_than
     removed = []
     for tier, store in archive.tiers.items():
@@ -362,19 +409,23 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0) -> list[str]:
         for key in list(store.keys()):  # noqa: SIM118 - BlobStore.keys() lists blobs; the store is not a mapping
             if _referenced(archive, tier, key) or (tier, key) in journalled:
                 continue
-            if older_than > 0:
-                try:
-                    written = store.modified(key)
-                except BlobNotFoundError:
+            with store.claim(key) as claimed:
+                if claimed is False:
+                    continue  # a live writer pins it: in flight
+                if not (claimed and archive.is_ingest_key(key)) and older_than > 0:
+                    try:
+                        written = store.modified(key)
+                    except BlobNotFoundError:
+                        continue
+                    if written is None or written > limit:
+                        continue
+                # Decided again right before the delete: a row or a move added meanwhile keeps it.
+                if _referenced(archive, tier, key) or (tier, key) in _journalled(archive):
                     continue
-                if written is None or written > limit:
-                    continue
-            # Decided again right before the delete: a row or a move added meanwhile keeps it.
-            if _referenced(archive, tier, key) or (tier, key) in _journalled(archive):
-                continue
-            store.delete(key)
-            removed.append(key)
-            log.info("swept orphan blob %s from tier %s", key, tier)
+                if not dry_run:
+                    store.delete(key)
+                    log.info("swept orphan blob %s from tier %s", key, tier)
+                removed.append(key)
     return removed
 
 

@@ -25,8 +25,13 @@ the standard ``AWS_*`` environment variables and files). What each operation cos
   can both succeed there.
 
 Staging files (data received before it is put) live in a local folder
-(``staging_dir``, a per-bucket folder under the system temporary folder by default),
-swept of files older than ``clean_staging_older_than`` seconds at start.
+(``staging_dir``, a per-bucket folder under the system temporary folder by default), and
+are swept like a folder store's (:meth:`~.blobstore.BlobStore.clean_staging`, at start with
+``clean_staging_older_than``): a file a live writer holds locked stays, a killed writer's
+locked-from-birth file goes at once, others once older than the age limit. The local locks
+cannot reach the bucket: objects no catalog row points at are swept by age only
+(:func:`~.ingest.sweep_orphans`), and unfinished multipart uploads of a killed put are left
+to the bucket's lifecycle rule (``AbortIncompleteMultipartUpload``).
 """
 
 from __future__ import annotations
@@ -55,7 +60,6 @@ from .blobstore import (
     BlobStoreError,
     InvalidKeyError,
     StorageFullError,
-    sweep_staging,
     validate_key,
 )
 
@@ -445,10 +449,6 @@ class S3BlobStore(BlobStore):
     # -- staging -----------------------------------------------------------------------------
     def staging_path(self, suffix: str = ".tmp") -> Path:
         return self.staging_dir / f"{uuid.uuid4().hex}{suffix}"
-
-    def clean_staging(self, older_than: float = 0.0) -> int:
-        """Delete leftover staging files (from a crash) older than ``older_than`` seconds."""
-        return sweep_staging(self.staging_dir, older_than)
 
     def abort_uploads(self, key: str) -> int:
         """Abort unfinished multipart uploads of ``key`` (a killed put's parts, which are

@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..errors import DcmstreamError
-from . import compress, delete, demo, frame, importer, info, lifecycle, process, send, serve
+from . import compress, delete, demo, frame, importer, info, lifecycle, process, send, serve, sweep
 
 
 # Contexts and parameters stay Any: typer builds on its own vendored copy of click
@@ -77,6 +77,7 @@ _COMMANDS = (
     ("serve", serve.serve, "Serve an archive over DICOMweb, with the viewer."),
     ("import", importer.import_files, "Copy DICOM files into an archive."),
     ("delete", delete.delete, "Delete a study, series or instance from an archive."),
+    ("sweep", sweep.sweep, "Remove leftovers of killed writers; check rows."),
     ("compress", compress.compress, "Transcode files: verified lossless or QA'd lossy."),
     ("process", process.process, "Run an operation over many inputs in a memory budget."),
     ("send", send.send, "Send DICOM files to a DICOM peer (C-STORE)."),

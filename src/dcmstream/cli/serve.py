@@ -162,6 +162,7 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
             if console is not None:
                 console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
     forwarder = start_forwarder(archive, options)
+    start_sweeper(archive, options)
     collectors = []
     if forwarder is not None:  # its counters on this process's /metrics
         from ..dimse.metrics import ForwarderCollector
@@ -448,6 +449,20 @@ def stop_dimse(server: Any) -> None:
     server.stop()
     if server.audit.log is not None:
         server.audit.log.close()
+
+
+def start_sweeper(archive: Archive, options: ServeOptions) -> Any:
+    """Sweep the leftovers of killed writers (staging files, orphan blobs, journalled
+    deletions; :mod:`dcmstream.archive.sweep`) in a daemon thread: now, without delaying
+    readiness, and every ``[archive] sweep_interval_seconds`` (default an hour)."""
+    from ..archive.sweep import Sweeper
+
+    interval = 3600.0
+    if options.config is not None:
+        from ..config import load_config
+
+        interval = load_config(options.config).sweep_interval
+    return Sweeper(archive, interval).start()
 
 
 def start_forwarder(archive: Archive, options: ServeOptions) -> Any:

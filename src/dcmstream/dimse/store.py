@@ -6,6 +6,14 @@ pynetdicom writes the dataset into a temporary DICOM file while its PDUs arrive
 runs after it) with ``move=True``. Nothing is decoded: the bytes archived are the bytes
 received, behind the file meta information pynetdicom wrote.
 
+Sweeps and that file: pynetdicom creates it (``NamedTemporaryFile``) in the system's
+temporary folder, where no archive sweep looks, so it needs no staging lock while it is
+received; from the ingest's start it is locked like every file an ingest moves (and the
+blob it becomes stays locked until its catalog row is added: :mod:`dcmstream.archive.ingest`).
+A file of an association cut by a kill stays in the temporary folder (the system's
+temporary-file cleaning removes it); one cut while the server lives is deleted
+(:func:`.common.discard_partial_dataset`).
+
 The ingest's failure reasons are DIMSE statuses already (PS3.4 B.2.3 / PS3.7 C): a
 duplicate of identical bytes is a success, a second instance with the same SOP Instance
 UID and other bytes fails with 0x0111 (the archived copy is kept), a file the archive

@@ -127,6 +127,8 @@ async def _metrics(request: Request) -> Response:
     worker = ctx.archive.policy_worker
     if worker is not None:
         extra.update(worker.metrics())
+    if ctx.archive.sweeper is not None:  # leftovers of killed writers removed (archive/sweep.py)
+        extra.update(ctx.archive.sweeper.metrics())
     # One GROUP BY on the catalog, reused for a few seconds (scrapes of several servers).
     tiers = await run(tier_status, ctx.archive, max_age=_TIER_STATUS_MAX_AGE)
     text = ctx.metrics.render(cache.stats() if cache is not None else None, counts, extra, tiers)

@@ -1,7 +1,10 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom.
 
 The body is parsed as it arrives; each part is spooled to a temporary file next to
-the blob store (so the final put is a rename) with a cap on the total size. Only
+the blob store (so the final put is a rename) with a cap on the total size. Each spool
+file is created locked (:meth:`Archive.create_staging`) and stays locked until the
+request is over, so no sweep (in this process or another) takes it while in flight, and
+the next sweep removes it if the server is killed. Only
 when the whole body has arrived intact are the parts ingested, each atomically: a
 truncated or malformed body stores nothing. The response (DICOM JSON) lists stored
 instances in ReferencedSOPSequence and failures in FailedSOPSequence with a
@@ -30,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..archive.blobstore import StorageFullError, storage_full
+from ..archive.blobstore import StagingFile, StorageFullError, storage_full
 from ..archive.ingest import FAILURE_CANNOT_UNDERSTAND, FAILURE_OUT_OF_RESOURCES, IngestResult
 from ..archive.uids import is_valid_uid
 from ..dicomjson import dumps
@@ -89,7 +92,7 @@ async def store(request: Request) -> Response:
         raise HTTPException(400, str(exc)) from None
     limit = ctx.config.max_upload_bytes
     archive = ctx.archive
-    staged: list[Path] = []  # one entry per accepted part
+    staged: list[StagingFile] = []  # one entry per accepted part, locked until the request ends
     outcomes: list[tuple[int, Path | None, str]] = []  # (part index, staged file or None, reason)
     current: Any = None
     current_path: Path | None = None
@@ -117,10 +120,12 @@ async def store(request: Request) -> Response:
                     if full is not None:
                         outcomes.append((event.index, None, ""))
                         continue
-                    current_path = archive.staging_path()
+                    current_path = None
                     try:
-                        current = open(current_path, "xb")  # noqa: SIM115 - closed at PartEnd or in finally
-                        staged.append(current_path)
+                        spool = archive.create_staging()
+                        staged.append(spool)
+                        current_path = spool.path
+                        current = spool.open_write()  # closed at PartEnd or in finally; the lock stays
                     except OSError as exc:
                         full = _spool_failed(exc, current_path)
                         heads.update(_heads_of(outcomes))
@@ -275,11 +280,11 @@ def _close_quietly(handle: Any) -> None:
         pass
 
 
-def _cleanup(handle: Any, staged: list[Path]) -> None:
+def _cleanup(handle: Any, staged: list[StagingFile]) -> None:
     if handle is not None:
         _close_quietly(handle)
-    for path in staged:
+    for spool in staged:
         try:
-            path.unlink(missing_ok=True)
+            spool.discard()  # deleted if still there (not moved into a blob); lock released
         except OSError:
             pass
