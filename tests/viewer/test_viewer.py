@@ -196,7 +196,7 @@ def test_rgb_frames_are_colour(page, viewer_server):
 
 def test_study_list_opens_a_study(page, viewer_server):
     page.goto(f"{viewer_server.url}/viewer")
-    rows = page.locator("#study-table tbody tr")
+    rows = page.locator("#study-table tbody tr[data-study]")
     studies = {viewer_server.uids[n][0] for n in viewer_server.uids}
     # The table fills as QIDO answers arrive: wait for all rows, not just the first.
     expect(rows).to_have_count(len(studies), timeout=20_000)

@@ -93,7 +93,7 @@ def test_study_list_and_thumbnails_with_a_token(page, oidc_server: OIDCServer) -
     server = oidc_server
     mark = server.recorder.mark()
     page.goto(f"{server.url}/viewer/")
-    rows = page.locator("#study-table tbody tr")
+    rows = page.locator("#study-table tbody tr[data-study]")  # (not the "loading..." row)
     expect(rows).to_have_count(1, timeout=60_000)
     rows.first.click()
     wait_shown(page, 0, timeout=60_000)
@@ -160,20 +160,12 @@ def test_ohif_logs_in_and_lists_studies(ohif_env: Path, page, tmp_path: Path) ->
     recorder = Recorder(create_app(archive, auth=auth))
     url, uv, thread = start_server(recorder)
     try:
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
         # OHIF goes to the issuer, comes back to /ohif/callback, trades the code (with its
-        # PKCE verifier) for tokens and lists the study with the bearer token. On a loaded
-        # machine OHIF's callback page was seen (1 run in 8) never sending its token request;
-        # a second navigation (a new login) is allowed once.
-        for attempt in (1, 2):
-            page.goto(f"{url}/ohif/")
-            try:
-                page.wait_for_function("document.body.innerText.includes('DCMSTREAM-41')", timeout=60_000)
-                break
-            except PlaywrightTimeout:
-                if attempt == 2:
-                    raise
+        # PKCE verifier) for tokens and lists the study with the bearer token. (About 1 load
+        # in 10 of the callback page used to die on a ReferenceError (__filename) in OHIF's
+        # own bundle: viewer_routes' app-config.js shim; no retry here, so it would show.)
+        page.goto(f"{url}/ohif/")
+        page.wait_for_function("document.body.innerText.includes('DCMSTREAM-41')", timeout=60_000)
         asked = issuer.authorize_requests[-1]
         assert asked["code_challenge_method"] == "S256" and asked["redirect_uri"] == f"{url}/ohif/callback"
         assert issuer.token_requests[-1]["code_verifier"]

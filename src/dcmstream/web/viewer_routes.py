@@ -153,13 +153,24 @@ async def _browser_auth(request: Request) -> dict[str, object] | None:
         raise HTTPException(503, f"the identity provider cannot be reached: {exc}") from None
 
 
+#: OHIF 3.12's build keeps onnxruntime-web's ``e = document.currentScript ? ... : void 0;
+#: e = e || __filename``: when webpack runs that module after its chunk's script finished
+#: (``currentScript`` null: it depends on the order chunks arrive, about 1 page load in 10
+#: on the OIDC callback here), ``__filename`` is a ReferenceError and the app never
+#: starts. A global of that name (app-config.js runs before every chunk) turns it into "".
+_OHIF_FILENAME_SHIM = (
+    '\n/* dcmstream: OHIF 3.12 bundles read a Node global (__filename) when a chunk runs late */\n'
+    'if (typeof window.__filename === "undefined") { window.__filename = ""; }\n'
+)
+
+
 async def _ohif_config(request: Request) -> Response:
     """OHIF's ``app-config.js`` as installed, plus its ``oidc`` block when the server
     uses OIDC: OHIF then logs in (authorization code + PKCE) and sends the token."""
     folder = ohif_dir()
     if folder is None or not (folder / "app-config.js").is_file():
         raise HTTPException(404, "OHIF is not installed")
-    text = (folder / "app-config.js").read_text(encoding="utf-8")
+    text = (folder / "app-config.js").read_text(encoding="utf-8") + _OHIF_FILENAME_SHIM
     settings = await _browser_auth(request)
     if settings is not None:
         oidc = [{
