@@ -452,7 +452,7 @@ class StagingFile:
     def open_write(self) -> BinaryIO:
         """A binary file object writing the file from its start; closing it keeps the lock."""
         if self._fd is None:
-            raise ValueError(f"staging file {self.path} was released")
+            raise BlobStoreError(f"staging file {self.path} was released")
         return os.fdopen(os.dup(self._fd), "wb")
 
     def close(self) -> None:
