@@ -21,7 +21,9 @@ when the result is written and smaller swaps it in. The order makes every crash 
 1. the new blob is put under a *new* key (``study/series/c<token>/sop.dcm``; temp file +
    fsync + rename + fsync of the directory) in the instance's storage tier (where it was
    read from: an instance a lifecycle rule moved to a cold tier is compressed there). A
-   crash here leaves the old state intact plus at most an unreferenced blob;
+   crash here leaves the old state intact plus at most an unreferenced blob, which the
+   worker pins (locks, on local storage: :meth:`.BlobStore.pinned_source`) until step 2
+   commits, so the next sweep removes a killed worker's at once and never a live one's;
 2. its frame index is rebuilt from the stored new blob (``dcmstream.open``) and the
    catalog row (transfer syntax, blob key, size, DICOM JSON, frame index, pixel
    description) is updated in one transaction, only if the row still points to the old
@@ -42,6 +44,7 @@ server and ``dcmstream import`` (the CLI) attach a worker to an archive.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -334,17 +337,31 @@ class PolicyWorker:
         # The record's own tier: read there, and the result is written there (an instance
         # a lifecycle rule moved to a cold tier is compressed in the cold tier).
         store = archive.store_of(record)
-        out = store.staging_path(".dcm")  # beside the store's blobs: the put is a rename
-        local_copy: Path | None = None
+        # Every local file of this swap is locked by this process until it is done with it
+        # (so a sweep in any process removes them at once if it is killed, never before):
+        # ``held`` is created locked, and the transcoder's output beside it (written by temp
+        # file and rename) belongs to it; the output is then pinned itself, and the pin goes
+        # with it into the store, until the catalog row points at the new blob.
+        with contextlib.ExitStack() as pins:
+            held = pins.enter_context(store.create_staging(".swap"))
+            out = held.sibling(".dcm")  # beside the store's blobs: the put is a rename
+            pins.callback(out.unlink, missing_ok=True)
+            return self._swap(record, target, store, out, pins)
+
+    def _swap(self, record: InstanceRecord, target: str, store: BlobStore, out: Path,
+              pins: contextlib.ExitStack) -> str:
+        """Steps 1-3 of the module for ``record``, its transcode written to ``out``; every
+        lock it takes is released when ``pins`` closes (after the catalog's switch)."""
+        archive, sop_uid = self.archive, record.sop_uid
         new_key: str | None = None
         committed = False
         try:
             source = store.local_path(record.blob_key)
             if source is None:
-                local_copy = store.staging_path(".src")
-                with open(local_copy, "xb") as fh:
+                copy = pins.enter_context(store.create_staging(".src"))
+                with copy.open_write() as fh:
                     fh.writelines(archive.iter_blob(record))
-                source = local_copy
+                source = copy.path
             result = self._transcode(source, out, target, options=_NO_COPY)
             if result.status != "written" or not out.is_file():
                 kind = "failed" if result.status == "failed" else "kept"
@@ -353,9 +370,11 @@ class PolicyWorker:
                 return self._outcome("failed", sop_uid, "transcode result is not a verified lossless one")
             if out.stat().st_size >= record.size:
                 return self._outcome("kept", sop_uid, "result not smaller than the stored blob")
-            # 1. the new blob, under a new key in the record's tier (temp + fsync + rename)
+            # 1. the new blob, under a new key in the record's tier (temp + fsync + rename),
+            # pinned (locked) from before its name exists until the row switch below commits
             new_key = archive.replacement_key(record)
-            size = store.put_file(new_key, out, move=True, exclusive=True)
+            source_file = store.pinned_source(out, move=True, pins=pins)
+            size = store.put_file(new_key, source_file, move=True, exclusive=True)
             # 2. the frame index from the stored new blob, and the catalog row in one transaction
             new_record = self._new_record(record, store, new_key, size)
             if not archive.catalog.replace_blob(sop_uid, record.blob_key, new_record):
@@ -380,9 +399,6 @@ class PolicyWorker:
                     store.delete(new_key)
                 except Exception:  # noqa: BLE001
                     log.warning("compression policy: could not remove unused blob %s", new_key)
-            out.unlink(missing_ok=True)
-            if local_copy is not None:
-                local_copy.unlink(missing_ok=True)
 
     def _new_record(self, record: InstanceRecord, store: BlobStore, new_key: str, size: int) -> InstanceRecord:
         """The catalog row of the new blob ``new_key`` in ``store`` (the record's tier, which

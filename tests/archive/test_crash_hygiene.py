@@ -32,14 +32,15 @@ print("ready", flush=True)
 i = start
 while True:
     uid = placeholder[:-6] + b"%06d" % i
-    path = archive.staging_path(".part")
-    with open(big, "rb") as src, open(path, "xb") as out:
+    staged = archive.create_staging(".part")
+    path = staged.path
+    with open(big, "rb") as src, staged.open_write() as out:
         out.write(src.read(1 << 20).replace(placeholder, uid))
         while chunk := src.read(1 << 20):
             out.write(chunk)
     result = archive.ingest_file(path, move=True)
     assert result.ok, result
-    path.unlink(missing_ok=True)
+    staged.discard()
     i += 1
 """
 
@@ -112,17 +113,21 @@ def test_orphan_sweep_spares_pinned_young_and_referenced_blobs(tmp_path: Path, t
         swap = f"{prefix}/c0123456789abcdef/{record.sop_uid}.dcm"
         archive.blobs.put_bytes(orphan, b"half an ingest")  # a kill before the catalog add
         archive.blobs.put_bytes(swap, b"half a compression swap")  # a kill before the switch
-        # an ingest's blob pinned by a live writer (its lock) stays, however old
-        with staging_lock(archive.blobs.objects / orphan):
+        # an ingest's or a swap's blob pinned by a live writer (its lock) stays, however old
+        with staging_lock(archive.blobs.objects / orphan), staging_lock(archive.blobs.objects / swap):
             assert sweep_orphans(archive) == []
-        # unpinned, the ingest's blob is a killed writer's at any age; the swap's (its
-        # writer does not pin) goes only when old
-        assert sweep_orphans(archive, dry_run=True) == [orphan] and archive.blobs.exists(orphan)
-        assert sweep_orphans(archive) == [orphan]
+        # unpinned, both are a killed writer's at any age (both writers pin until their row)
+        assert sorted(sweep_orphans(archive, dry_run=True)) == sorted([orphan, swap]) and archive.blobs.exists(orphan)
+        assert sorted(sweep_orphans(archive)) == sorted([orphan, swap])
+        assert list(archive.blobs.keys()) == [record.blob_key]
+        # a key of another shape (no writer of this package pins it) goes only when old
+        other = f"{prefix}/x0123456789abcdef/{record.sop_uid}.dcm"
+        archive.blobs.put_bytes(other, b"someone else's")
+        assert sweep_orphans(archive) == []
         hours_ago = time.time() - 7200
-        os.utime(archive.blobs.objects / swap, (hours_ago, hours_ago))
+        os.utime(archive.blobs.objects / other, (hours_ago, hours_ago))
         os.utime(archive.blobs.objects / record.blob_key, (hours_ago, hours_ago))
-        assert sweep_orphans(archive) == [swap]
+        assert sweep_orphans(archive) == [other]
         assert list(archive.blobs.keys()) == [record.blob_key]
 
 

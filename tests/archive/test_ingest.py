@@ -57,10 +57,11 @@ def test_same_sop_with_other_bytes_is_a_duplicate_failure(archive: Archive, test
 
 
 def test_move_consumes_the_staged_file(archive: Archive, testfile, tmp_path) -> None:
-    staged = archive.staging_path()
-    staged.write_bytes(Path(testfile("MR_small.dcm")).read_bytes())
-    assert archive.ingest_file(staged, move=True).status == "stored"
-    assert not staged.exists()
+    with archive.create_staging() as held:
+        staged = held.path
+        staged.write_bytes(Path(testfile("MR_small.dcm")).read_bytes())
+        assert archive.ingest_file(staged, move=True).status == "stored"
+        assert not staged.exists()
 
 
 def test_non_dicom_fails_cleanly(archive: Archive, tmp_path) -> None:

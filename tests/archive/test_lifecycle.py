@@ -165,13 +165,17 @@ def test_recovery_cleans_a_copy_left_before_its_switch(archive: Archive) -> None
     cold: FilesystemBlobStore = archive.tiers["cold"]  # type: ignore[assignment]
     new_key = archive.replacement_key(record)
     archive.catalog.begin_move(record.sop_uid, "hot", record.blob_key, "cold", new_key)
-    # what a run killed inside put_file leaves: the staging file and a hidden temporary sibling
-    from dcmstream.archive.lifecycle import _staging_suffix
-
-    cold.staging_path(_staging_suffix(new_key)).write_bytes(b"partial")
+    # what a run killed inside put_file leaves: its staging file (created locked, the lock
+    # died with it) and a hidden temporary sibling; a live run's staging file stays
+    killed = cold.create_staging(".move")
+    killed.path.write_bytes(b"partial")
+    killed.close()
+    live = cold.create_staging(".move")
     (cold.objects / new_key).parent.mkdir(parents=True)
     (cold.objects / new_key).with_name(f".{Path(new_key).name}.0123456789ab.tmp").write_bytes(b"partial")
     assert recover(archive) == 1
+    assert not killed.path.exists() and live.path.exists()
+    live.discard()
     assert_consistent(archive, originals)
 
 

@@ -53,6 +53,20 @@ else:  # a file copied in (dcmstream import)
     archive.ingest_file(sys.argv[2])
 """
 
+# A compression swap stopped between its blob put and its catalog switch (the switch never
+# returns), until killed.
+_SWAPPER = r"""
+import sys, time
+from dcmstream.archive import Archive
+from dcmstream.policy import CompressionPolicy, CompressionRule, PolicyWorker
+archive = Archive(sys.argv[1], cache=False)
+def replace_blob(sop, old_key, new_record):
+    print(new_record.blob_key, flush=True)
+    time.sleep(120)
+archive.catalog.replace_blob = replace_blob
+PolicyWorker(archive, CompressionPolicy([CompressionRule("jpeg-ls")])).process(sys.argv[2])
+"""
+
 
 @contextmanager
 def _child(script: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
@@ -115,6 +129,51 @@ def test_an_orphan_blob_stays_while_its_ingest_lives_and_goes_once_it_is_killed(
         assert result.staging == []  # the killed ingest's locked staging files went at the open
         assert list(archive.blobs.keys()) == []
         assert [p for p in archive.blobs.tmp.iterdir()] == []
+
+
+def test_a_compression_swap_blob_stays_while_its_worker_lives_and_goes_once_it_is_killed(
+        tmp_path: Path, testfile) -> None:
+    root = tmp_path / "archive"
+    with Archive(root, cache=False) as archive:
+        stored = archive.ingest_file(testfile("CT_small.dcm"))
+        assert stored.ok and stored.sop_uid is not None
+        record = archive.catalog.get(stored.sop_uid)
+        assert record is not None
+    with _child(_SWAPPER, str(root), stored.sop_uid) as (proc, key), Archive(root, cache=False) as archive:
+        assert archive.is_replacement_key(key) and archive.blobs.exists(key)  # put, row not switched
+        staged = sorted(p.name for p in archive.blobs.tmp.iterdir())
+        assert staged and all(name.startswith("lk-") for name in staged)  # the swap's own, locked
+        assert sweep_orphans(archive, older_than=0) == [] and archive.blobs.exists(key)  # in flight
+        result = sweep(archive, older_than=0)
+        assert result.orphans == [] and result.staging == []
+        assert sorted(p.name for p in archive.blobs.tmp.iterdir()) == staged
+        _kill(proc)
+        # young, but its worker is dead: an orphan at once, its staging files too
+        result = sweep(archive)
+        assert result.orphans == [key] and not archive.blobs.exists(key)
+        assert sorted(p.name for p in result.staging) == staged
+        assert list(archive.blobs.keys()) == [record.blob_key]  # the original, untouched
+        assert archive.catalog.get(stored.sop_uid) == record
+        assert list(archive.blobs.tmp.iterdir()) == []
+
+
+def test_files_named_after_a_locked_staging_file_share_its_lock(tmp_path: Path) -> None:
+    """A writer lets another function write beside its staging file by temp file and
+    rename (a transcoder, the sample writer): neither name is ever unprotected."""
+    from dcmstream.io.atomic import AtomicFile
+
+    store = FilesystemBlobStore(tmp_path)
+    held = store.create_staging(".swap")
+    out = held.sibling(".dcm")
+    with AtomicFile(out) as atomic:
+        atomic.fh.write(b"a transcode in progress")
+        assert atomic.path.name.startswith(".lk-")
+        assert store.clean_staging(older_than=0) == 0 and atomic.path.exists()
+        atomic.commit()
+    assert store.clean_staging(older_than=0) == 0 and out.exists() and held.path.exists()
+    held.close()  # as if its writer died: the whole group goes, young as it is
+    assert sorted(store.staging_leftovers(3600)) == sorted([held.path, out])
+    assert list(store.tmp.iterdir()) == []
 
 
 def _leftovers(root: Path, testfile) -> tuple[Path, str, str]:

@@ -226,6 +226,15 @@ class Archive:
         parts = key.split("/")
         return len(parts) == 3 or (len(parts) == 4 and parts[2].startswith("i"))
 
+    @staticmethod
+    def is_replacement_key(key: str) -> bool:
+        """Whether ``key`` is a :meth:`replacement_key` (``study/series/c<token>/sop.dcm``): a
+        compression swap pins its blob until its row switch, a lifecycle move journals its
+        copy before writing it, so an unpinned, unjournalled one without a row is a killed
+        writer's (:func:`.ingest.sweep_orphans`)."""
+        parts = key.split("/")
+        return len(parts) == 4 and parts[2].startswith("c")
+
     def add_listener(self, callback: Callable[[IngestResult], None]) -> None:
         """Call ``callback(result)`` after every stored instance (cache invalidation)."""
         self._listeners.append(callback)
@@ -250,9 +259,6 @@ class Archive:
                     self._sop_locks = {k: v for k, v in self._sop_locks.items() if v.locked()}
                 lock = self._sop_locks[sop] = threading.Lock()
             return lock
-
-    def staging_path(self, suffix: str = ".part") -> Path:
-        return self.blobs.staging_path(suffix)
 
     def create_staging(self, suffix: str = ".part") -> StagingFile:
         """A new staging file held locked until closed (see :meth:`.BlobStore.create_staging`):

@@ -23,8 +23,10 @@ Staging files and the sweeps (what a killed writer leaves):
   is done with it; the lock dies with the process, so a file nobody holds is a killed
   writer's leftover and :func:`sweep_staging` deletes it at once, whatever its age (it
   takes the lock exclusively first, so it never deletes a file a live writer holds).
-  Staging files made otherwise (:meth:`BlobStore.staging_path`, by writers that do not
-  lock) are left until they are older than the sweep's age limit;
+  Files named after such a file (:meth:`StagingFile.sibling`, and the hidden temporary
+  files of a writer that renames into place there) share its lock. Every writer of this
+  package stages that way; a file made otherwise in the staging folder (a foreign or older
+  writer that does not lock) is left until older than the sweep's age limit;
 * the same lock, held on a blob's file from before its name is published until the
   catalog row that points at it is committed, tells :func:`.ingest.sweep_orphans` that the
   blob is in flight (:meth:`BlobStore.claim`). Object storage has no such locks: there the
@@ -227,10 +229,14 @@ class BlobStore(ABC):
 
     @abstractmethod
     def staging_path(self, suffix: str = ".tmp") -> Path:
-        """A fresh local path where incoming data can be written before ``put_file``.
+        """A fresh local path in this store's staging folder (nothing is created).
 
-        For the filesystem store it is on the same file system as the blobs, so the
-        final put is a rename.
+        For the filesystem store the folder is on the same file system as the blobs, so
+        the final put is a rename. Writers do not stage here directly: they use
+        :meth:`create_staging` (a file created locked, which no sweep takes while they
+        live). This stays the backend's one hook for *where* staging happens (each store
+        implements it; :meth:`create_staging`, :meth:`clean_staging` and the sweep's folder
+        come from it); a file made at such a path without the lock is swept only by age.
         """
 
     # -- optional --------------------------------------------------------------------
@@ -274,6 +280,31 @@ class BlobStore(ABC):
     def _locked_name(self, suffix: str) -> Path:
         path = self.staging_path(suffix)
         return path.with_name(LOCKED_PREFIX + path.name)
+
+    def pinned_source(self, path: Path, *, move: bool, pins: contextlib.ExitStack) -> Path:
+        """The file to put (with ``move=True``) whose lock pins the new blob until ``pins``
+        closes, so that :meth:`claim` (the orphan sweep) sees the blob in flight until its
+        writer has committed the catalog row pointing at it (ingest, a compression swap).
+
+        A store with local files renames the file it is given into the blob (same inode),
+        so the lock on that file is the lock on the blob: a file to be moved on the store's
+        file system is ``path`` itself, locked here; any other is copied into a staging
+        file created locked (the copy the put would have made anyway). Object storage has
+        no lock to hold: ``path`` as it is (its orphans are swept by age).
+        """
+        if not self.supports_rename:
+            return path
+        if move:
+            try:
+                same = os.stat(path).st_dev == os.stat(self.staging_path().parent).st_dev
+            except OSError:
+                return path  # the put reports it
+            if same:
+                pins.enter_context(staging_lock(path))
+                return path
+        staged = pins.enter_context(self.create_staging(".dcm"))
+        shutil.copyfile(path, staged.path)
+        return staged.path
 
     @contextmanager
     def claim(self, key: str) -> Iterator[bool | None]:
@@ -379,9 +410,15 @@ def sweep_staging(folder: Path, older_than: float = 0.0) -> int:
 
 def staging_leftovers(folder: Path, older_than: float = 0.0, *, delete: bool = True) -> list[Path]:
     """The files in a staging ``folder`` no live process holds locked, deleted unless
-    ``delete=False``: every unlocked file created locked (``lk-`` names: its writer was
-    killed, since a live writer holds the lock until it is done), and the others (writers
-    that do not lock) once older than ``older_than`` seconds.
+    ``delete=False``: every file of a killed writer that locked (see below), whatever its
+    age, and the others (writers that do not lock) once older than ``older_than`` seconds.
+
+    A file created locked (``lk-<token><suffix>``, :func:`create_locked`) and the files
+    named after it (``lk-<token><suffix><more>``, :meth:`StagingFile.sibling`, and their
+    hidden temporary siblings ``.lk-<token>....tmp``, e.g. an atomic writer's) are one
+    group: while a live process holds any of them locked (its writer holds the first until
+    it is done), all stay; once none is held, all go. So a writer may let another function
+    write a sibling by temp file and rename without the result ever being unprotected.
 
     A file is deleted while this process holds it locked exclusively, and only if it is
     still the file of that name: a writer that created it an instant before locking it
@@ -393,26 +430,62 @@ def staging_leftovers(folder: Path, older_than: float = 0.0, *, delete: bool = T
         entries = list(folder.iterdir())
     except FileNotFoundError:
         return found
+    groups: dict[str, list[Path]] = {}
     for p in entries:
+        owner = _lock_group(p.name)
+        if owner is not None:
+            groups.setdefault(owner, []).append(p)
+            continue
         try:
-            if not p.is_file() or (not p.name.startswith(LOCKED_PREFIX) and p.stat().st_mtime > limit):
+            if not p.is_file() or p.stat().st_mtime > limit:
                 continue
-            fd = os.open(p, os.O_RDONLY)
         except OSError:
-            continue  # gone meanwhile, or not ours to read
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino != p.stat().st_ino:
-                continue  # renamed over meanwhile: another file now
-        except OSError:
-            continue  # a live process holds it: in flight, whatever its age
-        else:
+            continue
+        found += _take_unlocked([p], delete)
+    for members in groups.values():
+        found += _take_unlocked(members, delete)
+    return found
+
+
+def _lock_group(name: str) -> str | None:
+    """The ``lk-<token>`` a staging file's name belongs to (see :func:`staging_leftovers`),
+    or None for a file of a writer that does not lock."""
+    bare = name[1:] if name.startswith(".") else name
+    return bare.split(".", 1)[0] if bare.startswith(LOCKED_PREFIX) else None
+
+
+def _take_unlocked(paths: list[Path], delete: bool) -> list[Path]:
+    """``paths`` (one lock group), deleted unless ``delete=False``, if no live process holds
+    any of them locked: each is locked exclusively first, and deleted only if it is still
+    the file of its name. [] when one is held (in flight)."""
+    held: list[tuple[Path, int]] = []
+    try:
+        for p in paths:
+            try:
+                if not p.is_file():
+                    continue
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+            held.append((p, fd))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return []  # a live process holds it: the group is in flight, whatever its age
+        found = []
+        for p, fd in held:
+            try:
+                if os.fstat(fd).st_ino != p.stat().st_ino:
+                    continue  # renamed over meanwhile: another file now
+            except OSError:
+                continue
             if delete:
                 p.unlink(missing_ok=True)
             found.append(p)
-        finally:
+        return found
+    finally:
+        for _, fd in held:
             os.close(fd)  # also releases the lock
-    return found
 
 
 @contextmanager
@@ -448,6 +521,13 @@ class StagingFile:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+
+    def sibling(self, suffix: str) -> Path:
+        """A path named after this file (its name + ``suffix``, in its folder) that the
+        sweeps leave alone while this file is held, even as a plain file another function
+        writes (by temp file and rename: the temporary name is protected too). The caller
+        deletes it when done (before :meth:`discard`); a killed writer's goes with this one."""
+        return self.path.with_name(self.path.name + suffix)
 
     def open_write(self) -> BinaryIO:
         """A binary file object writing the file from its start; closing it keeps the lock."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -239,29 +238,6 @@ def _ingest_opened(
     return result
 
 
-def _pinned_source(archive: Archive, path: Path, move: bool, pins: contextlib.ExitStack) -> Path:
-    """The file to put with ``move=True`` whose lock pins the blob until ``pins`` closes.
-
-    A store with local files renames the file it is given into the blob (same inode), so
-    the lock on that file is the lock on the blob: a file to be moved on the store's file
-    system is ``path`` itself (locked by :func:`ingest_file` before the put); any other is
-    copied into a staging file created locked (the copy the put would have made anyway).
-    Object storage has no lock to hold: ``path`` as it is.
-    """
-    blobs = archive.blobs
-    if not blobs.supports_rename:
-        return path
-    if move:
-        try:
-            if os.stat(path).st_dev == os.stat(blobs.staging_path().parent).st_dev:
-                return path
-        except OSError:
-            return path  # the put reports it
-    staged = pins.enter_context(blobs.create_staging(".dcm"))
-    shutil.copyfile(path, staged.path)
-    return staged.path
-
-
 def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: bool,
               pins: contextlib.ExitStack | None = None) -> InstanceRecord:
     """Store the file under the instance's key, exclusively: a key, once written, is never
@@ -275,12 +251,12 @@ def _put_blob(archive: Archive, record: InstanceRecord, path: Path, *, move: boo
     lists the usual key (:mod:`.deletion` would delete the new blob under it). Either
     way the catalog row added next describes exactly the bytes under its key, and of
     several writers the catalog's insert decides which row (and so which blob) stays.
-    With ``pins``, the blob stays locked until ``pins`` closes (:func:`_pinned_source`).
+    With ``pins``, the blob stays locked until ``pins`` closes (:meth:`.BlobStore.pinned_source`).
     """
     blobs = archive.blobs
     usual = blobs.atomic_exclusive and not archive.catalog.deletion_pending(record.blob_key)
     key = record.blob_key if usual else archive.attempt_key(record)
-    source = path if pins is None else _pinned_source(archive, path, move, pins)
+    source = path if pins is None else blobs.pinned_source(path, move=move, pins=pins)
     for attempt in range(3):
         try:
             size = blobs.put_file(key, source, move=move or source != path, exclusive=True)
@@ -383,17 +359,18 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0, *, dry_run: bool
     whatever its state: the move's recovery, :func:`.lifecycle.recover`, finishes or undoes
     it). Of the others, which blob is in flight, about to get its row?
 
-    - A blob of an ingest (:meth:`Archive.is_ingest_key`) in a store with local files: its
-      writer holds a lock on it from before its name exists until its row is committed
-      (see the module), and the lock dies with the writer. The sweep takes the blob
-      exclusively (:meth:`.BlobStore.claim`): held by a live writer, it stays; else it goes
-      at once, whatever its age. The row is read again *while* the blob is held, so a
-      writer that committed its row and let go an instant before is seen.
-    - Any other (object storage, where no lock reaches; a compression swap's replacement
-      key, whose writer does not pin it): it goes only when written more than
-      ``older_than`` seconds ago, longer than any put-then-add takes. A blob's age is when
-      the store wrote it (puts reset it); a store that cannot tell an age keeps the blob
-      unless ``older_than`` is 0 (nothing else running).
+    - A blob of an ingest (:meth:`Archive.is_ingest_key`) or of a compression swap
+      (:meth:`Archive.is_replacement_key`) in a store with local files: its writer holds a
+      lock on it from before its name exists until its row is committed (see the module,
+      :meth:`.BlobStore.pinned_source`), and the lock dies with the writer. The sweep takes
+      the blob exclusively (:meth:`.BlobStore.claim`): held by a live writer, it stays; else
+      it goes at once, whatever its age. The row is read again *while* the blob is held, so
+      a writer that committed its row and let go an instant before is seen. (A lifecycle
+      move's copy has a replacement key too, but is journalled before it is written: kept.)
+    - Any other (object storage, where no lock reaches; a key of another shape): it goes
+      only when written more than ``older_than`` seconds ago, longer than any put-then-add
+      takes. A blob's age is when the store wrote it (puts reset it); a store that cannot
+      tell an age keeps the blob unless ``older_than`` is 0 (nothing else running).
 
     Each deletion is decided again right before it (row and journal read anew), so a row
     or a move that appeared during the listing keeps its blob.
@@ -412,7 +389,8 @@ def sweep_orphans(archive: Archive, older_than: float = 3600.0, *, dry_run: bool
             with store.claim(key) as claimed:
                 if claimed is False:
                     continue  # a live writer pins it: in flight
-                if not (claimed and archive.is_ingest_key(key)) and older_than > 0:
+                pinnable = archive.is_ingest_key(key) or archive.is_replacement_key(key)
+                if not (claimed and pinnable) and older_than > 0:
                     try:
                         written = store.modified(key)
                     except BlobNotFoundError:

@@ -27,7 +27,8 @@ it. One move, in this order:
 Killed at any moment, nothing is lost and :func:`recover` (the start of every run)
 finishes or undoes what was in flight: a ``copying`` row is first marked ``abandoned`` (so
 its switch can no longer happen, even if its process is still alive somewhere), then its
-new copy, staging file and partial files are deleted; a ``switched`` row gets its old copy
+new copy and partial files are deleted (its staging file, created locked, goes with the
+staging sweep once its writer is gone, as every killed writer's does); a ``switched`` row gets its old copy
 deleted. Before step 4 readers use the old copy, after it the new one; a reader that
 already opened the old copy keeps reading it on local files (POSIX unlink), and a reader in
 another process whose memoised record points at a deleted copy re-reads the record.
@@ -46,12 +47,11 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import DcmstreamError
 from .archive import Archive
-from .blobstore import BlobStore, FilesystemBlobStore
+from .blobstore import BlobStore, FilesystemBlobStore, StagingFile
 from .catalog import BlobMove, InstanceRecord
 from .s3store import S3BlobStore
 
@@ -243,16 +243,11 @@ def plan(archive: Archive, rules: Sequence[LifecycleRule], now: float | None = N
 
 
 # -- one move ---------------------------------------------------------------------------------
-def _staging_suffix(target_key: str) -> str:
-    # The new key's token folder names the staging file too, so recovery can find it.
-    return f".{Path(target_key).parent.name}.move"
-
-
-def _copy_to_staging(source: BlobStore, key: str, staging: Path) -> tuple[int, bytes]:
-    """Stream a blob into a new local file; (length, SHA-256)."""
+def _copy_to_staging(source: BlobStore, key: str, staging: StagingFile) -> tuple[int, bytes]:
+    """Stream a blob into a new (locked) staging file; (length, SHA-256)."""
     digest = hashlib.sha256()
     n = 0
-    with open(staging, "xb") as fh:
+    with staging.open_write() as fh:
         for chunk in source.iter_range(key, chunk_size=_CHUNK):
             digest.update(chunk)
             fh.write(chunk)
@@ -271,14 +266,14 @@ def _read_back(store: BlobStore, key: str) -> tuple[int, bytes]:
 
 
 def _discard_partial(store: BlobStore, key: str) -> None:
-    """Delete what a killed put of ``key`` may have left: the blob, its staging file, and on
-    local files the hidden temporary sibling (``.NAME.XXXX.tmp``) and empty folders."""
+    """Delete what a killed put of ``key`` may have left in the store: the blob, unfinished
+    uploads, and on local files a hidden temporary sibling (``.NAME.XXXX.tmp``, written by
+    older versions) and empty folders. Its staging file is not looked for here: it was
+    created locked (:meth:`.BlobStore.create_staging`), so the staging sweep removes it
+    once its writer is gone (:meth:`.BlobStore.clean_staging`, run by :func:`recover`)."""
     store.delete(key)
     if isinstance(store, S3BlobStore):
         store.abort_uploads(key)
-    suffix = _staging_suffix(key)
-    for leftover in store.staging_path().parent.glob(f"*{suffix}"):
-        leftover.unlink(missing_ok=True)
     if isinstance(store, FilesystemBlobStore):
         dest = store.objects / key
         for leftover in dest.parent.glob(f".{dest.name}.*.tmp"):
@@ -303,7 +298,7 @@ def move_instance(archive: Archive, move: Move, *, hook: MoveHook | None = None)
     new_key = archive.replacement_key(record)
     move_id = catalog.begin_move(record.sop_uid, move.source, record.blob_key, move.target, new_key)
     switched = False
-    staging = target.staging_path(_staging_suffix(new_key))
+    staging = target.create_staging(".move")  # locked: no sweep takes it while this move lives
     try:
         if hook:
             hook("begun", move)
@@ -312,7 +307,7 @@ def move_instance(archive: Archive, move: Move, *, hook: MoveHook | None = None)
             raise LifecycleError(f"{record.sop_uid}: the stored blob has {n} bytes, the catalog says {record.size}")
         if hook:
             hook("staged", move)
-        target.put_file(new_key, staging, move=True, exclusive=True)
+        target.put_file(new_key, staging.path, move=True, exclusive=True)
         if hook:
             hook("copied", move)
         if _read_back(target, new_key) != (n, digest):
@@ -323,10 +318,11 @@ def move_instance(archive: Archive, move: Move, *, hook: MoveHook | None = None)
             raise LifecycleError(f"{record.sop_uid}: the catalog row changed during the move; left as it is")
         switched = True
     except BaseException:
-        staging.unlink(missing_ok=True)
+        staging.discard()
         if not switched:
             _undo(archive, move_id, move.target, new_key)
         raise
+    staging.discard()  # moved into the store: only the lock is left to release
     # Moved: the catalog points at the new copy. The old one goes; if that fails, the
     # journal row (``switched``) makes the next run's recovery delete it.
     archive.forget(record.sop_uid)
@@ -362,6 +358,8 @@ def recover(archive: Archive) -> int:
     half-way is finished by the next.
     """
     handled = 0
+    for store in archive.tiers.values():  # killed moves' staging files (one sweep: the archive's)
+        store.clean_staging(older_than=archive.staging_max_age)
     for mv in archive.catalog.pending_moves():
         if mv.source_tier not in archive.tiers or mv.target_tier not in archive.tiers:
             log.warning("lifecycle: journal row %d names a tier this archive lacks (%s -> %s); left", mv.id,

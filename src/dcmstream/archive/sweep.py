@@ -71,8 +71,8 @@ def sweep(archive: Archive, *, older_than: float | None = None, dry_run: bool = 
           check_rows: bool = False) -> SweepResult:
     """Sweep ``archive`` (see the module). ``older_than`` (default: the archive's
     ``staging_max_age``) is the age after which what no lock protects counts as left over:
-    staging files of writers that do not lock, unreferenced blobs in object storage or
-    under a compression swap's key. ``check_rows`` also lists rows whose blob is missing."""
+    staging files of writers that do not lock (none of this package's: they all stage in
+    files created locked), unreferenced blobs in object storage. ``check_rows`` also lists rows whose blob is missing."""
     started = time.monotonic()
     age = archive.staging_max_age if older_than is None else older_than
     result = SweepResult(dry_run=dry_run)

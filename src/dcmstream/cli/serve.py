@@ -59,12 +59,15 @@ def fill_demo(archive: object, console: Console) -> None:
     stored = []
     for label, kwargs in DEMO_SAMPLES:
         started = time.perf_counter()
-        path = archive.staging_path(".dcm")
-        with console.status(f"generating {label} ..."):
-            write_multiframe(path, **kwargs)
-            size = path.stat().st_size
-            result = archive.ingest_file(path, move=True)
-        path.unlink(missing_ok=True)
+        # written by temp file and rename beside a file held locked: no sweep takes it meanwhile
+        with archive.create_staging(".demo") as held, console.status(f"generating {label} ..."):
+            path = held.sibling(".dcm")
+            try:
+                write_multiframe(path, **kwargs)
+                size = path.stat().st_size
+                result = archive.ingest_file(path, move=True)
+            finally:
+                path.unlink(missing_ok=True)
         console.print(f"  {label}: {size / 1e6:.0f} MB, {result.status} in {time.perf_counter() - started:.1f} s")
         stored.append({"label": label, "sop": result.sop_uid, "study": result.study_uid, "series": result.series_uid})
     for name in DEMO_TEST_FILES:

@@ -94,14 +94,11 @@ class StoredBlob(Dataset):
             if path is not None:
                 yield Path(path), current
                 return
-            staged = archive.staging_path(".dcm")
-            try:
-                with open(staged, "xb") as out:
+            with archive.create_staging(".dcm") as staged:  # locked: swept only if this process dies
+                with staged.open_write() as out:
                     for chunk in iter_source(source, 0, None, 1 << 20):
                         out.write(chunk)
-                yield staged, current
-            finally:
-                staged.unlink(missing_ok=True)
+                yield staged.path, current
 
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
