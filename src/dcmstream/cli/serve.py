@@ -27,6 +27,7 @@ from ..errors import DcmstreamError
 
 if TYPE_CHECKING:
     from ..archive import Archive
+    from ..config import ArchiveConfig
 
 from .options import COMPRESS_POLICY_OPTION
 
@@ -131,14 +132,24 @@ class ServeOptions:
         return cls(**data)
 
 
-def open_served_archive(options: ServeOptions) -> Archive:
-    """The archive of ``options``: from the configuration file, else the folder."""
+def served_config(options: ServeOptions) -> ArchiveConfig | None:
+    """The configuration file of ``options``, read once per process (None: a folder archive)."""
+    from ..config import load_config
+
+    return None if options.config is None else load_config(options.config)
+
+
+def open_served_archive(options: ServeOptions, loaded: ArchiveConfig | None = None) -> Archive:
+    """The archive of ``options``: from the configuration file (``loaded``, if already read),
+    else the folder."""
     from ..archive import Archive
 
     if options.config is not None:
-        from ..config import load_config, open_archive
+        from ..config import open_archive
 
-        return open_archive(load_config(options.config))
+        config = loaded or served_config(options)
+        assert config is not None  # (options.config is set)
+        return open_archive(config)
     return Archive(options.archive_dir or "archive")
 
 
@@ -154,7 +165,8 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
     # The server's whole footprint has a budget (issue 5: <= 250 MB RSS), so the frame
     # cache gets a fixed share rather than the library default (5% of RAM).
     set_default_cache(FrameCache(max(options.cache_mb, 1) << 20))
-    archive = open_served_archive(options)
+    loaded = served_config(options)
+    archive = open_served_archive(options, loaded)
     worker = None
     if options.compress_policy is not None:
         from ..policy import PolicyWorker, load_policy
@@ -164,8 +176,8 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
             worker = PolicyWorker(archive, policy).start()
             if console is not None:
                 console.print(f"compression policy {options.compress_policy}: {len(policy.rules)} rules")
-    forwarder = start_forwarder(archive, options)
-    start_sweeper(archive, options)
+    forwarder = start_forwarder(archive, loaded)
+    start_sweeper(archive, loaded)
     collectors = []
     if forwarder is not None:  # its counters on this process's /metrics
         from ..dimse.metrics import ForwarderCollector
@@ -174,19 +186,18 @@ def build_app(options: ServeOptions, console: Console | None = None) -> tuple[An
     config = ServerConfig(
         cors_origins=options.cors_origins, max_upload_bytes=options.max_upload_mb << 20, public_url=options.public_url
     )
-    auth, audit = security_settings(options)
+    auth, audit = security_settings(loaded)
     return create_app(archive, config, auth=auth, audit=audit, collectors=collectors), archive, worker
 
 
-def security_settings(options: ServeOptions) -> tuple[Any, Any]:
+def security_settings(loaded: ArchiveConfig | None) -> tuple[Any, Any]:
     """(``[auth]``, ``[audit]``) of the configuration file; a folder archive has neither
     (it gets them by being described in a file: ``[catalog] url = "sqlite:///DIR/catalog.sqlite"``
     and ``[storage.hot] url = "file:///DIR"`` is the folder archive ``DIR``)."""
-    from ..config import AuditConfig, AuthConfig, load_config
+    from ..config import AuditConfig, AuthConfig
 
-    if options.config is None:
+    if loaded is None:
         return AuthConfig(), AuditConfig()
-    loaded = load_config(options.config)
     return loaded.auth, loaded.audit
 
 
@@ -321,6 +332,7 @@ def serve(
     settings = ServerSettings()
     auth_mode = "none"
     dimse_settings = None
+    loaded: ArchiveConfig | None = None
     if config is not None:
         if archive_dir is not None:
             raise typer.BadParameter("give an archive folder or --config, not both")
@@ -332,7 +344,7 @@ def serve(
 
             AuditLog(loaded.audit.path).close()  # unwritable: a ConfigError now, not in each worker later
     dimse_settings = dimse_options(dimse_settings, dimse_port, ae_title, dimse_peer, dimse_host, dimse_accept)
-    audit_path = loaded.audit.path if config is not None else None
+    audit_path = loaded.audit.path if loaded is not None else None
     policy = compress_policy or settings.compress_policy
     options = ServeOptions(
         config=None if config is None else str(config.resolve()),
@@ -358,7 +370,7 @@ def serve(
         # Each worker process builds its own app; this one only prepares and reports
         # (and runs the DIMSE listener, on an archive of its own).
         app, worker = None, None
-        archive = open_served_archive(options)
+        archive = open_served_archive(options, loaded)
     dimse = None
     try:
         if demo:
@@ -370,7 +382,7 @@ def serve(
             if app is None:  # the web workers are other processes: this archive needs its own
                 if options.compress_policy is not None:
                     worker = start_policy(archive, options.compress_policy)
-                start_forwarder(archive, options)
+                start_forwarder(archive, loaded)
             dimse = start_dimse(archive, dimse_settings, console, audit_path)
             if app is not None:  # its counters on /metrics (one process)
                 from ..dimse.metrics import DimseCollector
@@ -454,30 +466,21 @@ def stop_dimse(server: Any) -> None:
         server.audit.log.close()
 
 
-def start_sweeper(archive: Archive, options: ServeOptions) -> Any:
+def start_sweeper(archive: Archive, loaded: ArchiveConfig | None) -> Any:
     """Sweep the leftovers of killed writers (staging files, orphan blobs, journalled
     deletions; :mod:`dcmstream.archive.sweep`) in a daemon thread: now, without delaying
     readiness, and every ``[archive] sweep_interval_seconds`` (default an hour)."""
     from ..archive.sweep import Sweeper
 
-    interval = 3600.0
-    if options.config is not None:
-        from ..config import load_config
-
-        interval = load_config(options.config).sweep_interval
+    interval = 3600.0 if loaded is None else loaded.sweep_interval
     return Sweeper(archive, interval).start()
 
 
-def start_forwarder(archive: Archive, options: ServeOptions) -> Any:
+def start_forwarder(archive: Archive, config: ArchiveConfig | None) -> Any:
     """The ``[[forward]]`` rules of the configuration, run on what this process's archive
     stores (STOW-RS, DIMSE); None without rules. A daemon thread: queued instances not yet
     sent when the server stops are not forwarded."""
-    if options.config is None:
-        return None
-    from ..config import load_config
-
-    config = load_config(options.config)
-    if not config.forward:
+    if config is None or not config.forward:
         return None
     from ..dimse.forward import Forwarder
 
