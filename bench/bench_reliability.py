@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         if c:
             rows.append([kind, f"{c['kills']} kills, {c['clients']} clients, {c['stow_requests']} STOW answers",
                          f"acknowledged {c['acknowledged']} ({c['multiframe_acknowledged']} multiframe), lost {c['lost']}, "
-                         f"cut {c['unacknowledged']} (stored whole {c['unacknowledged_stored']}), orphan blobs swept "
-                         f"{c['orphan_blobs_swept']}, staging files swept {c['staging_files_swept']}"])
+                         f"cut {c['unacknowledged']} (stored whole {c['unacknowledged_stored']}); the last restart's own "
+                         f"sweep removed {c['last_start_sweep_orphan_blobs']} orphan blobs and "
+                         f"{c['last_start_sweep_staging_files']} staging files; then rows == blobs, staging empty"])
     load = figures.get("load")
     if load:
         rows.append(["load", f"{load['clients']} clients, {load['seconds']} s, --cache-mb {load['cache_mb']}",
