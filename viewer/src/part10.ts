@@ -8,6 +8,7 @@
 
 import { readRange, type FileRef } from "./ranged";
 import type { PixelInfo } from "./types";
+import type { InstanceInfo } from "./dicomweb";
 
 const FIRST_READ = 64 << 10;
 const EXPLICIT_LE = "1.2.840.10008.1.2.1";
@@ -23,25 +24,9 @@ export interface FrameSpans {
   items: boolean;
 }
 
-/** What the page needs of a file (same fields as a QIDO-RS instance, see dicomweb.ts). */
-export interface FileHeader {
-  study: string;
-  series: string;
-  sop: string;
-  seriesNumber: number;
-  seriesDescription: string;
-  modality: string;
-  instanceNumber: number;
-  frames: number;
-  pixel: PixelInfo;
-  window: [number, number] | null;
-  slope: number;
-  intercept: number;
-  units: string;
-  frameTimeMs: number | null;
-  patientName: string;
-  patientId: string;
-  studyDescription: string;
+/** What the page needs of a file: the fields of a QIDO-RS instance (dicomweb.ts), plus where
+ * its frames are and what building this cost. */
+export interface FileHeader extends InstanceInfo {
   spans: FrameSpans;
   size: number | null;
   headerBytes: number; // bytes read to build this (header + offset tables + item headers)

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
@@ -183,19 +183,6 @@ def _read_pixel_element(source: ByteSource, offset: int, little: bool, implicit:
     )
 
 
-class _InflatedSource(FileObjectSource):
-    """The inflated copy of a deflated dataset, in a temporary file this source owns:
-    closing it closes (and so deletes) the file, instead of leaving that to the GC."""
-
-    def __init__(self, tmp: BinaryIO, name: str) -> None:
-        super().__init__(tmp, name=name)
-        self._tmp = tmp
-
-    def close(self) -> None:
-        self._tmp.close()
-        super().close()
-
-
 def _inflate_to_tempfile(source: ByteSource, start: int, limit: int) -> ByteSource:
     """Stream-inflate ``source[start:]`` (raw deflate) into a temporary file."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -227,7 +214,8 @@ def _inflate_to_tempfile(source: ByteSource, start: int, limit: int) -> ByteSour
         tmp.close()
         raise
     tmp.flush()
-    return _InflatedSource(tmp, name=f"{source.name} (inflated)")
+    # The source owns the temporary file: closing it deletes the file (not left to the GC).
+    return FileObjectSource(tmp, name=f"{source.name} (inflated)", owned=True)
 
 
 def _character_set(dataset: Dataset) -> str | list[str]:

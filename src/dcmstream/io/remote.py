@@ -48,7 +48,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, BinaryIO, TypeGuard
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from ..errors import InvalidArgumentError, MissingDependencyError, PathNotFoundError, SourceError
@@ -211,20 +211,6 @@ def _head(url: str, where: _Where) -> OpenRecord:
         raise _translate(exc, url, "HEAD") from exc
 
 
-class _DownloadedSource(FileObjectSource):
-    """A whole object downloaded into a temporary file this source owns (``download=True``)."""
-
-    remote = False
-
-    def __init__(self, tmp: BinaryIO, name: str) -> None:
-        super().__init__(tmp, name=name)
-        self._tmp = tmp
-
-    def close(self) -> None:
-        self._tmp.close()
-        super().close()
-
-
 def _download(url: str, where: _Where, stats: FetchStats | None) -> ByteSource:
     obstore = _obstore()
     tmp = tempfile.TemporaryFile(prefix="dcmstream-download-")  # noqa: SIM115 - the returned source owns it
@@ -240,7 +226,7 @@ def _download(url: str, where: _Where, stats: FetchStats | None) -> ByteSource:
         raise _translate(exc, url, "download") from exc
     if stats is not None:
         stats.add(total)
-    return _DownloadedSource(tmp, url)
+    return FileObjectSource(tmp, url, owned=True)  # (a local file now: closing it deletes it)
 
 
 def _open_cache(open_cache: OpenCache | bool | None) -> OpenCache | None:

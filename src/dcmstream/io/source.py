@@ -215,10 +215,15 @@ class BytesSource(ByteSource):
 
 
 class FileObjectSource(ByteSource):
-    """A seekable binary file object; seek+read are serialised by a lock."""
+    """A seekable binary file object; seek+read are serialised by a lock.
 
-    def __init__(self, fileobj: BinaryIO, name: str | None = None) -> None:
+    With ``owned=True`` the source owns the file object and :meth:`close` closes it too
+    (a temporary file, deleted on close: an inflated deflated dataset, a downloaded object);
+    otherwise the caller's file stays open."""
+
+    def __init__(self, fileobj: BinaryIO, name: str | None = None, *, owned: bool = False) -> None:
         super().__init__()
+        self._owned = owned
         if not (hasattr(fileobj, "read") and hasattr(fileobj, "seek")):
             raise InvalidArgumentTypeError("file object must have read() and seek()")
         if isinstance(fileobj, io.TextIOBase):
@@ -245,6 +250,11 @@ class FileObjectSource(ByteSource):
                 return self._fp.read(length)
             except (OSError, ValueError) as exc:  # ValueError: the caller closed the file
                 raise SourceError(f"{self.name}: read failed at {offset} ({exc})") from exc
+
+    def close(self) -> None:
+        if self._owned and not self._closed:
+            self._fp.close()
+        super().close()
 
 
 def as_source(obj: "str | os.PathLike[str] | BinaryIO | ByteSource | bytes") -> ByteSource:
